@@ -1,0 +1,151 @@
+//! In-memory backend for logic tests: keeps each applied table's expected snapshot,
+//! records applies, can be told to fail the next call or to tamper with a table.
+
+use std::collections::BTreeMap;
+
+use super::{Backend, OwnedTable, is_owned_comment};
+use crate::error::{Error, Result};
+use crate::model::Ruleset;
+use crate::render;
+use crate::snapshot::{ChainSnapshot, SetSnapshot, Snapshot};
+
+#[derive(Debug, Default)]
+pub struct FakeBackend {
+    pub tables: BTreeMap<String, Snapshot>,
+    /// Number of successful applies.
+    pub applies: usize,
+    /// When set, the next apply or delete fails with this message and changes nothing.
+    pub fail_next: Option<String>,
+}
+
+impl FakeBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Simulate `nft flush chain`.
+    pub fn flush_chain(&mut self, table: &str, chain: &str) {
+        if let Some(c) = self
+            .tables
+            .get_mut(table)
+            .and_then(|t| t.chains.iter_mut().find(|c| c.name == chain))
+        {
+            c.rules.clear();
+        }
+    }
+
+    /// Simulate a table someone else created with our name.
+    pub fn insert_foreign(&mut self, table: &str) {
+        self.tables.insert(
+            table.to_string(),
+            Snapshot {
+                table: table.to_string(),
+                ..Default::default()
+            },
+        );
+    }
+
+    fn take_failure(&mut self) -> Result<()> {
+        match self.fail_next.take() {
+            Some(msg) => Err(Error::runtime(msg)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn apply(&mut self, rs: &Ruleset) -> Result<()> {
+        if let Some(t) = self.tables.get(&rs.table)
+            && !is_owned_comment(t.comment.as_deref())
+        {
+            return Err(Error::runtime(format!(
+                "table inet {} exists but is not managed by nftkit",
+                rs.table
+            )));
+        }
+        self.take_failure()?;
+        let snap = self.expected(rs);
+        self.tables.insert(rs.table.clone(), snap);
+        self.applies += 1;
+        Ok(())
+    }
+
+    fn expected(&self, rs: &Ruleset) -> Snapshot {
+        Snapshot {
+            table: rs.table.clone(),
+            comment: Some(rs.comment.clone()),
+            chains: rs
+                .chains
+                .iter()
+                .map(|c| ChainSnapshot {
+                    name: c.name.clone(),
+                    base: c.base.map(|b| {
+                        format!(
+                            "type {} hook {} priority {}",
+                            b.kind.nft_name(),
+                            b.hook.nft_name(),
+                            b.priority
+                        )
+                    }),
+                    rules: c.rules.iter().map(render::rule_text).collect(),
+                })
+                .collect(),
+            sets: rs
+                .sets
+                .iter()
+                .map(|s| {
+                    let mut elements: Vec<String> =
+                        s.elements.iter().map(render::element).collect();
+                    elements.sort();
+                    (
+                        s.name.clone(),
+                        SetSnapshot {
+                            key: s.key.nft_name().into(),
+                            interval: s.interval,
+                            elements,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
+        Ok(self.tables.get(table).cloned())
+    }
+
+    fn delete(&mut self, table: &str) -> Result<bool> {
+        match self.tables.get(table) {
+            None => Ok(false),
+            Some(t) if !is_owned_comment(t.comment.as_deref()) => Err(Error::runtime(format!(
+                "table inet {table} is not managed by nftkit"
+            ))),
+            Some(_) => {
+                self.take_failure()?;
+                self.tables.remove(table);
+                Ok(true)
+            }
+        }
+    }
+
+    fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {
+        Ok(self
+            .tables
+            .values()
+            .filter(|t| is_owned_comment(t.comment.as_deref()))
+            .map(|t| OwnedTable {
+                backend: "fake",
+                table: t.table.clone(),
+                comment: t.comment.clone().unwrap_or_default(),
+                chains: t.chains.len(),
+                rules: t.rule_count(),
+                sets: t.sets.len(),
+                elements: t.element_count(),
+            })
+            .collect())
+    }
+}

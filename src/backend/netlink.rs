@@ -1,0 +1,617 @@
+//! nf_tables over netlink (the `nlink` crate). The only module that uses nlink, so the
+//! netlink library can be swapped without touching commands or the model.
+//!
+//! Apply is ONE batch: destroy our table if present, then create table, sets, elements
+//! (split into several messages so no netlink attribute nest overflows), chains and rules.
+//! The kernel commits all of it or none of it; a refused message is reported by name.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+
+use nlink::netlink::nftables::{
+    self as nft, BaseChain as NlBase, ByteorderOp, CmpOp, Expr, Family, LookupExpr, MetaKey,
+    NatHook, PayloadBase, Priority, Register, SetElement, SetKeyType, Verdict,
+};
+use nlink::netlink::{Connection, Nftables};
+
+use super::{Backend, OwnedTable, is_owned_comment};
+use crate::error::{Error, Result};
+use crate::model::{self, Action, Element, IpFamily, KeyType, Match, Owner, Ruleset};
+use crate::snapshot::{ChainSnapshot, SetSnapshot, Snapshot};
+
+/// Elements per NEWSETELEM message. An IPv6 interval range is two wire elements of
+/// ~60 bytes, so 256 ranges stay well below the 64 KiB limit of one attribute nest.
+const ELEMENTS_PER_MESSAGE: usize = 256;
+/// Send buffer for big batches (a 50 000-range IPv6 set is ~6 MB on the wire).
+const SEND_BUFFER: i32 = 64 << 20;
+
+/// nft's datatype numbers for the set key types nlink has no name for.
+const TYPE_UID: u32 = 24;
+const TYPE_GID: u32 = 25;
+
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+
+pub struct NetlinkBackend {
+    rt: tokio::runtime::Runtime,
+    conn: Connection<Nftables>,
+}
+
+impl NetlinkBackend {
+    /// Open a netfilter netlink socket in the current network namespace and check that
+    /// nf_tables answers (needs CAP_NET_ADMIN).
+    pub fn connect() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime(format!("cannot start runtime: {e}")))?;
+        let conn = rt
+            .block_on(async { Connection::<Nftables>::new() })
+            .map_err(|e| kernel_error("open nf_tables netlink socket", &e))?;
+        raise_send_buffer(conn.socket().as_raw_fd());
+        let _ = conn.socket().set_rcvbuf(4 << 20);
+        let b = NetlinkBackend { rt, conn };
+        b.rt.block_on(b.conn.list_tables_in(Family::Inet))
+            .map_err(|e| kernel_error("list nf_tables tables", &e))?;
+        Ok(b)
+    }
+
+    fn table_info(&self, table: &str) -> Result<Option<nft::Table>> {
+        let tables = self
+            .rt
+            .block_on(self.conn.list_tables_in(Family::Inet))
+            .map_err(|e| kernel_error("list tables", &e))?;
+        Ok(tables.into_iter().find(|t| t.name == table))
+    }
+
+    fn snapshot_of(&self, table: &nft::Table) -> Result<Snapshot> {
+        let name = table.name.as_str();
+        let conn = &self.conn;
+        let (chains, rules, sets) = self
+            .rt
+            .block_on(async {
+                let chains = conn.list_chains_in(name, Family::Inet).await?;
+                let rules = conn.list_rules(name, Family::Inet).await?;
+                let sets = conn.list_sets_in(name, Family::Inet).await?;
+                Ok::<_, nlink::Error>((chains, rules, sets))
+            })
+            .map_err(|e| kernel_error(&format!("read table {name}"), &e))?;
+        let mut chain_snaps: Vec<ChainSnapshot> = chains
+            .iter()
+            .map(|c| ChainSnapshot {
+                name: c.name.clone(),
+                base: match (c.chain_type, c.hook, c.priority) {
+                    (Some(t), Some(h), Some(p)) => Some(base_text(t.as_str(), hook_name(h), p)),
+                    _ => None,
+                },
+                rules: Vec::new(),
+            })
+            .collect();
+        for r in &rules {
+            if let Some(c) = chain_snaps.iter_mut().find(|c| c.name == r.chain) {
+                c.rules.push(
+                    r.nft_syntax_stateless().unwrap_or_else(|| {
+                        format!("<undecoded rule {}>", hex(&r.expression_bytes))
+                    }),
+                );
+            }
+        }
+        let mut set_snaps = BTreeMap::new();
+        for s in &sets {
+            let elements = self
+                .rt
+                .block_on(conn.list_set_elements(name, &s.name, Family::Inet))
+                .map_err(|e| kernel_error(&format!("read set {}", s.name), &e))?;
+            let key = key_name(s.key_type);
+            let mut items: Vec<String> = elements
+                .iter()
+                .map(|e| element_text(s.key_type, e.key(), e.key_end()))
+                .collect();
+            items.sort();
+            set_snaps.insert(
+                s.name.clone(),
+                SetSnapshot {
+                    key,
+                    interval: s.flags.contains(nft::SetFlags::INTERVAL),
+                    elements: items,
+                },
+            );
+        }
+        Ok(Snapshot {
+            table: name.to_string(),
+            comment: table.comment.clone(),
+            chains: chain_snaps,
+            sets: set_snaps,
+        })
+    }
+
+    fn build_batch(&self, rs: &Ruleset) -> Result<nft::Transaction> {
+        let t = rs.table.as_str();
+        let mut tx = self.conn.transaction();
+        if nft::connection::kernel_has_destroy() {
+            tx = tx.destroy_table(t, Family::Inet);
+        } else if self.table_info(t)?.is_some() {
+            tx = tx.del_table(t, Family::Inet);
+        }
+        tx = tx.add_table_with_comment(t, Family::Inet, 0, Some(&rs.comment));
+        for (i, set) in rs.sets.iter().enumerate() {
+            let nl = nl_set(t, set, &rs.comment);
+            tx = match set.key {
+                // nlink cannot mark a key as host-endian; without that nft would print
+                // uid 1010 as 4060282880. Write the NEWSET ourselves, as nft does.
+                KeyType::Uid | KeyType::Gid => {
+                    tx.raw(host_order_set(t, set, &rs.comment, i as u32))
+                }
+                _ => tx.add_set(nl.clone()),
+            };
+            let elements: Vec<SetElement> = set
+                .elements
+                .iter()
+                .map(|e| nl_element(e, set.interval))
+                .collect();
+            for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+                tx = tx.add_set_elements(&nl, chunk);
+            }
+        }
+        for chain in &rs.chains {
+            tx = tx.add_chain(nl_chain(t, chain, &rs.comment)?);
+        }
+        for chain in &rs.chains {
+            for rule in &chain.rules {
+                tx = tx.add_rule(nl_rule(t, &chain.name, rule, &rs.comment));
+            }
+        }
+        Ok(tx)
+    }
+}
+
+impl Backend for NetlinkBackend {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn apply(&mut self, rs: &Ruleset) -> Result<()> {
+        if let Some(existing) = self.table_info(&rs.table)?
+            && !is_owned_comment(existing.comment.as_deref())
+        {
+            return Err(Error::runtime(format!(
+                "table inet {} exists but is not managed by nftkit (no ownership comment); refusing to replace it",
+                rs.table
+            )));
+        }
+        let tx = self.build_batch(rs)?;
+        self.rt
+            .block_on(tx.commit(&self.conn))
+            .map_err(|e| kernel_error(&format!("apply table inet {}", rs.table), &e))
+    }
+
+    fn expected(&self, rs: &Ruleset) -> Snapshot {
+        let t = rs.table.as_str();
+        let chains = rs
+            .chains
+            .iter()
+            .map(|c| ChainSnapshot {
+                name: c.name.clone(),
+                base: c
+                    .base
+                    .map(|b| base_text(b.kind.nft_name(), b.hook.nft_name(), b.priority)),
+                rules: c
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        nl_rule(t, &c.name, r, &rs.comment)
+                            .nft_syntax_stateless()
+                            .unwrap_or_else(|| {
+                                format!(
+                                    "{} comment \"{}\"",
+                                    crate::render::rule_text(r),
+                                    rs.comment
+                                )
+                            })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let sets = rs
+            .sets
+            .iter()
+            .map(|s| {
+                let type_id = nl_key(s.key).type_id();
+                let mut elements: Vec<String> = s
+                    .elements
+                    .iter()
+                    .map(|e| {
+                        let nl = nl_element(e, s.interval);
+                        element_text(type_id, nl.key(), nl.key_end())
+                    })
+                    .collect();
+                elements.sort();
+                (
+                    s.name.clone(),
+                    SetSnapshot {
+                        key: key_name(type_id),
+                        interval: s.interval,
+                        elements,
+                    },
+                )
+            })
+            .collect();
+        Snapshot {
+            table: t.to_string(),
+            comment: Some(rs.comment.clone()),
+            chains,
+            sets,
+        }
+    }
+
+    fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
+        match self.table_info(table)? {
+            None => Ok(None),
+            Some(info) => self.snapshot_of(&info).map(Some),
+        }
+    }
+
+    fn delete(&mut self, table: &str) -> Result<bool> {
+        let Some(info) = self.table_info(table)? else {
+            return Ok(false);
+        };
+        if !is_owned_comment(info.comment.as_deref()) {
+            return Err(Error::runtime(format!(
+                "table inet {table} is not managed by nftkit (no ownership comment); not deleting it"
+            )));
+        }
+        let tx = self.conn.transaction().del_table(table, Family::Inet);
+        self.rt
+            .block_on(tx.commit(&self.conn))
+            .map_err(|e| kernel_error(&format!("delete table inet {table}"), &e))?;
+        Ok(true)
+    }
+
+    fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {
+        let tables = self
+            .rt
+            .block_on(self.conn.list_tables_in(Family::Inet))
+            .map_err(|e| kernel_error("list tables", &e))?;
+        let mut out = Vec::new();
+        for t in tables
+            .iter()
+            .filter(|t| is_owned_comment(t.comment.as_deref()))
+        {
+            let snap = self.snapshot_of(t)?;
+            out.push(OwnedTable {
+                backend: "nftables",
+                table: t.name.clone(),
+                comment: t.comment.clone().unwrap_or_default(),
+                chains: snap.chains.len(),
+                rules: snap.rule_count(),
+                sets: snap.sets.len(),
+                elements: snap.element_count(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Map an nlink error to exit 1 with a hint for the usual causes.
+fn kernel_error(op: &str, e: &nlink::Error) -> Error {
+    let hint = match e.errno() {
+        Some(libc::EPERM) => " (needs CAP_NET_ADMIN)",
+        Some(libc::EOPNOTSUPP) | Some(libc::EPROTONOSUPPORT) => {
+            " (nf_tables or a needed module is missing)"
+        }
+        _ => "",
+    };
+    Error::runtime(format!("{op}: {e}{hint}"))
+}
+
+/// Raise SO_SNDBUF (forcing past wmem_max, which needs CAP_NET_ADMIN) so a batch of tens
+/// of thousands of elements goes out in one sendmsg; best effort.
+fn raise_send_buffer(fd: i32) {
+    let size = SEND_BUFFER;
+    let ptr = &size as *const i32 as *const libc::c_void;
+    let len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: fd is the live netlink socket; the option value is a valid c_int.
+    unsafe {
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, ptr, len) != 0 {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, ptr, len);
+        }
+    }
+}
+
+fn base_text(kind: &str, hook: &str, priority: i32) -> String {
+    format!("type {kind} hook {hook} priority {priority}")
+}
+
+/// Hook numbers of the inet family (NF_INET_*).
+fn hook_name(n: u32) -> &'static str {
+    match n {
+        0 => "prerouting",
+        1 => "input",
+        2 => "forward",
+        3 => "output",
+        4 => "postrouting",
+        _ => "unknown",
+    }
+}
+
+fn key_name(type_id: u32) -> String {
+    match type_id {
+        7 => "ipv4_addr".into(),
+        8 => "ipv6_addr".into(),
+        13 => "inet_service".into(),
+        TYPE_UID => "uid".into(),
+        TYPE_GID => "gid".into(),
+        n => format!("type#{n}"),
+    }
+}
+
+fn nl_key(k: KeyType) -> SetKeyType {
+    match k {
+        KeyType::Ipv4Addr => SetKeyType::Ipv4Addr,
+        KeyType::Ipv6Addr => SetKeyType::Ipv6Addr,
+        KeyType::InetService => SetKeyType::InetService,
+        KeyType::Uid => SetKeyType::Other {
+            type_id: TYPE_UID,
+            len: 4,
+        },
+        KeyType::Gid => SetKeyType::Other {
+            type_id: TYPE_GID,
+            len: 4,
+        },
+    }
+}
+
+fn nl_set(table: &str, set: &model::Set, comment: &str) -> nft::Set {
+    let mut s = nft::Set::new(table, &set.name)
+        .family(Family::Inet)
+        .key_type(nl_key(set.key))
+        .comment(comment);
+    if set.interval {
+        s = s.interval();
+    }
+    s
+}
+
+/// NEWSET for a set of host-endian keys (uid, gid), with nft's userdata: key byte order
+/// "host" and the comment. The set id only has to be unique in the batch; nlink numbers its
+/// own from 1, so ours start high.
+fn host_order_set(table: &str, set: &model::Set, comment: &str, index: u32) -> nft::RawMessage {
+    const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+    const NFTNL_UDATA_SET_COMMENT: u8 = 7;
+    const BYTEORDER_HOST_ENDIAN: u32 = 1;
+    let type_id = nl_key(set.key).type_id();
+    let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+    udata.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+    let mut text = comment.as_bytes().to_vec();
+    text.truncate(126);
+    text.push(0);
+    udata.push(NFTNL_UDATA_SET_COMMENT);
+    udata.push(text.len() as u8);
+    udata.extend_from_slice(&text);
+    let mut attrs = Vec::new();
+    put_attr(&mut attrs, nft::NFTA_SET_TABLE, &nul_terminated(table));
+    put_attr(&mut attrs, nft::NFTA_SET_NAME, &nul_terminated(&set.name));
+    put_attr(&mut attrs, nft::NFTA_SET_FLAGS, &0u32.to_be_bytes());
+    put_attr(&mut attrs, nft::NFTA_SET_KEY_TYPE, &type_id.to_be_bytes());
+    put_attr(&mut attrs, nft::NFTA_SET_KEY_LEN, &4u32.to_be_bytes());
+    put_attr(&mut attrs, nft::NFTA_SET_USERDATA, &udata);
+    put_attr(
+        &mut attrs,
+        nft::NFTA_SET_ID,
+        &(0x4000_0000 + index).to_be_bytes(),
+    );
+    nft::RawMessage::new(nft::NFT_MSG_NEWSET, Family::Inet)
+        .flags(libc::NLM_F_CREATE as u16 | libc::NLM_F_EXCL as u16)
+        .attrs(attrs)
+}
+
+fn nul_terminated(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// One netlink attribute: length, type, payload padded to 4 bytes.
+fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
+/// An element in the set's wire layout: addresses and ports big-endian; uid/gid in host
+/// order (non-interval sets only, as `meta skuid` loads them).
+fn nl_element(e: &Element, interval: bool) -> SetElement {
+    match e {
+        Element::V4(n) if interval => SetElement::ipv4_range(n.network(), n.broadcast()),
+        Element::V6(n) if interval => SetElement::ipv6_range(n.network(), n.broadcast()),
+        Element::V4(n) => SetElement::ipv4(n.addr()),
+        Element::V6(n) => SetElement::ipv6(n.addr()),
+        Element::Port(p) => SetElement::port(*p),
+        Element::Id(id) => SetElement::new(id.to_ne_bytes().to_vec()),
+    }
+}
+
+/// An element as `a` or `a-b`, from wire bytes of a set with key type `type_id`.
+fn element_text(type_id: u32, key: &[u8], key_end: Option<&[u8]>) -> String {
+    let one = |b: &[u8]| -> String {
+        match (type_id, b.len()) {
+            (7, 4) => Ipv4Addr::from(<[u8; 4]>::try_from(b).unwrap_or_default()).to_string(),
+            (8, 16) => Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap_or_default()).to_string(),
+            (13, 2) => u16::from_be_bytes([b[0], b[1]]).to_string(),
+            (TYPE_UID | TYPE_GID, 4) => u32::from_ne_bytes([b[0], b[1], b[2], b[3]]).to_string(),
+            _ => hex(b),
+        }
+    };
+    match key_end {
+        Some(end) if end != key => format!("{}-{}", one(key), one(end)),
+        _ => one(key),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn nl_chain(table: &str, chain: &model::Chain, comment: &str) -> Result<nft::Chain> {
+    let mut c = nft::Chain::new(table, chain.name.as_str())
+        .map_err(|e| Error::invalid("chain name", &chain.name, e))?
+        .family(Family::Inet)
+        .comment(comment);
+    if let Some(b) = chain.base {
+        let prio = Priority::from_i32(b.priority);
+        let base = match b.kind {
+            model::ChainType::Nat => NlBase::nat(
+                match b.hook {
+                    model::Hook::Prerouting => NatHook::Prerouting,
+                    model::Hook::Input => NatHook::Input,
+                    model::Hook::Output => NatHook::Output,
+                    model::Hook::Postrouting | model::Hook::Forward => NatHook::Postrouting,
+                },
+                prio,
+            ),
+            model::ChainType::Filter => NlBase::filter(
+                match b.hook {
+                    model::Hook::Prerouting => nft::FilterHook::Prerouting,
+                    model::Hook::Input => nft::FilterHook::Input,
+                    model::Hook::Forward => nft::FilterHook::Forward,
+                    model::Hook::Output => nft::FilterHook::Output,
+                    model::Hook::Postrouting => nft::FilterHook::Postrouting,
+                },
+                prio,
+            ),
+        };
+        c = c.base(base.policy(nft::Policy::Accept));
+    }
+    Ok(c)
+}
+
+/// Lower one rule to the expressions nft itself generates for the same text, so that
+/// `nft list` shows our rules exactly as the `--dry-run` script writes them.
+fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> nft::Rule {
+    let r0 = Register::R0;
+    let meta = |key| Expr::Meta { dreg: r0, key };
+    let cmp = |op, data: Vec<u8>| Expr::Cmp { sreg: r0, op, data };
+    let payload = |base, offset, len| Expr::Payload {
+        dreg: r0,
+        base,
+        offset,
+        len,
+    };
+    let nfproto = |f: IpFamily| {
+        [
+            meta(MetaKey::NfProto),
+            cmp(
+                CmpOp::Eq,
+                vec![if f == IpFamily::V4 {
+                    NFPROTO_IPV4
+                } else {
+                    NFPROTO_IPV6
+                }],
+            ),
+        ]
+    };
+    let daddr = |f: IpFamily| match f {
+        IpFamily::V4 => payload(PayloadBase::Network, 16, 4),
+        IpFamily::V6 => payload(PayloadBase::Network, 24, 16),
+    };
+    let mut exprs: Vec<Expr> = Vec::new();
+    for m in &rule.matches {
+        match m {
+            Match::NfProto(f) => exprs.extend(nfproto(*f)),
+            Match::L4Proto { proto, negate } => {
+                exprs.push(meta(MetaKey::L4Proto));
+                exprs.push(cmp(
+                    if *negate { CmpOp::Neq } else { CmpOp::Eq },
+                    vec![proto.number()],
+                ));
+            }
+            Match::DaddrInSet { family, set } => {
+                exprs.extend(nfproto(*family));
+                exprs.push(daddr(*family));
+                exprs.push(Expr::Lookup(LookupExpr::new(set.as_str(), r0)));
+            }
+            Match::Daddr(net) => {
+                let (family, addr, mask): (IpFamily, Vec<u8>, Vec<u8>) = match net {
+                    ipnet::IpNet::V4(n) => (
+                        IpFamily::V4,
+                        n.network().octets().to_vec(),
+                        n.netmask().octets().to_vec(),
+                    ),
+                    ipnet::IpNet::V6(n) => (
+                        IpFamily::V6,
+                        n.network().octets().to_vec(),
+                        n.netmask().octets().to_vec(),
+                    ),
+                };
+                exprs.extend(nfproto(family));
+                exprs.push(daddr(family));
+                if net.prefix_len() != net.max_prefix_len() {
+                    let xor = vec![0; mask.len()];
+                    exprs.push(Expr::Bitwise {
+                        sreg: r0,
+                        dreg: r0,
+                        len: mask.len() as u32,
+                        mask,
+                        xor,
+                    });
+                }
+                exprs.push(cmp(CmpOp::Eq, addr));
+            }
+            Match::Dport { proto, port } => {
+                exprs.push(meta(MetaKey::L4Proto));
+                exprs.push(cmp(CmpOp::Eq, vec![proto.number()]));
+                exprs.push(payload(PayloadBase::Transport, 2, 2));
+                exprs.push(cmp(CmpOp::Eq, port.to_be_bytes().to_vec()));
+            }
+            Match::DportInSet { proto, set } => {
+                exprs.push(meta(MetaKey::L4Proto));
+                exprs.push(cmp(CmpOp::Eq, vec![proto.number()]));
+                exprs.push(payload(PayloadBase::Transport, 2, 2));
+                exprs.push(Expr::Lookup(LookupExpr::new(set.as_str(), r0)));
+            }
+            Match::OwnerInSet { owner, set } => {
+                exprs.push(meta(owner_key(*owner)));
+                exprs.push(Expr::Lookup(LookupExpr::new(set.as_str(), r0)));
+            }
+            Match::OwnerRange { owner, first, last } => {
+                // skuid is host order; nft byte-swaps it so ranges compare as numbers.
+                exprs.push(meta(owner_key(*owner)));
+                exprs.push(Expr::Byteorder {
+                    sreg: r0,
+                    dreg: r0,
+                    op: ByteorderOp::Hton,
+                    len: 4,
+                    size: 4,
+                });
+                exprs.push(cmp(CmpOp::Gte, first.to_be_bytes().to_vec()));
+                exprs.push(cmp(CmpOp::Lte, last.to_be_bytes().to_vec()));
+            }
+        }
+    }
+    let rule_b = nft::Rule::new(table, chain)
+        .family(Family::Inet)
+        .expressions(exprs)
+        .comment(comment);
+    match &rule.action {
+        Action::Accept => rule_b.accept(),
+        Action::Return => rule_b.then(Verdict::Return),
+        Action::Redirect { port } => rule_b.redirect(Some(*port)),
+        Action::Dnat {
+            addr: IpAddr::V4(a),
+            port,
+        } => rule_b.dnat(*a, Some(*port)),
+        Action::Dnat {
+            addr: IpAddr::V6(a),
+            port,
+        } => rule_b.dnat_v6(*a, Some(*port)),
+    }
+}
+
+fn owner_key(o: Owner) -> MetaKey {
+    match o {
+        Owner::Uid => MetaKey::SkUid,
+        Owner::Gid => MetaKey::SkGid,
+    }
+}

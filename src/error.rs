@@ -1,0 +1,51 @@
+//! One error type; its variant decides the exit code (CONTRACT.md "Exit codes").
+
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flag, env value, config file or manifest: exit 2, nothing sent to the kernel.
+    #[error("invalid {what} {value:?}: {expected}")]
+    Invalid {
+        what: String,
+        value: String,
+        expected: String,
+    },
+    /// A usage problem that is not about one value (missing argument, conflicting flags).
+    #[error("{0}")]
+    Usage(String),
+    /// The kernel (or another runtime dependency) refused or failed: exit 1.
+    #[error("{0}")]
+    Runtime(String),
+    /// `verify` found the kernel different from the desired state: exit 3.
+    #[error("drift in table {table}:\n{diff}")]
+    Drift { table: String, diff: String },
+}
+
+impl Error {
+    pub fn invalid(
+        what: impl fmt::Display,
+        value: impl fmt::Display,
+        expected: impl fmt::Display,
+    ) -> Self {
+        Error::Invalid {
+            what: what.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    pub fn runtime(msg: impl fmt::Display) -> Self {
+        Error::Runtime(msg.to_string())
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid { .. } | Error::Usage(_) => 2,
+            Error::Runtime(_) => 1,
+            Error::Drift { .. } => 3,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,2 @@
+//! One module per command: its flags, validated config and pure `build` of the ruleset.
+pub mod redirect;

@@ -1,0 +1,15 @@
+//! nftkit: Kubernetes node and pod packet rules over nf_tables netlink.
+//!
+//! Flow: argv + env -> `cli` -> a command's validated config (`jobs::*`) -> pure `build`
+//! -> [`model::Ruleset`] -> `--dry-run` text (`render`) or a backend's atomic apply
+//! -> read-back and compare (`snapshot`).
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod jobs;
+pub mod model;
+pub mod ops;
+pub mod parse;
+pub mod render;
+pub mod snapshot;

@@ -1,0 +1,73 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use nftkit::cli::{Cli, LogFormat};
+use nftkit::ops;
+
+fn init_logging(cli: &Cli) {
+    let default = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("nftkit={default},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, as every other input error: clap's first line without its prefix.
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("nftkit: {first} (see nftkit --help)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cli);
+    let mut stdout = std::io::stdout().lock();
+    let result = ops::run(
+        &cli,
+        &ops::process_env,
+        &mut || ops::real_backend(&cli),
+        &mut stdout,
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                // The diff is already on stdout.
+                nftkit::error::Error::Drift { table, .. } => {
+                    eprintln!("nftkit: drift in table inet {table}")
+                }
+                other => eprintln!("nftkit: {other}"),
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

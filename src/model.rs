@@ -1,0 +1,226 @@
+//! Backend-neutral desired state: the content of the one `inet` table a command owns.
+//!
+//! Pure data, no I/O. Commands build a [`Ruleset`] with pure functions; backends render
+//! (`render.rs`, nft text) or lower it (`backend/netlink.rs`, nf_tables expressions).
+
+use std::net::IpAddr;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+/// Everything nftkit puts in one owned table (family `inet`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Table name, `nftkit-<command>` unless `--table` says otherwise.
+    pub table: String,
+    /// Ownership comment: `managed by nftkit <command>`; also on chains, sets and rules.
+    pub comment: String,
+    pub sets: Vec<Set>,
+    pub chains: Vec<Chain>,
+}
+
+/// `set NAME { type KEY; [flags interval;] elements = { ... } }`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    pub name: String,
+    pub key: KeyType,
+    /// `flags interval`: elements may be prefixes or ranges.
+    pub interval: bool,
+    pub elements: Vec<Element>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// `ipv4_addr`
+    Ipv4Addr,
+    /// `ipv6_addr`
+    Ipv6Addr,
+    /// `inet_service` (a TCP/UDP port)
+    InetService,
+    /// `uid` (host byte order, like `meta skuid`)
+    Uid,
+    /// `gid`
+    Gid,
+}
+
+impl KeyType {
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            KeyType::Ipv4Addr => "ipv4_addr",
+            KeyType::Ipv6Addr => "ipv6_addr",
+            KeyType::InetService => "inet_service",
+            KeyType::Uid => "uid",
+            KeyType::Gid => "gid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Element {
+    V4(Ipv4Net),
+    V6(Ipv6Net),
+    Port(u16),
+    /// A uid or gid.
+    Id(u32),
+}
+
+/// A chain of the owned table. Base chains carry a hook; regular chains are jump targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub base: Option<BaseChain>,
+    pub rules: Vec<Rule>,
+}
+
+/// `type T hook H priority P; policy accept;` — no policy field: we share hooks with other
+/// tables, so base chains always accept and drops are explicit rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaseChain {
+    pub kind: ChainType,
+    pub hook: Hook,
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainType {
+    Filter,
+    Nat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+/// Standard priorities (nft names in comments).
+pub mod priority {
+    /// `raw`
+    pub const RAW: i32 = -300;
+    /// `dstnat` (prerouting, output)
+    pub const DSTNAT: i32 = -100;
+    /// `filter`
+    pub const FILTER: i32 = 0;
+    /// `srcnat` (postrouting, input)
+    pub const SRCNAT: i32 = 100;
+}
+
+impl ChainType {
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            ChainType::Filter => "filter",
+            ChainType::Nat => "nat",
+        }
+    }
+}
+
+impl Hook {
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+        }
+    }
+}
+
+/// One rule: all matches must hold, then the action runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4Proto {
+    Tcp,
+    Udp,
+}
+
+impl L4Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Tcp => 6,
+            L4Proto::Udp => 17,
+        }
+    }
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `meta nfproto ipv4|ipv6`
+    NfProto(IpFamily),
+    /// `meta l4proto [!=] tcp`
+    L4Proto { proto: L4Proto, negate: bool },
+    /// `ip daddr @set` / `ip6 daddr @set` (the set's key type picks the family).
+    DaddrInSet { family: IpFamily, set: String },
+    /// `ip daddr 10.0.0.0/8` / `ip6 daddr ::1`
+    Daddr(ipnet::IpNet),
+    /// `tcp dport 80`
+    Dport { proto: L4Proto, port: u16 },
+    /// `tcp dport @set`
+    DportInSet { proto: L4Proto, set: String },
+    /// `meta skuid @set` / `meta skgid @set` (non-interval set, host byte order)
+    OwnerInSet { owner: Owner, set: String },
+    /// `meta skuid 2000-2999` (inclusive)
+    OwnerRange { owner: Owner, first: u32, last: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Uid,
+    Gid,
+}
+
+impl Owner {
+    pub fn nft_key(self) -> &'static str {
+        match self {
+            Owner::Uid => "skuid",
+            Owner::Gid => "skgid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Accept,
+    /// Leave this chain: in a nat chain, "no NAT here" (iptables `-t nat ... -j ACCEPT`).
+    Return,
+    /// `redirect to :PORT` — to the local address of the packet's family.
+    Redirect {
+        port: u16,
+    },
+    /// `dnat ip to A:PORT` / `dnat ip6 to [A]:PORT`
+    Dnat {
+        addr: IpAddr,
+        port: u16,
+    },
+}
+
+impl Ruleset {
+    /// The set named `name`, if declared.
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// Number of rules over all chains.
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+}

@@ -1,0 +1,214 @@
+//! Running a parsed command line: build the desired state, then print it (`--dry-run`),
+//! apply it, verify it, report status or delete.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::backend::{self, Backend};
+use crate::cli::{Cli, Command, JobCommand, JobName};
+use crate::error::{Error, Result};
+use crate::jobs::redirect;
+use crate::model::Ruleset;
+use crate::render;
+use crate::snapshot;
+
+/// The process environment, as the config parsers take it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// `--table`, validated, or `nftkit-<command>`.
+pub fn table_name(cli: &Cli, command: &str) -> Result<String> {
+    match &cli.table {
+        None => Ok(format!("nftkit-{command}")),
+        Some(t) => {
+            let ok = !t.is_empty()
+                && t.len() < 256
+                && t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+            if ok {
+                Ok(t.clone())
+            } else {
+                Err(Error::invalid(
+                    "--table",
+                    t,
+                    "expected a name of letters, digits, '_', '-', '.' starting with a letter",
+                ))
+            }
+        }
+    }
+}
+
+/// The desired table of a job command, from flags and environment. Validation errors are
+/// exit 2; only TO_DOMAIN resolution touches the outside world.
+pub fn desired(
+    cli: &Cli,
+    job: &JobCommand,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Ruleset> {
+    match job {
+        JobCommand::Redirect(args) => {
+            let table = table_name(cli, redirect::COMMAND)?;
+            let cfg = redirect::parse(args, env, Path::new("/"))?;
+            let targets = redirect::resolve(&cfg)?;
+            log_redirect(&cfg, &targets);
+            Ok(redirect::build(&cfg, targets, &table))
+        }
+    }
+}
+
+fn log_redirect(cfg: &redirect::RedirectConfig, t: &redirect::Targets) {
+    let fmt = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    tracing::info!(
+        ipv4_target = %t.v4.map(|a| a.to_string()).unwrap_or_else(|| "REDIRECT (local)".into()),
+        ipv6_target = %t.v6.map(|a| a.to_string()).unwrap_or_else(|| "REDIRECT (local)".into()),
+        accept_uids = %fmt(&cfg.accept_uids),
+        accept_gids = %fmt(&cfg.accept_gids),
+        port_mapping = %fmt(&cfg.mappings),
+        ipv4_accept_blocks = %fmt(&cfg.blocks_v4.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+        ipv6_accept_blocks = %fmt(&cfg.blocks_v6.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+        "redirect configuration"
+    );
+}
+
+/// Apply `rs` and read it back: a table that does not read back as applied is an error.
+pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
+    let started = std::time::Instant::now();
+    backend.apply(rs)?;
+    let elapsed = started.elapsed();
+    let observed = backend.read_back(&rs.table)?;
+    let diff = snapshot::diff(&backend.expected(rs), observed.as_ref());
+    if !diff.is_empty() {
+        return Err(Error::runtime(format!(
+            "table inet {} was committed but reads back differently: {}",
+            rs.table,
+            diff.join("; ")
+        )));
+    }
+    tracing::info!(
+        backend = backend.name(),
+        table = %rs.table,
+        rules = rs.rule_count(),
+        sets = rs.sets.len(),
+        elapsed_us = elapsed.as_micros() as u64,
+        "applied"
+    );
+    Ok(())
+}
+
+/// Compare the kernel with `rs`: Ok if equal, Error::Drift with the diff otherwise.
+pub fn verify(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
+    let observed = backend.read_back(&rs.table)?;
+    let diff = snapshot::diff(&backend.expected(rs), observed.as_ref());
+    if diff.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Drift {
+            table: rs.table.clone(),
+            diff: diff.join("\n"),
+        })
+    }
+}
+
+/// Run the command line with `backend_for` opening the backend (after validation, so
+/// invalid input never touches the kernel). Returns what to print on stdout.
+pub fn run(
+    cli: &Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let w = |out: &mut dyn Write, s: &str| {
+        out.write_all(s.as_bytes())
+            .map_err(|e| Error::runtime(format!("stdout: {e}")))
+    };
+    match &cli.command {
+        Command::Redirect(args) => {
+            let rs = desired(cli, &JobCommand::Redirect(args.clone()), env)?;
+            if cli.dry_run {
+                return w(out, &render::nft_script(&rs));
+            }
+            let mut b = backend_for()?;
+            apply_and_check(b.as_mut(), &rs)
+        }
+        Command::Verify { target } => {
+            let rs = desired(cli, target, env)?;
+            let mut b = backend_for()?;
+            match verify(b.as_mut(), &rs) {
+                Ok(()) => w(
+                    out,
+                    &format!("table inet {} matches the desired state\n", rs.table),
+                ),
+                Err(Error::Drift { table, diff }) => {
+                    w(
+                        out,
+                        &format!("table inet {table} differs from the desired state:\n{diff}\n"),
+                    )?;
+                    Err(Error::Drift { table, diff })
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Delete { command, all } => {
+            let tables = match (command, all) {
+                (Some(job), false) => vec![table_name(cli, job.as_str())?],
+                _ => Vec::new(),
+            };
+            if cli.dry_run {
+                let text = if *all {
+                    "delete every table nftkit owns\n".to_string()
+                } else {
+                    tables
+                        .iter()
+                        .map(|t| format!("delete table inet {t}\n"))
+                        .collect()
+                };
+                return w(out, &text);
+            }
+            let mut b = backend_for()?;
+            let tables = if *all {
+                b.list_owned()?.into_iter().map(|t| t.table).collect()
+            } else {
+                tables
+            };
+            for t in tables {
+                if b.delete(&t)? {
+                    tracing::info!(table = %t, "deleted");
+                } else {
+                    tracing::info!(table = %t, "not present; nothing to delete");
+                }
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let mut b = backend_for()?;
+            let owned = b.list_owned()?;
+            if *json {
+                let v = serde_json::json!({ "backend": b.name(), "tables": owned });
+                return w(out, &format!("{v}\n"));
+            }
+            let mut text = format!("backend: {}\n", b.name());
+            if owned.is_empty() {
+                text.push_str("no nftkit tables\n");
+            }
+            for t in owned {
+                text.push_str(&format!(
+                    "table inet {}  ({})  chains={} rules={} sets={} elements={}\n",
+                    t.table, t.comment, t.chains, t.rules, t.sets, t.elements
+                ));
+            }
+            w(out, &text)
+        }
+    }
+}
+
+/// The real backend for `--backend`.
+pub fn real_backend(cli: &Cli) -> Result<Box<dyn Backend>> {
+    backend::select(cli.backend)
+}
+
+#[allow(dead_code)]
+fn _job_names_cover_commands(j: JobName) -> &'static str {
+    j.as_str()
+}

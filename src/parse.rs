@@ -1,0 +1,291 @@
+//! Parsers shared by the commands' configs. Each names the option it reads (`what`) in
+//! its error, so a message says which variable or flag held the bad value.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::error::{Error, Result};
+
+/// Split a comma-separated list: whitespace around items and one trailing comma are
+/// tolerated; any other empty item is an error.
+pub fn list<'a>(what: &str, raw: &'a str) -> Result<Vec<&'a str>> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let body = trimmed.strip_suffix(',').unwrap_or(trimmed);
+    body.split(',')
+        .map(|item| {
+            let item = item.trim();
+            if item.is_empty() {
+                Err(Error::invalid(
+                    what,
+                    raw,
+                    "empty item in comma-separated list",
+                ))
+            } else {
+                Ok(item)
+            }
+        })
+        .collect()
+}
+
+/// A TCP/UDP port 1-65535.
+pub fn port(what: &str, raw: &str) -> Result<u16> {
+    match raw.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(Error::invalid(what, raw, "port must be a number 1-65535")),
+    }
+}
+
+/// A CIDR (`10.0.0.0/8`) or a bare address (a host prefix). Host bits must be zero, as
+/// upstream's validation demands (`10.0.0.1/8` is refused, not silently widened).
+pub fn cidr(what: &str, raw: &str) -> Result<IpNet> {
+    let raw = raw.trim();
+    let net = if raw.contains('/') {
+        raw.parse::<IpNet>().map_err(|_| {
+            Error::invalid(what, raw, "expected a CIDR such as 10.0.0.0/8 or fc00::/7")
+        })?
+    } else {
+        let addr = raw.parse::<IpAddr>().map_err(|_| {
+            Error::invalid(what, raw, "expected a CIDR such as 10.0.0.0/8 or fc00::/7")
+        })?;
+        IpNet::from(addr)
+    };
+    if net.trunc() != net {
+        return Err(Error::invalid(
+            what,
+            raw,
+            format!("host bits are set; did you mean {}?", net.trunc()),
+        ));
+    }
+    Ok(net)
+}
+
+pub fn cidr_v4(what: &str, raw: &str) -> Result<Ipv4Net> {
+    match cidr(what, raw)? {
+        IpNet::V4(n) => Ok(n),
+        IpNet::V6(_) => Err(Error::invalid(what, raw, "expected an IPv4 CIDR")),
+    }
+}
+
+pub fn cidr_v6(what: &str, raw: &str) -> Result<Ipv6Net> {
+    match cidr(what, raw)? {
+        IpNet::V6(n) => Ok(n),
+        IpNet::V4(_) => Err(Error::invalid(what, raw, "expected an IPv6 CIDR")),
+    }
+}
+
+pub fn ipv4(what: &str, raw: &str) -> Result<Ipv4Addr> {
+    raw.trim()
+        .parse()
+        .map_err(|_| Error::invalid(what, raw, "expected an IPv4 address such as 203.0.113.10"))
+}
+
+/// An IPv6 address, brackets tolerated (`[2001:db8::10]`).
+pub fn ipv6(what: &str, raw: &str) -> Result<Ipv6Addr> {
+    let t = raw.trim();
+    let t = t
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(t);
+    t.parse()
+        .map_err(|_| Error::invalid(what, raw, "expected an IPv6 address such as 2001:db8::10"))
+}
+
+/// An inclusive id range (uid or gid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IdRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+/// Which account database names resolve against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    User,
+    Group,
+}
+
+impl IdKind {
+    fn db(self) -> &'static str {
+        match self {
+            IdKind::User => "/etc/passwd",
+            IdKind::Group => "/etc/group",
+        }
+    }
+}
+
+/// The largest valid id: (uid_t)-1 means "no owner" to the kernel.
+const MAX_ID: u32 = u32::MAX - 1;
+
+/// A uid/gid item: a number, a range `a-b`, or a name looked up in /etc/passwd or
+/// /etc/group (as iptables' owner match did in the init image).
+pub fn id(what: &str, raw: &str, kind: IdKind, db_root: &Path) -> Result<IdRange> {
+    let item = raw.trim();
+    let number = |s: &str| -> Option<u32> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse::<u32>().ok().filter(|n| *n <= MAX_ID)
+    };
+    if let Some((a, b)) = item.split_once('-') {
+        let (Some(first), Some(last)) = (number(a.trim()), number(b.trim())) else {
+            return Err(Error::invalid(
+                what,
+                raw,
+                "range must be two numbers a-b (0-4294967294)",
+            ));
+        };
+        if first > last {
+            return Err(Error::invalid(
+                what,
+                raw,
+                "range start must not exceed its end",
+            ));
+        }
+        return Ok(IdRange { first, last });
+    }
+    if let Some(n) = number(item) {
+        return Ok(IdRange { first: n, last: n });
+    }
+    if item.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(what, raw, "id must be 0-4294967294"));
+    }
+    let db = db_root.join(kind.db().trim_start_matches('/'));
+    let text = std::fs::read_to_string(&db).map_err(|_| {
+        Error::invalid(
+            what,
+            raw,
+            format!("expected a number or range; names need {}", kind.db()),
+        )
+    })?;
+    for line in text.lines() {
+        let mut fields = line.split(':');
+        if fields.next() == Some(item)
+            && let Some(n) = fields.nth(1).and_then(number)
+        {
+            return Ok(IdRange { first: n, last: n });
+        }
+    }
+    Err(Error::invalid(
+        what,
+        raw,
+        format!("no such name in {}", kind.db()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_tolerates_spaces_and_one_trailing_comma() {
+        assert_eq!(list("X", " 1, 2 ,3,").unwrap(), vec!["1", "2", "3"]);
+        assert_eq!(list("X", "").unwrap(), Vec::<&str>::new());
+        assert_eq!(list("X", "  ").unwrap(), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn list_rejects_inner_empty_items() {
+        for bad in ["0,,5", ",5", "5,,", ","] {
+            let e = list("ACCEPT_UIDS", bad).unwrap_err();
+            assert!(e.to_string().contains("ACCEPT_UIDS"), "{e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(port("P", "443").unwrap(), 443);
+        assert_eq!(port("P", "65535").unwrap(), 65535);
+        for bad in ["0", "65536", "70000", "-1", "http", "", "1.5"] {
+            assert!(port("P", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(cidr("C", "10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(cidr("C", "10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(cidr("C", "::1").unwrap().to_string(), "::1/128");
+        let e = cidr("C", "10.0.0.1/8").unwrap_err().to_string();
+        assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
+        for bad in [
+            "10.0.0.0/33",
+            "300.0.0.0/8",
+            "abc",
+            "10.0.0.0/",
+            "fc00::/129",
+        ] {
+            assert!(cidr("C", bad).is_err(), "{bad}");
+        }
+        assert!(cidr_v4("C", "fc00::/7").is_err());
+        assert!(cidr_v6("C", "10.0.0.0/8").is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(ipv4("A", "203.0.113.10").is_ok());
+        assert!(ipv4("A", "2001:db8::1").is_err());
+        assert_eq!(
+            ipv6("A", "[2001:db8::10]").unwrap().to_string(),
+            "2001:db8::10"
+        );
+        assert!(ipv6("A", "10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn ids() {
+        let dir = std::env::temp_dir().join(format!("nftkit-ids-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nproxy:x:1010:1010::/:/bin/false\n",
+        )
+        .unwrap();
+        let u = |s| id("ACCEPT_UIDS", s, IdKind::User, &dir);
+        assert_eq!(
+            u("1010").unwrap(),
+            IdRange {
+                first: 1010,
+                last: 1010
+            }
+        );
+        assert_eq!(
+            u(" 2000-2999 ").unwrap(),
+            IdRange {
+                first: 2000,
+                last: 2999
+            }
+        );
+        assert_eq!(
+            u("proxy").unwrap(),
+            IdRange {
+                first: 1010,
+                last: 1010
+            }
+        );
+        assert_eq!(u("root").unwrap(), IdRange { first: 0, last: 0 });
+        for bad in [
+            "-1",
+            "x1",
+            "5-3",
+            "4294967295",
+            "99999999999",
+            "1-",
+            "nobody",
+        ] {
+            let e = u(bad).unwrap_err();
+            assert!(e.to_string().contains("ACCEPT_UIDS"), "{bad}: {e}");
+        }
+        // No /etc/group under this root: names cannot resolve.
+        let e = id("ACCEPT_GIDS", "proxy", IdKind::Group, &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/group"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,139 @@
+//! Ruleset -> nft script text: `--dry-run` output, golden files and logs.
+//!
+//! The script replaces the owned table the way the netlink backend does (declare, delete,
+//! recreate), so `nft -f` of it is loadable repeatedly and has the same effect as an apply.
+
+use std::fmt::Write;
+
+use crate::model::{Action, Chain, Element, IpFamily, Match, Rule, Ruleset, Set};
+
+/// The whole replace script for `rs`.
+pub fn nft_script(rs: &Ruleset) -> String {
+    let mut out = String::new();
+    // Declaring first makes the delete succeed whether or not the table exists.
+    let _ = writeln!(out, "table inet {}", rs.table);
+    let _ = writeln!(out, "delete table inet {}", rs.table);
+    out.push_str(&nft_table(rs));
+    out
+}
+
+/// The table definition alone, in the layout `nft list table` uses.
+pub fn nft_table(rs: &Ruleset) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "table inet {} {{", rs.table);
+    let _ = writeln!(out, "\tcomment {}", quote(&rs.comment));
+    for set in &rs.sets {
+        out.push('\n');
+        render_set(&mut out, set, &rs.comment);
+    }
+    for chain in &rs.chains {
+        out.push('\n');
+        render_chain(&mut out, chain, &rs.comment);
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn render_set(out: &mut String, set: &Set, comment: &str) {
+    let _ = writeln!(out, "\tset {} {{", set.name);
+    let _ = writeln!(out, "\t\ttype {}", set.key.nft_name());
+    if set.interval {
+        let _ = writeln!(out, "\t\tflags interval");
+    }
+    if !set.elements.is_empty() {
+        let items: Vec<String> = set.elements.iter().map(element).collect();
+        let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
+    }
+    let _ = writeln!(out, "\t\tcomment {}", quote(comment));
+    let _ = writeln!(out, "\t}}");
+}
+
+fn render_chain(out: &mut String, chain: &Chain, comment: &str) {
+    let _ = writeln!(out, "\tchain {} {{", chain.name);
+    let _ = writeln!(out, "\t\tcomment {}", quote(comment));
+    if let Some(base) = chain.base {
+        let _ = writeln!(
+            out,
+            "\t\ttype {} hook {} priority {}; policy accept;",
+            base.kind.nft_name(),
+            base.hook.nft_name(),
+            base.priority
+        );
+    }
+    for rule in &chain.rules {
+        let _ = writeln!(out, "\t\t{} comment {}", rule_text(rule), quote(comment));
+    }
+    let _ = writeln!(out, "\t}}");
+}
+
+/// A rule's body in nft syntax, without its comment.
+pub fn rule_text(rule: &Rule) -> String {
+    let mut parts: Vec<String> = rule.matches.iter().map(match_text).collect();
+    parts.push(action_text(&rule.action));
+    parts.join(" ")
+}
+
+fn family_kw(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::V4 => "ip",
+        IpFamily::V6 => "ip6",
+    }
+}
+
+fn match_text(m: &Match) -> String {
+    match m {
+        Match::NfProto(IpFamily::V4) => "meta nfproto ipv4".into(),
+        Match::NfProto(IpFamily::V6) => "meta nfproto ipv6".into(),
+        Match::L4Proto { proto, negate } => {
+            format!(
+                "meta l4proto {}{}",
+                if *negate { "!= " } else { "" },
+                proto.nft_name()
+            )
+        }
+        Match::DaddrInSet { family, set } => format!("{} daddr @{set}", family_kw(*family)),
+        Match::Daddr(net) => match net {
+            ipnet::IpNet::V4(n) => format!("ip daddr {}", element(&Element::V4(*n))),
+            ipnet::IpNet::V6(n) => format!("ip6 daddr {}", element(&Element::V6(*n))),
+        },
+        Match::Dport { proto, port } => format!("{} dport {port}", proto.nft_name()),
+        Match::DportInSet { proto, set } => format!("{} dport @{set}", proto.nft_name()),
+        Match::OwnerInSet { owner, set } => format!("meta {} @{set}", owner.nft_key()),
+        Match::OwnerRange { owner, first, last } => {
+            format!("meta {} {first}-{last}", owner.nft_key())
+        }
+    }
+}
+
+fn action_text(a: &Action) -> String {
+    match a {
+        Action::Accept => "accept".into(),
+        Action::Return => "return".into(),
+        Action::Redirect { port } => format!("redirect to :{port}"),
+        Action::Dnat {
+            addr: std::net::IpAddr::V4(a),
+            port,
+        } => format!("dnat ip to {a}:{port}"),
+        Action::Dnat {
+            addr: std::net::IpAddr::V6(a),
+            port,
+        } => format!("dnat ip6 to [{a}]:{port}"),
+    }
+}
+
+/// An element as nft prints it: host prefixes without their length.
+pub fn element(e: &Element) -> String {
+    match e {
+        Element::V4(n) if n.prefix_len() == 32 => n.addr().to_string(),
+        Element::V4(n) => n.to_string(),
+        Element::V6(n) if n.prefix_len() == 128 => n.addr().to_string(),
+        Element::V6(n) => n.to_string(),
+        Element::Port(p) => p.to_string(),
+        Element::Id(id) => id.to_string(),
+    }
+}
+
+/// nft string literal. Comments are ours (no quotes inside), but escape anyway.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "'"))
+}

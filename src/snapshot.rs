@@ -1,0 +1,195 @@
+//! What a backend reads back from the kernel, and the diff `verify` prints.
+//!
+//! A [`Snapshot`] is the owned table in comparable form: chains with their hook and rules
+//! as text, sets with their elements as inclusive ranges. A backend produces the expected
+//! snapshot of a [`Ruleset`](crate::model::Ruleset) the same way it reads the kernel's, so
+//! the two compare equal exactly when the kernel holds the desired state.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Snapshot {
+    pub table: String,
+    pub comment: Option<String>,
+    pub chains: Vec<ChainSnapshot>,
+    pub sets: BTreeMap<String, SetSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainSnapshot {
+    pub name: String,
+    /// `type nat hook output priority -100`, or None for a regular chain.
+    pub base: Option<String>,
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetSnapshot {
+    /// nft type name (`ipv4_addr`) or the kernel's type number.
+    pub key: String,
+    pub interval: bool,
+    /// Elements as `a` or inclusive `a-b`, sorted.
+    pub elements: Vec<String>,
+}
+
+impl Snapshot {
+    pub fn element_count(&self) -> usize {
+        self.sets.values().map(|s| s.elements.len()).sum()
+    }
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+}
+
+/// Human-readable differences, `-` expected but missing, `+` present but not expected.
+/// Empty when equal. `observed` is None when the table does not exist.
+pub fn diff(expected: &Snapshot, observed: Option<&Snapshot>) -> Vec<String> {
+    let Some(observed) = observed else {
+        return vec![format!("- table inet {} is missing", expected.table)];
+    };
+    let mut out = Vec::new();
+    if expected.comment != observed.comment {
+        out.push(format!(
+            "~ table comment: expected {:?}, found {:?}",
+            expected.comment, observed.comment
+        ));
+    }
+    for ec in &expected.chains {
+        match observed.chains.iter().find(|c| c.name == ec.name) {
+            None => out.push(format!("- chain {} is missing", ec.name)),
+            Some(oc) => {
+                if ec.base != oc.base {
+                    out.push(format!(
+                        "~ chain {}: expected {:?}, found {:?}",
+                        ec.name, ec.base, oc.base
+                    ));
+                }
+                if ec.rules != oc.rules {
+                    out.push(format!("~ chain {} rules differ:", ec.name));
+                    for r in &ec.rules {
+                        if !oc.rules.contains(r) {
+                            out.push(format!("-   {r}"));
+                        }
+                    }
+                    for r in &oc.rules {
+                        if !ec.rules.contains(r) {
+                            out.push(format!("+   {r}"));
+                        }
+                    }
+                    if ec.rules.len() == oc.rules.len()
+                        && out.last().is_some_and(|l| l.ends_with("differ:"))
+                    {
+                        out.push("    (same rules, different order)".into());
+                    }
+                }
+            }
+        }
+    }
+    for oc in &observed.chains {
+        if !expected.chains.iter().any(|c| c.name == oc.name) {
+            out.push(format!(
+                "+ chain {} is not expected ({} rules)",
+                oc.name,
+                oc.rules.len()
+            ));
+        }
+    }
+    for (name, es) in &expected.sets {
+        match observed.sets.get(name) {
+            None => out.push(format!("- set {name} is missing")),
+            Some(os) => {
+                if (&es.key, es.interval) != (&os.key, os.interval) {
+                    out.push(format!(
+                        "~ set {name}: expected type {} interval={}, found type {} interval={}",
+                        es.key, es.interval, os.key, os.interval
+                    ));
+                }
+                let missing: Vec<&String> = es
+                    .elements
+                    .iter()
+                    .filter(|e| !os.elements.contains(e))
+                    .collect();
+                let extra: Vec<&String> = os
+                    .elements
+                    .iter()
+                    .filter(|e| !es.elements.contains(e))
+                    .collect();
+                if !missing.is_empty() {
+                    out.push(format!("- set {name} lacks {}", preview(&missing)));
+                }
+                if !extra.is_empty() {
+                    out.push(format!("+ set {name} also holds {}", preview(&extra)));
+                }
+            }
+        }
+    }
+    for name in observed.sets.keys() {
+        if !expected.sets.contains_key(name) {
+            out.push(format!("+ set {name} is not expected"));
+        }
+    }
+    out
+}
+
+/// At most 10 items, then a count, so a 50 000-element drift stays readable.
+fn preview(items: &[&String]) -> String {
+    let shown: Vec<&str> = items.iter().take(10).map(|s| s.as_str()).collect();
+    if items.len() > 10 {
+        format!("{} elements: {}, ...", items.len(), shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(rules: &[&str], elems: &[&str]) -> Snapshot {
+        let mut sets = BTreeMap::new();
+        sets.insert(
+            "s".to_string(),
+            SetSnapshot {
+                key: "ipv4_addr".into(),
+                interval: true,
+                elements: elems.iter().map(|s| s.to_string()).collect(),
+            },
+        );
+        Snapshot {
+            table: "t".into(),
+            comment: Some("managed by nftkit x".into()),
+            chains: vec![ChainSnapshot {
+                name: "c".into(),
+                base: Some("type nat hook output priority -100".into()),
+                rules: rules.iter().map(|s| s.to_string()).collect(),
+            }],
+            sets,
+        }
+    }
+
+    #[test]
+    fn equal_snapshots_have_no_diff() {
+        let a = snap(&["r1", "r2"], &["10.0.0.0-10.255.255.255"]);
+        assert!(diff(&a, Some(&a.clone())).is_empty());
+    }
+
+    #[test]
+    fn diff_names_what_changed() {
+        let a = snap(&["r1", "r2"], &["1", "2"]);
+        let flushed = snap(&[], &["1"]);
+        let d = diff(&a, Some(&flushed)).join("\n");
+        assert!(
+            d.contains("-   r1") && d.contains("-   r2") && d.contains("lacks 2"),
+            "{d}"
+        );
+        assert_eq!(diff(&a, None), vec!["- table inet t is missing"]);
+        let reordered = snap(&["r2", "r1"], &["1", "2"]);
+        assert!(
+            diff(&a, Some(&reordered))
+                .join("\n")
+                .contains("different order")
+        );
+    }
+}
