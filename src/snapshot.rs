@@ -5,7 +5,7 @@
 //! snapshot of a [`Ruleset`](crate::model::Ruleset) the same way it reads the kernel's, so
 //! the two compare equal exactly when the kernel holds the desired state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -106,16 +106,13 @@ pub fn diff(expected: &Snapshot, observed: Option<&Snapshot>) -> Vec<String> {
                         es.key, es.interval, os.key, os.interval
                     ));
                 }
-                let missing: Vec<&String> = es
-                    .elements
-                    .iter()
-                    .filter(|e| !os.elements.contains(e))
-                    .collect();
-                let extra: Vec<&String> = os
-                    .elements
-                    .iter()
-                    .filter(|e| !es.elements.contains(e))
-                    .collect();
+                // Sets can hold 100 000 elements: compare through hash sets, not nested scans.
+                let want: HashSet<&String> = es.elements.iter().collect();
+                let have: HashSet<&String> = os.elements.iter().collect();
+                let missing: Vec<&String> =
+                    es.elements.iter().filter(|e| !have.contains(e)).collect();
+                let extra: Vec<&String> =
+                    os.elements.iter().filter(|e| !want.contains(e)).collect();
                 if !missing.is_empty() {
                     out.push(format!("- set {name} lacks {}", preview(&missing)));
                 }

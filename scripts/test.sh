@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test, including the end-to-end tests that
+# create network namespaces and program nf_tables (they need root).
+#
+#   scripts/test.sh                # all tests
+#   scripts/test.sh e2e_redirect   # extra arguments go to the test harness (filters)
+#
+# Missing tools (nft, iptables, ip, socat, conntrack, setpriv, jq) are
+# installed with apt-get when running as root on Debian/Ubuntu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "warning: not running as root; the end-to-end tests (network namespaces, nf_tables) will fail." >&2
+    echo "warning: run as root, e.g. sudo -E scripts/test.sh" >&2
+fi
+
+# command -> Debian package providing it
+declare -A pkg_for=(
+    [nft]=nftables
+    [iptables]=iptables
+    [ip]=iproute2
+    [socat]=socat
+    [conntrack]=conntrack
+    [setpriv]=util-linux
+    [jq]=jq
+)
+missing=()
+for cmd in nft iptables ip socat conntrack setpriv jq; do
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        missing+=("${pkg_for[$cmd]}")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing missing packages: ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update
+        apt-get install -y --no-install-recommends "${missing[@]}"
+    else
+        echo "warning: missing packages (${missing[*]}) and cannot install them (need root and apt-get)" >&2
+    fi
+fi
+
+cargo build --workspace --all-targets
+# --include-ignored: nothing is skipped here (CI runs as root).
+cargo test --workspace -- --test-threads=2 --include-ignored "$@"

@@ -1,0 +1,224 @@
+//! The nf_tables netlink backend against the real kernel, each test in a network
+//! namespace of its own (the test thread joins it with setns): big batches, atomic
+//! failure, read-back, ownership. Needs root, as CI runs.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use nftkit::backend::Backend;
+use nftkit::backend::netlink::NetlinkBackend;
+use nftkit::jobs::redirect::{self, PortMapping, RedirectConfig, Targets};
+use nftkit::model::{IpFamily, Match};
+use nftkit::snapshot;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!(
+            "nkb{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add");
+        assert!(st.success());
+        Netns(name)
+    }
+    /// Move the calling thread into this namespace.
+    fn enter(&self) {
+        let f = std::fs::File::open(format!("/var/run/netns/{}", self.0)).expect("open netns");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    }
+    fn nft(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .output()
+            .expect("nft");
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+    fn nft_f(&self, script: &str) {
+        let path = std::env::temp_dir().join(format!("{}.nft", self.0));
+        std::fs::write(&path, script).unwrap();
+        self.nft(&["-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Run `f` on a fresh thread inside `ns` (setns only affects the calling thread).
+fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter();
+            f()
+        })
+        .join()
+        .expect("test thread panicked")
+    })
+}
+
+fn base_config() -> RedirectConfig {
+    RedirectConfig {
+        accept_uids: vec![],
+        accept_gids: vec![],
+        mappings: vec![PortMapping {
+            to: 10080,
+            dest: Some(80),
+        }],
+        to_ipv4: None,
+        to_ipv6: None,
+        to_domain: None,
+        blocks_v4: vec!["127.0.0.0/8".parse().unwrap()],
+        blocks_v6: vec!["::1/128".parse().unwrap()],
+    }
+}
+
+/// `n` disjoint, non-adjacent IPv4 /25s and IPv6 /64s.
+fn many_blocks(n: usize) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
+    let v4 = (0..n)
+        .map(|i| Ipv4Net::new(Ipv4Addr::from(0x0b00_0000u32 + (i as u32) * 256), 25).unwrap())
+        .collect();
+    let v6 = (0..n)
+        .map(|i| {
+            let hi = 0x2001_0db8_0000_0000u64 + (i as u64) * 2;
+            Ipv6Net::new(Ipv6Addr::from(((hi as u128) << 64).to_be_bytes()), 64).unwrap()
+        })
+        .collect();
+    (v4, v6)
+}
+
+#[test]
+fn fifty_thousand_elements_per_family_apply_in_one_batch_and_read_back() {
+    let ns = Netns::new();
+    let mut cfg = base_config();
+    let (v4, v6) = many_blocks(50_000);
+    cfg.blocks_v4 = v4;
+    cfg.blocks_v6 = v6;
+    let rs = redirect::build(&cfg, Targets::default(), "nftkit-redirect");
+    let (diff, count) = in_ns(&ns, || {
+        let mut b = NetlinkBackend::connect().expect("connect");
+        b.apply(&rs).expect("apply 100k elements");
+        let observed = b.read_back(&rs.table).unwrap();
+        let count = observed.as_ref().map(|s| s.element_count()).unwrap_or(0);
+        (snapshot::diff(&b.expected(&rs), observed.as_ref()), count)
+    });
+    assert!(diff.is_empty(), "{diff:?}");
+    assert!(count >= 100_000, "read back {count} elements");
+    let listed = ns.nft(&["list", "set", "inet", "nftkit-redirect", "accept-v6"]);
+    assert!(
+        listed.contains("2001:db8::/64") && listed.contains("2001:db8:1:869e::/64"),
+        "tail of the set missing"
+    );
+}
+
+#[test]
+fn a_refused_message_late_in_a_big_batch_leaves_the_old_table_byte_identical() {
+    let ns = Netns::new();
+    let good = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
+    let mut cfg = base_config();
+    cfg.blocks_v4 = many_blocks(50_000).0;
+    let mut bad = redirect::build(&cfg, Targets::default(), "nftkit-redirect");
+    // The last rule of the batch names a set that does not exist: the kernel refuses it
+    // after accepting every element message before it.
+    bad.chains[0].rules.push(nftkit::model::Rule {
+        matches: vec![Match::DaddrInSet {
+            family: IpFamily::V4,
+            set: "no-such-set".into(),
+        }],
+        action: nftkit::model::Action::Return,
+    });
+    let before = in_ns(&ns, || {
+        let mut b = NetlinkBackend::connect().unwrap();
+        b.apply(&good).unwrap();
+    });
+    let _ = before;
+    let listed_before = ns.nft(&["list", "ruleset"]);
+    let err = in_ns(&ns, || {
+        NetlinkBackend::connect().unwrap().apply(&bad).unwrap_err()
+    });
+    assert_eq!(err.exit_code(), 1);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("nftkit-redirect"),
+        "error should name the table: {msg}"
+    );
+    assert_eq!(
+        ns.nft(&["list", "ruleset"]),
+        listed_before,
+        "kernel state changed by a refused batch"
+    );
+}
+
+#[test]
+fn a_table_with_our_name_but_no_ownership_comment_is_not_touched() {
+    let ns = Netns::new();
+    ns.nft_f("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
+    let before = ns.nft(&["list", "ruleset"]);
+    let rs = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
+    let (apply_err, delete_err, owned) = in_ns(&ns, || {
+        let mut b = NetlinkBackend::connect().unwrap();
+        (
+            b.apply(&rs).unwrap_err(),
+            b.delete("nftkit-redirect").unwrap_err(),
+            b.list_owned().unwrap(),
+        )
+    });
+    assert!(
+        apply_err.to_string().contains("not managed by nftkit"),
+        "{apply_err}"
+    );
+    assert!(
+        delete_err.to_string().contains("not managed by nftkit"),
+        "{delete_err}"
+    );
+    assert!(owned.is_empty());
+    assert_eq!(ns.nft(&["list", "ruleset"]), before);
+}
+
+#[test]
+fn reapply_replaces_and_delete_removes_only_our_table() {
+    let ns = Netns::new();
+    ns.nft_f("table ip foreign {\n chain c {\n type filter hook output priority 0; policy accept;\n ip daddr 192.0.2.1 counter drop\n }\n}\n");
+    let foreign = ns.nft(&["list", "table", "ip", "foreign"]);
+    let a = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
+    let mut cfg = base_config();
+    cfg.mappings = vec![PortMapping {
+        to: 15001,
+        dest: None,
+    }];
+    let b_rs = redirect::build(&cfg, Targets::default(), "nftkit-redirect");
+    in_ns(&ns, || {
+        let mut b = NetlinkBackend::connect().unwrap();
+        b.apply(&a).unwrap();
+        b.apply(&b_rs).unwrap();
+        let observed = b.read_back("nftkit-redirect").unwrap();
+        assert!(snapshot::diff(&b.expected(&b_rs), observed.as_ref()).is_empty());
+        assert_eq!(b.list_owned().unwrap().len(), 1);
+        assert!(b.delete("nftkit-redirect").unwrap());
+        assert!(
+            !b.delete("nftkit-redirect").unwrap(),
+            "second delete finds nothing"
+        );
+        assert!(b.read_back("nftkit-redirect").unwrap().is_none());
+    });
+    assert_eq!(ns.nft(&["list", "table", "ip", "foreign"]), foreign);
+}
