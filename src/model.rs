@@ -172,14 +172,55 @@ pub enum Match {
     DaddrInSet { family: IpFamily, set: String },
     /// `ip daddr 10.0.0.0/8` / `ip6 daddr ::1`
     Daddr(ipnet::IpNet),
+    /// `ip saddr @set` / `ip6 saddr @set`
+    SaddrInSet { family: IpFamily, set: String },
+    /// `ip saddr 10.0.0.0/8` / `ip6 saddr ::1`
+    Saddr(ipnet::IpNet),
     /// `tcp dport 80`
     Dport { proto: L4Proto, port: u16 },
+    /// `tcp sport 443`
+    Sport { proto: L4Proto, port: u16 },
+    /// `fib daddr type [!=] local`: the destination is (not) an address of this host.
+    FibDaddrLocal { negate: bool },
+    /// `ct state established,related`: any of the listed states.
+    CtState(Vec<CtState>),
     /// `tcp dport @set`
     DportInSet { proto: L4Proto, set: String },
     /// `meta skuid @set` / `meta skgid @set` (non-interval set, host byte order)
     OwnerInSet { owner: Owner, set: String },
     /// `meta skuid 2000-2999` (inclusive)
     OwnerRange { owner: Owner, first: u32, last: u32 },
+}
+
+/// Conntrack states (`ct state`), with the kernel's bit values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtState {
+    Invalid,
+    Established,
+    Related,
+    New,
+    Untracked,
+}
+
+impl CtState {
+    pub fn bit(self) -> u32 {
+        match self {
+            CtState::Invalid => 1,
+            CtState::Established => 2,
+            CtState::Related => 4,
+            CtState::New => 8,
+            CtState::Untracked => 64,
+        }
+    }
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            CtState::Invalid => "invalid",
+            CtState::Established => "established",
+            CtState::Related => "related",
+            CtState::New => "new",
+            CtState::Untracked => "untracked",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +241,17 @@ impl Owner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Accept,
+    Drop,
+    /// `jump CHAIN`: run a regular chain of the owned table, then continue here.
+    Jump(String),
+    /// `goto CHAIN`: run a regular chain and do not come back.
+    Goto(String),
+    /// `notrack`: skip connection tracking (raw chains only).
+    Notrack,
+    /// `masquerade [fully-random]` (nat postrouting).
+    Masquerade {
+        fully_random: bool,
+    },
     /// Leave this chain: in a nat chain, "no NAT here" (iptables `-t nat ... -j ACCEPT`).
     Return,
     /// `redirect to :PORT` — to the local address of the packet's family.

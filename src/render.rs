@@ -96,7 +96,20 @@ fn match_text(m: &Match) -> String {
             ipnet::IpNet::V4(n) => format!("ip daddr {}", element(&Element::V4(*n))),
             ipnet::IpNet::V6(n) => format!("ip6 daddr {}", element(&Element::V6(*n))),
         },
+        Match::SaddrInSet { family, set } => format!("{} saddr @{set}", family_kw(*family)),
+        Match::Saddr(net) => match net {
+            ipnet::IpNet::V4(n) => format!("ip saddr {}", element(&Element::V4(*n))),
+            ipnet::IpNet::V6(n) => format!("ip6 saddr {}", element(&Element::V6(*n))),
+        },
         Match::Dport { proto, port } => format!("{} dport {port}", proto.nft_name()),
+        Match::Sport { proto, port } => format!("{} sport {port}", proto.nft_name()),
+        Match::FibDaddrLocal { negate } => {
+            format!("fib daddr type {}local", if *negate { "!= " } else { "" })
+        }
+        Match::CtState(states) => {
+            let names: Vec<&str> = states.iter().map(|s| s.nft_name()).collect();
+            format!("ct state {}", names.join(","))
+        }
         Match::DportInSet { proto, set } => format!("{} dport @{set}", proto.nft_name()),
         Match::OwnerInSet { owner, set } => format!("meta {} @{set}", owner.nft_key()),
         Match::OwnerRange { owner, first, last } => {
@@ -108,6 +121,14 @@ fn match_text(m: &Match) -> String {
 fn action_text(a: &Action) -> String {
     match a {
         Action::Accept => "accept".into(),
+        Action::Drop => "drop".into(),
+        Action::Jump(chain) => format!("jump {chain}"),
+        Action::Goto(chain) => format!("goto {chain}"),
+        Action::Notrack => "notrack".into(),
+        Action::Masquerade {
+            fully_random: false,
+        } => "masquerade".into(),
+        Action::Masquerade { fully_random: true } => "masquerade fully-random".into(),
         Action::Return => "return".into(),
         Action::Redirect { port } => format!("redirect to :{port}"),
         Action::Dnat {

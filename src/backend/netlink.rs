@@ -159,7 +159,7 @@ impl NetlinkBackend {
         }
         for chain in &rs.chains {
             for rule in &chain.rules {
-                tx = tx.add_rule(nl_rule(t, &chain.name, rule, &rs.comment));
+                tx = tx.add_rule(nl_rule(t, &chain.name, rule, &rs.comment)?);
             }
         }
         Ok(tx)
@@ -201,7 +201,8 @@ impl Backend for NetlinkBackend {
                     .iter()
                     .map(|r| {
                         nl_rule(t, &c.name, r, &rs.comment)
-                            .nft_syntax_stateless()
+                            .ok()
+                            .and_then(|r| r.nft_syntax_stateless())
                             .unwrap_or_else(|| {
                                 format!(
                                     "{} comment \"{}\"",
@@ -489,7 +490,7 @@ fn nl_chain(table: &str, chain: &model::Chain, comment: &str) -> Result<nft::Cha
 
 /// Lower one rule to the expressions nft itself generates for the same text, so that
 /// `nft list` shows our rules exactly as the `--dry-run` script writes them.
-fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> nft::Rule {
+fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> Result<nft::Rule> {
     let r0 = Register::R0;
     let meta = |key| Expr::Meta { dreg: r0, key };
     let cmp = |op, data: Vec<u8>| Expr::Cmp { sreg: r0, op, data };
@@ -516,6 +517,38 @@ fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> nft::
         IpFamily::V4 => payload(PayloadBase::Network, 16, 4),
         IpFamily::V6 => payload(PayloadBase::Network, 24, 16),
     };
+    let saddr = |f: IpFamily| match f {
+        IpFamily::V4 => payload(PayloadBase::Network, 12, 4),
+        IpFamily::V6 => payload(PayloadBase::Network, 8, 16),
+    };
+    // `ip daddr 10.0.0.0/8`: load, mask unless a full prefix, compare.
+    let prefix = |exprs: &mut Vec<Expr>, net: &ipnet::IpNet, load: &dyn Fn(IpFamily) -> Expr| {
+        let (family, addr, mask): (IpFamily, Vec<u8>, Vec<u8>) = match net {
+            ipnet::IpNet::V4(n) => (
+                IpFamily::V4,
+                n.network().octets().to_vec(),
+                n.netmask().octets().to_vec(),
+            ),
+            ipnet::IpNet::V6(n) => (
+                IpFamily::V6,
+                n.network().octets().to_vec(),
+                n.netmask().octets().to_vec(),
+            ),
+        };
+        exprs.extend(nfproto(family));
+        exprs.push(load(family));
+        if net.prefix_len() != net.max_prefix_len() {
+            let xor = vec![0; mask.len()];
+            exprs.push(Expr::Bitwise {
+                sreg: r0,
+                dreg: r0,
+                len: mask.len() as u32,
+                mask,
+                xor,
+            });
+        }
+        exprs.push(cmp(CmpOp::Eq, addr));
+    };
     let mut exprs: Vec<Expr> = Vec::new();
     for m in &rule.matches {
         match m {
@@ -532,32 +565,45 @@ fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> nft::
                 exprs.push(daddr(*family));
                 exprs.push(Expr::Lookup(LookupExpr::new(set.as_str(), r0)));
             }
-            Match::Daddr(net) => {
-                let (family, addr, mask): (IpFamily, Vec<u8>, Vec<u8>) = match net {
-                    ipnet::IpNet::V4(n) => (
-                        IpFamily::V4,
-                        n.network().octets().to_vec(),
-                        n.netmask().octets().to_vec(),
-                    ),
-                    ipnet::IpNet::V6(n) => (
-                        IpFamily::V6,
-                        n.network().octets().to_vec(),
-                        n.netmask().octets().to_vec(),
-                    ),
-                };
-                exprs.extend(nfproto(family));
-                exprs.push(daddr(family));
-                if net.prefix_len() != net.max_prefix_len() {
-                    let xor = vec![0; mask.len()];
-                    exprs.push(Expr::Bitwise {
-                        sreg: r0,
-                        dreg: r0,
-                        len: mask.len() as u32,
-                        mask,
-                        xor,
-                    });
-                }
-                exprs.push(cmp(CmpOp::Eq, addr));
+            Match::Daddr(net) => prefix(&mut exprs, net, &daddr),
+            Match::Saddr(net) => prefix(&mut exprs, net, &saddr),
+            Match::SaddrInSet { family, set } => {
+                exprs.extend(nfproto(*family));
+                exprs.push(saddr(*family));
+                exprs.push(Expr::Lookup(LookupExpr::new(set.as_str(), r0)));
+            }
+            Match::Sport { proto, port } => {
+                exprs.push(meta(MetaKey::L4Proto));
+                exprs.push(cmp(CmpOp::Eq, vec![proto.number()]));
+                exprs.push(payload(PayloadBase::Transport, 0, 2));
+                exprs.push(cmp(CmpOp::Eq, port.to_be_bytes().to_vec()));
+            }
+            Match::FibDaddrLocal { negate } => {
+                // RTN_LOCAL, host order, as nft writes `fib daddr type local`.
+                exprs.push(Expr::Fib {
+                    dreg: r0,
+                    result: nft::FibResult::AddrType,
+                    flags: nft::FibFlags::DADDR,
+                });
+                exprs.push(cmp(
+                    if *negate { CmpOp::Neq } else { CmpOp::Eq },
+                    2u32.to_ne_bytes().to_vec(),
+                ));
+            }
+            Match::CtState(states) => {
+                let bits: u32 = states.iter().map(|s| s.bit()).fold(0, |a, b| a | b);
+                exprs.push(Expr::Ct {
+                    dreg: r0,
+                    key: nft::CtKey::State,
+                });
+                exprs.push(Expr::Bitwise {
+                    sreg: r0,
+                    dreg: r0,
+                    len: 4,
+                    mask: bits.to_ne_bytes().to_vec(),
+                    xor: vec![0; 4],
+                });
+                exprs.push(cmp(CmpOp::Neq, vec![0; 4]));
             }
             Match::Dport { proto, port } => {
                 exprs.push(meta(MetaKey::L4Proto));
@@ -594,8 +640,18 @@ fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> nft::
         .family(Family::Inet)
         .expressions(exprs)
         .comment(comment);
-    match &rule.action {
+    Ok(match &rule.action {
         Action::Accept => rule_b.accept(),
+        Action::Drop => rule_b.drop(),
+        Action::Jump(chain) => rule_b.then(Verdict::JumpTo(chain_name(chain)?)),
+        Action::Goto(chain) => rule_b.then(Verdict::GotoTo(chain_name(chain)?)),
+        Action::Notrack => rule_b.notrack(),
+        Action::Masquerade {
+            fully_random: false,
+        } => rule_b.masquerade(),
+        Action::Masquerade { fully_random: true } => {
+            rule_b.nat(nft::NatStatement::masquerade().fully_random())
+        }
         Action::Return => rule_b.then(Verdict::Return),
         Action::Redirect { port } => rule_b.redirect(Some(*port)),
         Action::Dnat {
@@ -606,7 +662,11 @@ fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> nft::
             addr: IpAddr::V6(a),
             port,
         } => rule_b.dnat_v6(*a, Some(*port)),
-    }
+    })
+}
+
+fn chain_name(name: &str) -> Result<nft::ChainName> {
+    nft::ChainName::new(name).map_err(|e| Error::invalid("chain name", name, e))
 }
 
 fn owner_key(o: Owner) -> MetaKey {
