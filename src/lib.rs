@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod daemon;
 pub mod error;
 pub mod jobs;
 pub mod model;

@@ -95,6 +95,42 @@ pub fn ipv6(what: &str, raw: &str) -> Result<Ipv6Addr> {
         .map_err(|_| Error::invalid(what, raw, "expected an IPv6 address such as 2001:db8::10"))
 }
 
+/// A Go-style duration (`time.ParseDuration`): `1m`, `30s`, `1m30s`, `1.5h`, `500ms`.
+/// Must be positive.
+pub fn go_duration(what: &str, raw: &str) -> Result<std::time::Duration> {
+    let bad = || Error::invalid(what, raw, "expected a duration such as 30s, 1m or 1m30s");
+    let mut rest = raw.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    if !(total > 0.0 && total < 1e9) {
+        return Err(Error::invalid(what, raw, "duration must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
 /// An inclusive id range (uid or gid).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IdRange {
@@ -224,6 +260,27 @@ mod tests {
         }
         assert!(cidr_v4("C", "fc00::/7").is_err());
         assert!(cidr_v6("C", "10.0.0.0/8").is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(go_duration("D", "1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(go_duration("D", "1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            go_duration("D", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(go_duration("D", "1.5h").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "10", "1x", "m", "-1s", "0s", "1m 30s", "s1"] {
+            assert!(
+                go_duration("--sync-interval", bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("--sync-interval"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub trait Backend {
     fn delete(&mut self, table: &str) -> Result<bool>;
     /// Every table whose comment marks it as nftkit's.
     fn list_owned(&mut self) -> Result<Vec<OwnedTable>>;
+    /// Tie tables applied from now on to this process (the kernel's table owner flag,
+    /// 5.13+): the kernel removes them when the process exits. Daemons without
+    /// `--persist` turn this on. Default: not supported, tables persist.
+    fn set_process_owned(&mut self, _on: bool) {}
 }
 
 /// `--backend` values.

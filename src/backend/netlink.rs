@@ -36,6 +36,8 @@ const NFPROTO_IPV6: u8 = 10;
 pub struct NetlinkBackend {
     rt: tokio::runtime::Runtime,
     conn: Connection<Nftables>,
+    /// Create tables with NFT_TABLE_F_OWNER: they live as long as this socket.
+    process_owned: bool,
 }
 
 impl NetlinkBackend {
@@ -51,7 +53,11 @@ impl NetlinkBackend {
             .map_err(|e| kernel_error("open nf_tables netlink socket", &e))?;
         raise_send_buffer(conn.socket().as_raw_fd());
         let _ = conn.socket().set_rcvbuf(4 << 20);
-        let b = NetlinkBackend { rt, conn };
+        let b = NetlinkBackend {
+            rt,
+            conn,
+            process_owned: false,
+        };
         b.rt.block_on(b.conn.list_tables_in(Family::Inet))
             .map_err(|e| kernel_error("list nf_tables tables", &e))?;
         Ok(b)
@@ -134,7 +140,12 @@ impl NetlinkBackend {
         } else if self.table_info(t)?.is_some() {
             tx = tx.del_table(t, Family::Inet);
         }
-        tx = tx.add_table_with_comment(t, Family::Inet, 0, Some(&rs.comment));
+        let flags = if self.process_owned {
+            nft::NFT_TABLE_F_OWNER
+        } else {
+            0
+        };
+        tx = tx.add_table_with_comment(t, Family::Inet, flags, Some(&rs.comment));
         for (i, set) in rs.sets.iter().enumerate() {
             let nl = nl_set(t, set, &rs.comment);
             tx = match set.key {
@@ -267,6 +278,10 @@ impl Backend for NetlinkBackend {
             .block_on(tx.commit(&self.conn))
             .map_err(|e| kernel_error(&format!("delete table inet {table}"), &e))?;
         Ok(true)
+    }
+
+    fn set_process_owned(&mut self, on: bool) {
+        self.process_owned = on;
     }
 
     fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {

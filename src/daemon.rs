@@ -1,0 +1,321 @@
+//! The reconcile loop shared by the long-running commands (masquerade, local-address,
+//! dnat, netpol).
+//!
+//! Every interval: rebuild the desired table from config (a bad config keeps the last good
+//! one and marks the daemon not ready), repair non-table state the job owns (addresses),
+//! read the kernel back and compare. Equal: nothing is sent (a no-op resync is read-only).
+//! Different (config changed, or someone edited or deleted the table): log the drift and
+//! re-apply atomically. SIGTERM/SIGINT end the loop after the current step.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::model::Ruleset;
+use crate::ops;
+use crate::snapshot;
+
+/// What a long-running command plugs into the loop.
+pub trait Job {
+    /// Re-read configuration and build the desired table. Called at start and every interval.
+    fn desired(&mut self) -> Result<Ruleset>;
+    /// Repair state outside the table (an address on an interface). Called before each
+    /// table check; default: nothing.
+    fn repair(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Counters for logs, status and (later) metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoopStats {
+    pub applies: u64,
+    pub drift_repairs: u64,
+    pub errors: u64,
+    /// True once a table was applied and the last config read was valid.
+    pub ready: bool,
+    pub last_apply: Option<Duration>,
+}
+
+pub struct LoopOptions {
+    pub interval: Duration,
+    /// Stop after the first successful apply (`--once`, `--daemon=false`).
+    pub once: bool,
+}
+
+/// SIGTERM / SIGINT set this flag; the loop checks it between steps.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| {
+            crate::error::Error::runtime(format!("cannot handle signal {sig}: {e}"))
+        })?;
+    }
+    Ok(stop)
+}
+
+/// Run `job` until `stop` is set (or once). The first build and apply must succeed:
+/// a bad config at start is an error (exit 2), as is a refused first apply (exit 1).
+pub fn run(
+    backend: &mut dyn Backend,
+    job: &mut dyn Job,
+    opts: &LoopOptions,
+    stop: &AtomicBool,
+) -> Result<LoopStats> {
+    let mut stats = LoopStats::default();
+    let mut good = job.desired()?;
+    job.repair()?;
+    let started = Instant::now();
+    ops::apply_and_check(backend, &good)?;
+    stats.applies += 1;
+    stats.last_apply = Some(started.elapsed());
+    stats.ready = true;
+    if opts.once {
+        return Ok(stats);
+    }
+    tracing::info!(interval_s = opts.interval.as_secs_f64(), table = %good.table, "reconciling");
+    while sleep_unless_stopped(opts.interval, stop) {
+        step(backend, job, &mut good, &mut stats);
+    }
+    tracing::info!(table = %good.table, "stopping on signal");
+    Ok(stats)
+}
+
+/// One reconcile pass; errors are logged and counted, never fatal.
+pub fn step(
+    backend: &mut dyn Backend,
+    job: &mut dyn Job,
+    good: &mut Ruleset,
+    stats: &mut LoopStats,
+) {
+    match job.desired() {
+        Ok(rs) => {
+            *good = rs;
+            stats.ready = true;
+        }
+        Err(e) => {
+            stats.errors += 1;
+            stats.ready = false;
+            tracing::error!(error = %e, "invalid configuration; keeping the last good rules");
+        }
+    }
+    if let Err(e) = job.repair() {
+        stats.errors += 1;
+        tracing::error!(error = %e, "repair failed");
+    }
+    let diff = match backend.read_back(&good.table) {
+        Ok(observed) => snapshot::diff(&backend.expected(good), observed.as_ref()),
+        Err(e) => {
+            stats.errors += 1;
+            tracing::error!(error = %e, "read-back failed");
+            return;
+        }
+    };
+    if diff.is_empty() {
+        tracing::debug!(table = %good.table, "in sync; nothing sent");
+        return;
+    }
+    tracing::warn!(table = %good.table, drift = %diff.join("; "), "kernel differs from desired state; re-applying");
+    let started = Instant::now();
+    match ops::apply_and_check(backend, good) {
+        Ok(()) => {
+            stats.applies += 1;
+            stats.drift_repairs += 1;
+            stats.last_apply = Some(started.elapsed());
+        }
+        Err(e) => {
+            stats.errors += 1;
+            tracing::error!(error = %e, "re-apply failed; will retry next interval");
+        }
+    }
+}
+
+/// Sleep `total` in short steps; false as soon as `stop` is set.
+fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
+    let deadline = Instant::now() + total;
+    while Instant::now() < deadline {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(100)));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+    use crate::error::Error;
+    use crate::model::*;
+
+    struct Scripted {
+        configs: Vec<Result<Ruleset>>,
+    }
+
+    impl Job for Scripted {
+        fn desired(&mut self) -> Result<Ruleset> {
+            if self.configs.len() > 1 {
+                self.configs.remove(0)
+            } else {
+                clone_result(&self.configs[0])
+            }
+        }
+    }
+
+    fn clone_result(r: &Result<Ruleset>) -> Result<Ruleset> {
+        match r {
+            Ok(rs) => Ok(rs.clone()),
+            Err(e) => Err(Error::invalid("config", "x", e.to_string())),
+        }
+    }
+
+    fn table(port: u16) -> Ruleset {
+        Ruleset {
+            table: "nftkit-test".into(),
+            comment: "managed by nftkit test".into(),
+            sets: vec![],
+            chains: vec![Chain {
+                name: "c".into(),
+                base: Some(BaseChain {
+                    kind: ChainType::Nat,
+                    hook: Hook::Output,
+                    priority: priority::DSTNAT,
+                }),
+                rules: vec![Rule {
+                    matches: vec![Match::Dport {
+                        proto: L4Proto::Tcp,
+                        port,
+                    }],
+                    action: Action::Redirect { port: 1 },
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn in_sync_sends_nothing_and_drift_is_repaired() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![Ok(table(80))],
+        };
+        let stats = run(
+            &mut b,
+            &mut job,
+            &LoopOptions {
+                interval: Duration::ZERO,
+                once: true,
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert_eq!((stats.applies, b.applies), (1, 1));
+        let mut good = table(80);
+        let mut stats = LoopStats::default();
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert_eq!(b.applies, 1, "no-op resync must not apply");
+        b.flush_chain("nftkit-test", "c");
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert_eq!((b.applies, stats.drift_repairs), (2, 1));
+        b.tables.clear();
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert_eq!(b.applies, 3, "deleted table re-created");
+    }
+
+    #[test]
+    fn bad_config_later_keeps_last_good_rules_and_marks_not_ready() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![
+                Ok(table(80)),
+                Err(Error::Usage("bad".into())),
+                Ok(table(443)),
+            ],
+        };
+        let mut stats = run(
+            &mut b,
+            &mut job,
+            &LoopOptions {
+                interval: Duration::ZERO,
+                once: true,
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let mut good = table(80);
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert!(!stats.ready);
+        assert_eq!((b.applies, stats.errors), (1, 1));
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert!(stats.ready);
+        assert_eq!(b.applies, 2, "changed config applied");
+        assert_eq!(good, table(443));
+    }
+
+    #[test]
+    fn bad_config_at_start_is_exit_2_and_touches_nothing() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![Err(Error::Usage("bad".into()))],
+        };
+        let e = run(
+            &mut b,
+            &mut job,
+            &LoopOptions {
+                interval: Duration::ZERO,
+                once: false,
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(b.applies, 0);
+    }
+
+    #[test]
+    fn failed_reapply_is_retried() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![Ok(table(80))],
+        };
+        let mut stats = run(
+            &mut b,
+            &mut job,
+            &LoopOptions {
+                interval: Duration::ZERO,
+                once: true,
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let mut good = table(80);
+        b.tables.clear();
+        b.fail_next = Some("EBUSY".into());
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert_eq!((b.applies, stats.errors), (1, 1));
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert_eq!(b.applies, 2);
+    }
+
+    #[test]
+    fn stop_flag_ends_the_loop() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![Ok(table(80))],
+        };
+        let stop = AtomicBool::new(true);
+        let stats = run(
+            &mut b,
+            &mut job,
+            &LoopOptions {
+                interval: Duration::from_secs(3600),
+                once: false,
+            },
+            &stop,
+        )
+        .unwrap();
+        assert_eq!(stats.applies, 1);
+    }
+}
