@@ -158,6 +158,11 @@ fn a_refused_message_late_in_a_big_batch_leaves_the_old_table_byte_identical() {
     assert_eq!(err.exit_code(), 1);
     let msg = err.to_string();
     assert!(
+        msg.contains("add rule #5 to chain nat-output: ip daddr @no-such-set return")
+            && msg.contains("No such file"),
+        "error should name the refused rule: {msg}"
+    );
+    assert!(
         msg.contains("nftkit-redirect"),
         "error should name the table: {msg}"
     );

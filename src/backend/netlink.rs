@@ -132,13 +132,18 @@ impl NetlinkBackend {
         })
     }
 
-    fn build_batch(&self, rs: &Ruleset) -> Result<nft::Transaction> {
+    /// The replace batch for `rs`, and what each of its messages does (by position), so a
+    /// refusal can name our object rather than a message number.
+    fn build_batch(&self, rs: &Ruleset) -> Result<(nft::Transaction, Vec<String>)> {
         let t = rs.table.as_str();
         let mut tx = self.conn.transaction();
+        let mut ops = Vec::new();
         if nft::connection::kernel_has_destroy() {
             tx = tx.destroy_table(t, Family::Inet);
+            ops.push(format!("remove old table inet {t}"));
         } else if self.table_info(t)?.is_some() {
             tx = tx.del_table(t, Family::Inet);
+            ops.push(format!("remove old table inet {t}"));
         }
         let flags = if self.process_owned {
             nft::NFT_TABLE_F_OWNER
@@ -146,6 +151,7 @@ impl NetlinkBackend {
             0
         };
         tx = tx.add_table_with_comment(t, Family::Inet, flags, Some(&rs.comment));
+        ops.push(format!("add table inet {t}"));
         for (i, set) in rs.sets.iter().enumerate() {
             let nl = nl_set(t, set, &rs.comment);
             tx = match set.key {
@@ -156,25 +162,80 @@ impl NetlinkBackend {
                 }
                 _ => tx.add_set(nl.clone()),
             };
+            ops.push(format!("add set {} ({})", set.name, set.key.nft_name()));
             let elements: Vec<SetElement> = set
                 .elements
                 .iter()
                 .map(|e| nl_element(e, set.interval))
                 .collect();
-            for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+            for (n, chunk) in elements.chunks(ELEMENTS_PER_MESSAGE).enumerate() {
                 tx = tx.add_set_elements(&nl, chunk);
+                let first = n * ELEMENTS_PER_MESSAGE;
+                let shown: Vec<String> = set.elements[first..first + chunk.len()]
+                    .iter()
+                    .map(crate::render::element)
+                    .collect();
+                ops.push(format!(
+                    "add elements {}..{} to set {} ({})",
+                    first,
+                    first + chunk.len(),
+                    set.name,
+                    preview(&shown)
+                ));
             }
         }
         for chain in &rs.chains {
             tx = tx.add_chain(nl_chain(t, chain, &rs.comment)?);
+            ops.push(format!("add chain {}", chain.name));
         }
         for chain in &rs.chains {
-            for rule in &chain.rules {
+            for (i, rule) in chain.rules.iter().enumerate() {
                 tx = tx.add_rule(nl_rule(t, &chain.name, rule, &rs.comment)?);
+                ops.push(format!(
+                    "add rule #{} to chain {}: {}",
+                    i + 1,
+                    chain.name,
+                    crate::render::rule_text(rule)
+                ));
             }
         }
-        Ok(tx)
+        Ok((tx, ops))
     }
+}
+
+/// A few elements of a long list, for error messages.
+fn preview(items: &[String]) -> String {
+    if items.len() <= 3 {
+        items.join(", ")
+    } else {
+        format!("{}, ... {}", items[..2].join(", "), items[items.len() - 1])
+    }
+}
+
+/// An apply failure naming the refused objects when the kernel said which messages.
+fn batch_error(table: &str, e: &nlink::Error, ops: &[String]) -> Error {
+    if let nlink::ErrorDetail::NftBatch { failures, .. } = e.detail() {
+        let named: Vec<String> = failures
+            .iter()
+            .filter_map(|f| {
+                let what = f.index.and_then(|i| ops.get(i))?;
+                let why = std::io::Error::from_raw_os_error(f.errno);
+                let ack = f
+                    .ext_ack
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default();
+                Some(format!("{what}: {why}{ack}"))
+            })
+            .collect();
+        if !named.is_empty() {
+            return Error::runtime(format!(
+                "kernel refused the batch for table inet {table}, nothing committed: {}",
+                named.join("; ")
+            ));
+        }
+    }
+    kernel_error(&format!("apply table inet {table}"), e)
 }
 
 impl Backend for NetlinkBackend {
@@ -191,10 +252,10 @@ impl Backend for NetlinkBackend {
                 rs.table
             )));
         }
-        let tx = self.build_batch(rs)?;
+        let (tx, ops) = self.build_batch(rs)?;
         self.rt
             .block_on(tx.commit(&self.conn))
-            .map_err(|e| kernel_error(&format!("apply table inet {}", rs.table), &e))
+            .map_err(|e| batch_error(&rs.table, &e, &ops))
     }
 
     fn expected(&self, rs: &Ruleset) -> Snapshot {
