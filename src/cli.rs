@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::BackendChoice;
+use crate::jobs::dnat::DnatArgs;
+use crate::jobs::local_address::LocalAddressArgs;
+use crate::jobs::masquerade::MasqueradeArgs;
+use crate::jobs::netpol::NetpolArgs;
 use crate::jobs::redirect::RedirectArgs;
 
 #[derive(Parser, Debug)]
@@ -57,6 +61,24 @@ pub enum LogFormat {
 pub enum Command {
     /// Transparent redirect of a pod's egress TCP (drop-in for kubernetes-qpoint-init)
     Redirect(RedirectArgs),
+    /// MASQUERADE node egress except non-masquerade CIDRs from config files (drop-in for
+    /// ip-masq-agent-v2)
+    Masquerade(MasqueradeArgs),
+    /// Keep an address on an interface, with NOTRACK/ACCEPT rules for IP:PORT (drop-in for
+    /// the gardener apiserver-proxy sidecar)
+    LocalAddress(LocalAddressArgs),
+    /// DNAT ORIG_IP:PORT to TARGET_IP:PORT for host processes and routed pods (the
+    /// gke-metadata-server routing mode)
+    Dnat(DnatArgs),
+    /// Kubernetes NetworkPolicy (networking.k8s.io/v1) for the pods of this node
+    Netpol(NetpolArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions
+    Man,
     /// List what nftkit owns on this host
     Status {
         /// Machine-readable output
@@ -77,6 +99,12 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Print which backend `--backend auto` picks here, and the evidence
+    Detect {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The commands `verify` can check, with the same options as the command itself.
@@ -84,17 +112,33 @@ pub enum Command {
 pub enum JobCommand {
     /// Check the table `nftkit redirect` with these options would program
     Redirect(RedirectArgs),
+    /// Check the table `nftkit masquerade` with these options would program
+    Masquerade(MasqueradeArgs),
+    /// Check the address and table `nftkit local-address` with these options would program
+    LocalAddress(LocalAddressArgs),
+    /// Check the table `nftkit dnat` with these options would program
+    Dnat(DnatArgs),
+    /// Check the table `nftkit netpol` with these options would program
+    Netpol(NetpolArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum JobName {
     Redirect,
+    Masquerade,
+    LocalAddress,
+    Dnat,
+    Netpol,
 }
 
 impl JobName {
     pub fn as_str(self) -> &'static str {
         match self {
             JobName::Redirect => "redirect",
+            JobName::Masquerade => "masquerade",
+            JobName::LocalAddress => "local-address",
+            JobName::Dnat => "dnat",
+            JobName::Netpol => "netpol",
         }
     }
 }

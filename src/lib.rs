@@ -4,12 +4,14 @@
 //! -> [`model::Ruleset`] -> `--dry-run` text (`render`) or a backend's atomic apply
 //! -> read-back and compare (`snapshot`).
 
+pub mod addr;
 pub mod backend;
 pub mod cli;
 pub mod daemon;
 pub mod error;
 pub mod jobs;
 pub mod model;
+pub mod netpol;
 pub mod ops;
 pub mod parse;
 pub mod render;

@@ -145,6 +145,8 @@ pub enum IpFamily {
 pub enum L4Proto {
     Tcp,
     Udp,
+    /// `sctp` (protocol 132; `sctp dport` is at the same offset as TCP's and UDP's)
+    Sctp,
 }
 
 impl L4Proto {
@@ -152,12 +154,14 @@ impl L4Proto {
         match self {
             L4Proto::Tcp => 6,
             L4Proto::Udp => 17,
+            L4Proto::Sctp => 132,
         }
     }
     pub fn nft_name(self) -> &'static str {
         match self {
             L4Proto::Tcp => "tcp",
             L4Proto::Udp => "udp",
+            L4Proto::Sctp => "sctp",
         }
     }
 }
@@ -180,6 +184,8 @@ pub enum Match {
     Dport { proto: L4Proto, port: u16 },
     /// `tcp sport 443`
     Sport { proto: L4Proto, port: u16 },
+    /// `tcp dport 8000-9000` (inclusive; `first < last`)
+    DportRange { proto: L4Proto, first: u16, last: u16 },
     /// `fib daddr type [!=] local`: the destination is (not) an address of this host.
     FibDaddrLocal { negate: bool },
     /// `ct state established,related`: any of the listed states.
@@ -262,6 +268,16 @@ pub enum Action {
     Dnat {
         addr: IpAddr,
         port: u16,
+    },
+    /// `dnat ip to ip daddr . tcp dport map { 169.254.169.254 . 80 : 198.51.100.5 . 8080, ... }`:
+    /// each listed destination address and port is DNATed to its own target (an anonymous
+    /// map, constant, created with the rule). The map's key is the match: such a rule takes
+    /// no other matches. Every address (keys and targets) is of `family`.
+    DnatMap {
+        family: IpFamily,
+        proto: L4Proto,
+        /// (original destination, target), in the order nft lists them after loading.
+        entries: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
     },
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::backend::{self, Backend};
 use crate::cli::{Cli, Command, JobCommand, JobName};
 use crate::error::{Error, Result};
-use crate::jobs::redirect;
+use crate::jobs::{dnat, local_address, masquerade, netpol, redirect};
 use crate::model::Ruleset;
 use crate::render;
 use crate::snapshot;
@@ -55,6 +55,16 @@ pub fn desired(
             log_redirect(&cfg, &targets);
             Ok(redirect::build(&cfg, targets, &table))
         }
+        JobCommand::Masquerade(args) => {
+            masquerade::desired(args, &table_name(cli, masquerade::COMMAND)?)
+        }
+        JobCommand::LocalAddress(args) => {
+            local_address::desired(args, &table_name(cli, local_address::COMMAND)?)
+        }
+        JobCommand::Dnat(args) => dnat::desired(args, &table_name(cli, dnat::COMMAND)?),
+        JobCommand::Netpol(args) => {
+            netpol::desired(args, env, &table_name(cli, netpol::COMMAND)?)
+        }
     }
 }
 
@@ -74,6 +84,7 @@ fn log_redirect(cfg: &redirect::RedirectConfig, t: &redirect::Targets) {
 
 /// Apply `rs` and read it back: a table that does not read back as applied is an error.
 pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
+    backend.check(rs)?;
     let started = std::time::Instant::now();
     backend.apply(rs)?;
     let elapsed = started.elapsed();
@@ -99,6 +110,7 @@ pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
 
 /// Compare the kernel with `rs`: Ok if equal, Error::Drift with the diff otherwise.
 pub fn verify(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
+    backend.check(rs)?;
     let observed = backend.read_back(&rs.table)?;
     let diff = snapshot::diff(&backend.expected(rs), observed.as_ref());
     if diff.is_empty() {
@@ -123,7 +135,28 @@ pub fn run(
         out.write_all(s.as_bytes())
             .map_err(|e| Error::runtime(format!("stdout: {e}")))
     };
+    // --dry-run with an iptables backend: the iptables-restore input of every family.
+    if cli.dry_run
+        && let Some(flavour) = backend::iptables::flavour_of(cli.backend)
+        && let Some(job) = job_command(&cli.command)
+    {
+        match desired(cli, &job, env) {
+            Ok(rs) => return w(out, &backend::iptables::restore_script(flavour, &rs)?),
+            // local-address without rules: its own dry-run says so below.
+            Err(Error::Usage(_)) if matches!(job, JobCommand::LocalAddress(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
     match &cli.command {
+        Command::Detect { json } => {
+            let (evidence, decision) = backend::detect::detect()?;
+            let text = if *json {
+                format!("{}\n", backend::detect::report_json(&evidence, &decision))
+            } else {
+                backend::detect::report_text(&evidence, &decision)
+            };
+            w(out, &text)
+        }
         Command::Redirect(args) => {
             let rs = desired(cli, &JobCommand::Redirect(args.clone()), env)?;
             if cli.dry_run {
@@ -132,6 +165,38 @@ pub fn run(
             let mut b = backend_for()?;
             apply_and_check(b.as_mut(), &rs)
         }
+        Command::Masquerade(args) => {
+            let table = table_name(cli, masquerade::COMMAND)?;
+            if cli.dry_run {
+                let rs = masquerade::desired(args, &table)?;
+                return w(out, &render::nft_script(&rs));
+            }
+            masquerade::run(args, &table, env, backend_for)
+        }
+        Command::LocalAddress(args) => {
+            if cli.dry_run {
+                let table = table_name(cli, local_address::COMMAND)?;
+                return w(out, &local_address::dry_run(args, &table)?);
+            }
+            local_address::run(cli, args, backend_for)
+        }
+        Command::Dnat(args) => {
+            if cli.dry_run {
+                return w(out, &dnat::dry_run(args, &table_name(cli, dnat::COMMAND)?)?);
+            }
+            dnat::run(cli, args, backend_for)
+        }
+        Command::Netpol(args) => {
+            let rs = desired(cli, &JobCommand::Netpol(args.clone()), env)?;
+            if cli.dry_run {
+                return w(out, &render::nft_script(&rs));
+            }
+            let mut b = backend_for()?;
+            apply_and_check(b.as_mut(), &rs)
+        }
+        Command::Verify {
+            target: JobCommand::LocalAddress(args),
+        } => local_address::verify(cli, args, backend_for, out),
         Command::Verify { target } => {
             let rs = desired(cli, target, env)?;
             let mut b = backend_for()?;
@@ -161,7 +226,14 @@ pub fn run(
                 } else {
                     tables
                         .iter()
-                        .map(|t| format!("delete table inet {t}\n"))
+                        .map(|t| match backend::iptables::flavour_of(cli.backend) {
+                            Some(f) => format!(
+                                "delete the chains {}-* and their jump rules ({})\n",
+                                nft_compat::naming::prefix(t),
+                                f.name()
+                            ),
+                            None => format!("delete table inet {t}\n"),
+                        })
                         .collect()
                 };
                 return w(out, &text);
@@ -181,11 +253,30 @@ pub fn run(
             }
             Ok(())
         }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "nftkit", &mut buf);
+            out.write_all(&buf).map_err(|e| Error::runtime(format!("stdout: {e}")))
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut buf)
+                .map_err(|e| Error::runtime(format!("man page: {e}")))?;
+            out.write_all(&buf).map_err(|e| Error::runtime(format!("stdout: {e}")))
+        }
         Command::Status { json } => {
             let mut b = backend_for()?;
             let owned = b.list_owned()?;
             if *json {
-                let v = serde_json::json!({ "backend": b.name(), "tables": owned });
+                let reports: serde_json::Map<String, serde_json::Value> = owned
+                    .iter()
+                    .filter_map(|t| {
+                        let r = masquerade::read_report(&t.table, env)?;
+                        Some((t.table.clone(), serde_json::to_value(r).ok()?))
+                    })
+                    .collect();
+                let v = serde_json::json!({ "backend": b.name(), "tables": owned, "masquerade": reports });
                 return w(out, &format!("{v}\n"));
             }
             let mut text = format!("backend: {}\n", b.name());
@@ -197,9 +288,31 @@ pub fn run(
                     "table inet {}  ({})  chains={} rules={} sets={} elements={}\n",
                     t.table, t.comment, t.chains, t.rules, t.sets, t.elements
                 ));
+                for line in masquerade::status_lines(&t.table, env) {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
             }
             w(out, &text)
         }
+    }
+}
+
+/// The job a command runs, for the iptables dry-run (every variant listed: a new command
+/// must decide).
+fn job_command(c: &Command) -> Option<JobCommand> {
+    match c {
+        Command::Redirect(a) => Some(JobCommand::Redirect(a.clone())),
+        Command::Masquerade(a) => Some(JobCommand::Masquerade(a.clone())),
+        Command::LocalAddress(a) => Some(JobCommand::LocalAddress(a.clone())),
+        Command::Dnat(a) => Some(JobCommand::Dnat(a.clone())),
+        Command::Netpol(a) => Some(JobCommand::Netpol(a.clone())),
+        Command::Status { .. }
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Verify { .. }
+        | Command::Delete { .. }
+        | Command::Detect { .. } => None,
     }
 }
 

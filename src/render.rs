@@ -103,6 +103,9 @@ fn match_text(m: &Match) -> String {
         },
         Match::Dport { proto, port } => format!("{} dport {port}", proto.nft_name()),
         Match::Sport { proto, port } => format!("{} sport {port}", proto.nft_name()),
+        Match::DportRange { proto, first, last } => {
+            format!("{} dport {first}-{last}", proto.nft_name())
+        }
         Match::FibDaddrLocal { negate } => {
             format!("fib daddr type {}local", if *negate { "!= " } else { "" })
         }
@@ -139,7 +142,30 @@ fn action_text(a: &Action) -> String {
             addr: std::net::IpAddr::V6(a),
             port,
         } => format!("dnat ip6 to [{a}]:{port}"),
+        Action::DnatMap {
+            family,
+            proto,
+            entries,
+        } => dnat_map_text(*family, *proto, entries),
     }
+}
+
+/// `dnat ip to ip daddr . tcp dport map { A . P : B . Q, ... }`, as nft lists it.
+pub fn dnat_map_text(
+    family: IpFamily,
+    proto: crate::model::L4Proto,
+    entries: &[(std::net::SocketAddr, std::net::SocketAddr)],
+) -> String {
+    let fam = family_kw(family);
+    let items: Vec<String> = entries
+        .iter()
+        .map(|(o, t)| format!("{} . {} : {} . {}", o.ip(), o.port(), t.ip(), t.port()))
+        .collect();
+    format!(
+        "dnat {fam} to {fam} daddr . {} dport map {{ {} }}",
+        proto.nft_name(),
+        items.join(", ")
+    )
 }
 
 /// An element as nft prints it: host prefixes without their length.

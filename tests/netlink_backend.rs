@@ -384,6 +384,29 @@ fn every_variant() -> nftkit::model::Ruleset {
                 base: None,
                 rules: vec![
                     rule(vec![Match::CtState(vec![CtState::New])], Action::Accept),
+                    // netpol: endPort ranges and SCTP.
+                    rule(
+                        vec![Match::DportRange {
+                            proto: L4Proto::Tcp,
+                            first: 32000,
+                            last: 32768,
+                        }],
+                        Action::Accept,
+                    ),
+                    rule(
+                        vec![Match::Dport {
+                            proto: L4Proto::Sctp,
+                            port: 9,
+                        }],
+                        Action::Accept,
+                    ),
+                    rule(
+                        vec![Match::L4Proto {
+                            proto: L4Proto::Sctp,
+                            negate: false,
+                        }],
+                        Action::Accept,
+                    ),
                     rule(vec![], Action::Drop),
                 ],
             },
@@ -415,6 +438,44 @@ fn every_variant() -> nftkit::model::Ruleset {
                         Action::Dnat {
                             addr: "2001:db8::53".parse().unwrap(),
                             port: 5353,
+                        },
+                    ),
+                    rule(
+                        vec![],
+                        Action::DnatMap {
+                            family: IpFamily::V4,
+                            proto: L4Proto::Tcp,
+                            entries: vec![
+                                (
+                                    "169.254.169.254:80".parse().unwrap(),
+                                    "198.51.100.5:8080".parse().unwrap(),
+                                ),
+                                (
+                                    "192.0.2.53:53".parse().unwrap(),
+                                    "198.51.100.6:5353".parse().unwrap(),
+                                ),
+                                (
+                                    "169.254.169.254:8".parse().unwrap(),
+                                    "198.51.100.5:8080".parse().unwrap(),
+                                ),
+                            ],
+                        },
+                    ),
+                    rule(
+                        vec![],
+                        Action::DnatMap {
+                            family: IpFamily::V6,
+                            proto: L4Proto::Udp,
+                            entries: vec![
+                                (
+                                    "[2001:db8::254]:53".parse().unwrap(),
+                                    "[2001:db8::5]:5353".parse().unwrap(),
+                                ),
+                                (
+                                    "[2001:db8::9]:80".parse().unwrap(),
+                                    "[2001:db8::6]:8080".parse().unwrap(),
+                                ),
+                            ],
                         },
                     ),
                 ],

@@ -16,6 +16,8 @@ pub struct FakeBackend {
     pub applies: usize,
     /// When set, the next apply or delete fails with this message and changes nothing.
     pub fail_next: Option<String>,
+    /// What `foreign_drop_chains` reports, per hook (other tables' dropping chains).
+    pub foreign_drops: Vec<(crate::model::Hook, super::ForeignDrop)>,
 }
 
 impl FakeBackend {
@@ -56,6 +58,19 @@ impl FakeBackend {
 impl Backend for FakeBackend {
     fn name(&self) -> &'static str {
         "fake"
+    }
+
+    fn foreign_drop_chains(
+        &mut self,
+        _own_table: &str,
+        hook: crate::model::Hook,
+    ) -> Result<Vec<super::ForeignDrop>> {
+        Ok(self
+            .foreign_drops
+            .iter()
+            .filter(|(h, _)| *h == hook)
+            .map(|(_, c)| c.clone())
+            .collect())
     }
 
     fn apply(&mut self, rs: &Ruleset) -> Result<()> {

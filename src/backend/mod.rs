@@ -2,11 +2,13 @@
 //! back, delete it. `netlink` speaks nf_tables directly; `fake` keeps state in memory for
 //! logic tests.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Ruleset;
 use crate::snapshot::Snapshot;
 
+pub mod detect;
 pub mod fake;
+pub mod iptables;
 pub mod netlink;
 
 /// Comment prefix that marks a table as ours (CONTRACT.md "Ownership").
@@ -28,6 +30,12 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Replace the owned table with `rs` in one atomic batch.
     fn apply(&mut self, rs: &Ruleset) -> Result<()>;
+    /// Whether this backend can express `rs`: Err(Runtime) naming the backend and the
+    /// feature if not (the iptables backends). Checked before apply and verify, so such a
+    /// ruleset is exit 1, never a silent difference or a false drift. Default: all of it.
+    fn check(&self, _rs: &Ruleset) -> Result<()> {
+        Ok(())
+    }
     /// The owned table as this backend would read it back once `rs` is applied.
     fn expected(&self, rs: &Ruleset) -> Snapshot;
     /// The kernel's table `table`, or None if it does not exist.
@@ -40,6 +48,54 @@ pub trait Backend {
     /// 5.13+): the kernel removes them when the process exits. Daemons without
     /// `--persist` turn this on. Default: not supported, tables persist.
     fn set_process_owned(&mut self, _on: bool) {}
+    /// Base chains of *other* tables at `hook` (families ip, ip6, inet) that can drop what
+    /// our accept lets through: policy drop, or drop/reject rules. An accept ends only our
+    /// own base chain, so these still win. `own_table` (inet) is left out. Read-only.
+    /// Default: none known.
+    fn foreign_drop_chains(
+        &mut self,
+        _own_table: &str,
+        _hook: crate::model::Hook,
+    ) -> Result<Vec<ForeignDrop>> {
+        Ok(Vec::new())
+    }
+}
+
+/// A base chain of another table that drops at a hook we accept at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ForeignDrop {
+    /// `ip`, `ip6` or `inet`.
+    pub family: &'static str,
+    pub table: String,
+    pub chain: String,
+    pub policy_drop: bool,
+    /// Rules whose verdict is drop or reject.
+    pub drop_rules: usize,
+}
+
+impl ForeignDrop {
+    /// Whether it sees packets of `family` (an inet chain sees both).
+    pub fn covers(&self, family: crate::model::IpFamily) -> bool {
+        match family {
+            crate::model::IpFamily::V4 => self.family != "ip6",
+            crate::model::IpFamily::V6 => self.family != "ip",
+        }
+    }
+}
+
+impl std::fmt::Display for ForeignDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "table {} {} chain {} (",
+            self.family, self.table, self.chain
+        )?;
+        match (self.policy_drop, self.drop_rules) {
+            (true, 0) => write!(f, "policy drop)"),
+            (true, n) => write!(f, "policy drop, {n} drop/reject rules)"),
+            (false, n) => write!(f, "{n} drop/reject rules)"),
+        }
+    }
 }
 
 /// `--backend` values.
@@ -51,25 +107,33 @@ pub enum BackendChoice {
     IptablesLegacy,
 }
 
-/// The backend for `choice`. The iptables flavours arrive with the compatibility layer.
+/// The backend for `choice`. `auto` weighs the evidence `detect` gathers (CONTRACT.md):
+/// nftables unless nf_tables is missing or Kubernetes runs iptables-legacy here.
 pub fn select(choice: BackendChoice) -> Result<Box<dyn Backend>> {
     match choice {
-        BackendChoice::Auto | BackendChoice::Nftables => {
-            let b = netlink::NetlinkBackend::connect()?;
-            if choice == BackendChoice::Auto {
-                tracing::info!(
-                    backend = b.name(),
-                    "backend selected (auto: nf_tables answered over netlink)"
-                );
+        BackendChoice::Nftables => Ok(Box::new(netlink::NetlinkBackend::connect()?)),
+        BackendChoice::IptablesNft => Ok(Box::new(iptables::IptablesBackend::new(
+            nft_compat::Flavour::Nft,
+        )?)),
+        BackendChoice::IptablesLegacy => Ok(Box::new(iptables::IptablesBackend::new(
+            nft_compat::Flavour::Legacy,
+        )?)),
+        BackendChoice::Auto => {
+            let (_, decision) = detect::detect()?;
+            tracing::info!(
+                backend = decision.choice.name(),
+                reason = %decision.reason,
+                "backend selected (auto)"
+            );
+            match decision.choice {
+                nft_compat::detect::Choice::Nftables => {
+                    Ok(Box::new(netlink::NetlinkBackend::connect()?))
+                }
+                nft_compat::detect::Choice::IptablesLegacy => Ok(Box::new(
+                    iptables::IptablesBackend::new(nft_compat::Flavour::Legacy)?,
+                )),
             }
-            Ok(Box::new(b))
         }
-        BackendChoice::IptablesNft | BackendChoice::IptablesLegacy => Err(Error::runtime(format!(
-            "backend {} is not yet available in this build; use --backend nftables",
-            clap::ValueEnum::to_possible_value(&choice)
-                .map(|v| v.get_name().to_string())
-                .unwrap_or_default()
-        ))),
     }
 }
 

@@ -94,17 +94,47 @@ impl NetlinkBackend {
                 rules: Vec::new(),
             })
             .collect();
+        // Anonymous maps (DNAT maps) are part of their rule, not sets of the table.
+        let mut anon = std::collections::HashMap::new();
+        for s in sets
+            .iter()
+            .filter(|s| s.flags.contains(nft::SetFlags::ANONYMOUS))
+        {
+            let elements = self
+                .rt
+                .block_on(conn.list_set_elements(name, &s.name, Family::Inet))
+                .map_err(|e| kernel_error(&format!("read set {}", s.name), &e))?;
+            let entries = elements
+                .iter()
+                .filter_map(|e| match e.data() {
+                    Some(nft::SetElementData::Value(d)) => Some((e.key().to_vec(), d.clone())),
+                    _ => None,
+                })
+                .collect();
+            anon.insert(
+                s.name.clone(),
+                AnonMap {
+                    key_type: s.key_type,
+                    entries,
+                },
+            );
+        }
         for r in &rules {
             if let Some(c) = chain_snaps.iter_mut().find(|c| c.name == r.chain) {
                 c.rules.push(
-                    r.nft_syntax_stateless().unwrap_or_else(|| {
-                        format!("<undecoded rule {}>", hex(&r.expression_bytes))
-                    }),
+                    r.nft_syntax_stateless()
+                        .or_else(|| dnat_map_rule_text(r, &anon))
+                        .unwrap_or_else(|| {
+                            format!("<undecoded rule {}>", hex(&r.expression_bytes))
+                        }),
                 );
             }
         }
         let mut set_snaps = BTreeMap::new();
-        for s in &sets {
+        for s in sets
+            .iter()
+            .filter(|s| !s.flags.contains(nft::SetFlags::ANONYMOUS))
+        {
             let elements = self
                 .rt
                 .block_on(conn.list_set_elements(name, &s.name, Family::Inet))
@@ -188,8 +218,31 @@ impl NetlinkBackend {
             tx = tx.add_chain(nl_chain(t, chain, &rs.comment)?);
             ops.push(format!("add chain {}", chain.name));
         }
+        let mut map_ids = std::collections::HashSet::new();
         for chain in &rs.chains {
             for (i, rule) in chain.rules.iter().enumerate() {
+                if let Action::DnatMap {
+                    family,
+                    proto,
+                    entries,
+                } = &rule.action
+                {
+                    let id = dnat_map_set_id(&chain.name, rule);
+                    if !map_ids.insert(id) {
+                        return Err(Error::runtime(format!(
+                            "chain {} holds the same dnat map rule twice",
+                            chain.name
+                        )));
+                    }
+                    for msg in dnat_map_messages(t, *family, *proto, entries, id) {
+                        tx = tx.raw(msg);
+                        ops.push(format!(
+                            "add the map of rule #{} of chain {}",
+                            i + 1,
+                            chain.name
+                        ));
+                    }
+                }
                 tx = tx.add_rule(nl_rule(t, &chain.name, rule, &rs.comment)?);
                 ops.push(format!(
                     "add rule #{} to chain {}: {}",
@@ -272,6 +325,19 @@ impl Backend for NetlinkBackend {
                     .rules
                     .iter()
                     .map(|r| {
+                        if let Action::DnatMap {
+                            family,
+                            proto,
+                            entries,
+                        } = &r.action
+                        {
+                            return dnat_map_snapshot_text(
+                                *family,
+                                *proto,
+                                entries,
+                                Some(&rs.comment),
+                            );
+                        }
                         nl_rule(t, &c.name, r, &rs.comment)
                             .ok()
                             .and_then(|r| r.nft_syntax_stateless())
@@ -345,6 +411,73 @@ impl Backend for NetlinkBackend {
         self.process_owned = on;
     }
 
+    fn foreign_drop_chains(
+        &mut self,
+        own_table: &str,
+        hook: model::Hook,
+    ) -> Result<Vec<super::ForeignDrop>> {
+        let want = match hook {
+            model::Hook::Prerouting => 0,
+            model::Hook::Input => 1,
+            model::Hook::Forward => 2,
+            model::Hook::Output => 3,
+            model::Hook::Postrouting => 4,
+        };
+        let chains = self
+            .rt
+            .block_on(self.conn.list_chains())
+            .map_err(|e| kernel_error("list chains", &e))?;
+        let mut rules_of: BTreeMap<(u8, String), Vec<nft::RuleInfo>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for c in chains.iter().filter(|c| c.hook == Some(want)) {
+            let family = match c.family {
+                Family::Ip => "ip",
+                Family::Ip6 => "ip6",
+                Family::Inet => "inet",
+                _ => continue,
+            };
+            if c.family == Family::Inet && c.table == own_table {
+                continue;
+            }
+            let key = (c.family as u8, c.table.clone());
+            if !rules_of.contains_key(&key) {
+                let rules = self
+                    .rt
+                    .block_on(self.conn.list_rules(&c.table, c.family))
+                    .map_err(|e| kernel_error(&format!("list rules of table {}", c.table), &e))?;
+                rules_of.insert(key.clone(), rules);
+            }
+            let drop_rules = rules_of[&key]
+                .iter()
+                .filter(|r| r.chain == c.name)
+                .filter(|r| {
+                    r.expressions().iter().any(|e| match e {
+                        nft::RuleExpr::Verdict(Verdict::Drop) | nft::RuleExpr::Reject { .. } => {
+                            true
+                        }
+                        // iptables-nft's `-j REJECT` is an xtables target.
+                        nft::RuleExpr::Unknown { name, data, .. } => {
+                            name == "target" && data.windows(6).any(|w| w == b"REJECT")
+                        }
+                        _ => false,
+                    })
+                })
+                .count();
+            // NF_DROP is 0.
+            let policy_drop = c.policy == Some(0);
+            if policy_drop || drop_rules > 0 {
+                out.push(super::ForeignDrop {
+                    family,
+                    table: c.table.clone(),
+                    chain: c.name.clone(),
+                    policy_drop,
+                    drop_rules,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {
         let tables = self
             .rt
@@ -371,6 +504,36 @@ impl Backend for NetlinkBackend {
 }
 
 /// Map an nlink error to exit 1 with a hint for the usual causes.
+/// For `--backend auto` (backend/detect.rs): does nf_tables answer in this network
+/// namespace? `Ok(Ok(()))` yes; `Ok(Err(reason))` the kernel lacks it (EOPNOTSUPP,
+/// EPROTONOSUPPORT, EAFNOSUPPORT, ENOENT: no nf_tables / nfnetlink); `Err` anything else
+/// (EPERM: missing CAP_NET_ADMIN, which another backend would not fix).
+pub fn probe() -> Result<std::result::Result<(), String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::runtime(format!("cannot start runtime: {e}")))?;
+    let answer = rt.block_on(async {
+        let conn = Connection::<Nftables>::new()?;
+        conn.list_tables_in(Family::Inet).await.map(|_| ())
+    });
+    match answer {
+        Ok(()) => Ok(Ok(())),
+        Err(e)
+            if matches!(
+                e.errno(),
+                Some(libc::EOPNOTSUPP)
+                    | Some(libc::EPROTONOSUPPORT)
+                    | Some(libc::EAFNOSUPPORT)
+                    | Some(libc::ENOENT)
+            ) =>
+        {
+            Ok(Err(e.to_string()))
+        }
+        Err(e) => Err(kernel_error("probe nf_tables over netlink", &e)),
+    }
+}
+
 fn kernel_error(op: &str, e: &nlink::Error) -> Error {
     let hint = match e.errno() {
         Some(libc::EPERM) => " (needs CAP_NET_ADMIN)",
@@ -687,6 +850,14 @@ fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> Resul
                 exprs.push(payload(PayloadBase::Transport, 2, 2));
                 exprs.push(cmp(CmpOp::Eq, port.to_be_bytes().to_vec()));
             }
+            Match::DportRange { proto, first, last } => {
+                // As nft writes `tcp dport 8000-9000`: two big-endian comparisons.
+                exprs.push(meta(MetaKey::L4Proto));
+                exprs.push(cmp(CmpOp::Eq, vec![proto.number()]));
+                exprs.push(payload(PayloadBase::Transport, 2, 2));
+                exprs.push(cmp(CmpOp::Gte, first.to_be_bytes().to_vec()));
+                exprs.push(cmp(CmpOp::Lte, last.to_be_bytes().to_vec()));
+            }
             Match::DportInSet { proto, set } => {
                 exprs.push(meta(MetaKey::L4Proto));
                 exprs.push(cmp(CmpOp::Eq, vec![proto.number()]));
@@ -711,6 +882,18 @@ fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> Resul
                 exprs.push(cmp(CmpOp::Lte, last.to_be_bytes().to_vec()));
             }
         }
+    }
+    if let Action::DnatMap { family, proto, .. } = &rule.action {
+        if !rule.matches.is_empty() {
+            return Err(Error::runtime(format!(
+                "a dnat map rule takes no other matches (chain {chain})"
+            )));
+        }
+        exprs.extend(dnat_map_exprs(
+            *family,
+            *proto,
+            dnat_map_set_id(chain, rule),
+        ));
     }
     let rule_b = nft::Rule::new(table, chain)
         .family(Family::Inet)
@@ -738,6 +921,8 @@ fn nl_rule(table: &str, chain: &str, rule: &model::Rule, comment: &str) -> Resul
             addr: IpAddr::V6(a),
             port,
         } => rule_b.dnat_v6(*a, Some(*port)),
+        // Its lookup and nat are among the expressions.
+        Action::DnatMap { .. } => rule_b,
     })
 }
 
@@ -750,4 +935,390 @@ fn owner_key(o: Owner) -> MetaKey {
         Owner::Uid => MetaKey::SkUid,
         Owner::Gid => MetaKey::SkGid,
     }
+}
+
+// ---------------------------------------------------------------------------
+// DNAT maps: `dnat ip to ip daddr . tcp dport map { A . P : B . Q, ... }`, lowered as nft
+// 1.0.6 lowers the same text (`nft --debug=netlink`): an anonymous constant map `__map%d`
+// (key and data `ipv4_addr . inet_service`, each field padded to 4 bytes) created in the
+// batch right before its rule, then
+//   meta load nfproto => reg 1; cmp eq reg 1 ipv4
+//   meta load l4proto => reg 1; cmp eq reg 1 tcp
+//   payload load 4b @ network header + 16 => reg 1
+//   payload load 2b @ transport header + 2 => reg 9
+//   lookup reg 1 set __map%d dreg 1
+//   nat dnat ip addr_min reg 1 proto_min reg 9
+// (IPv6: 16 address bytes, so the port goes to reg 2). nlink has no anonymous sets and no
+// register-level nat, so the set, its elements, the lookup and the nat are written here.
+// nlink's rule lifter cannot print such a rule; `dnat_map_rule_text` reads it back.
+// ---------------------------------------------------------------------------
+
+const NLA_F_NESTED: u16 = 0x8000;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+/// The name nft gives an anonymous map; the kernel numbers it (`__map0`).
+const ANON_MAP_NAME: &str = "__map%d";
+
+/// Key (and data) layout of a DNAT map for `family`: nft's concatenated type id, the
+/// padded length in bytes, and the register the port lands in.
+fn dnat_map_layout(family: IpFamily) -> (u32, u32, Register) {
+    const TYPE_BITS: u32 = 6;
+    const INET_SERVICE: u32 = 13;
+    match family {
+        IpFamily::V4 => ((7 << TYPE_BITS) | INET_SERVICE, 8, Register::Reg32_01),
+        IpFamily::V6 => ((8 << TYPE_BITS) | INET_SERVICE, 20, Register::R1),
+    }
+}
+
+/// A batch-unique id for the map of `rule` in `chain` (the rule's lookup names it by this
+/// id, since the kernel only names the set at commit). Derived from the chain and the
+/// rule's text so `nl_rule` and `build_batch` agree without passing state.
+fn dnat_map_set_id(chain: &str, rule: &model::Rule) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in chain
+        .bytes()
+        .chain([0])
+        .chain(crate::render::rule_text(rule).into_bytes())
+    {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    0x5000_0000 | (h & 0x0fff_ffff)
+}
+
+/// `ip daddr . tcp dport` as nft records it in the set's userdata (typeof of the key), so
+/// `nft list` reads our map exactly as one it made itself.
+fn dnat_map_udata(family: IpFamily, proto: model::L4Proto) -> Vec<u8> {
+    const KEYBYTEORDER: u8 = 0;
+    const DATABYTEORDER: u8 = 1;
+    const KEY_TYPEOF: u8 = 3;
+    const DATA_INTERVAL: u8 = 6;
+    const TYPEOF_EXPR: u8 = 0;
+    const TYPEOF_DATA: u8 = 1;
+    const EXPR_PAYLOAD: u32 = 7;
+    const EXPR_CONCAT: u32 = 13;
+    let u32_item = |buf: &mut Vec<u8>, kind: u8, v: u32| {
+        buf.push(kind);
+        buf.push(4);
+        buf.extend_from_slice(&v.to_ne_bytes());
+    };
+    let nest = |buf: &mut Vec<u8>, kind: u8, inner: Vec<u8>| {
+        buf.push(kind);
+        buf.push(inner.len() as u8);
+        buf.extend_from_slice(&inner);
+    };
+    // (proto desc, field) of nft's payload templates.
+    let (net_desc, net_field) = match family {
+        IpFamily::V4 => (12, 12),
+        IpFamily::V6 => (13, 9),
+    };
+    let l4_desc = match proto {
+        model::L4Proto::Tcp => 8,
+        model::L4Proto::Udp => 6,
+        model::L4Proto::Sctp => 10,
+    };
+    let payload = |desc: u32, field: u32| {
+        let mut data = Vec::new();
+        u32_item(&mut data, 0, desc);
+        u32_item(&mut data, 1, field);
+        let mut e = Vec::new();
+        u32_item(&mut e, TYPEOF_EXPR, EXPR_PAYLOAD);
+        nest(&mut e, TYPEOF_DATA, data);
+        e
+    };
+    let mut parts = Vec::new();
+    nest(&mut parts, 0, payload(net_desc, net_field));
+    nest(&mut parts, 1, payload(l4_desc, 2));
+    let mut key = Vec::new();
+    u32_item(&mut key, TYPEOF_EXPR, EXPR_CONCAT);
+    nest(&mut key, TYPEOF_DATA, parts);
+    let mut out = Vec::new();
+    u32_item(&mut out, KEYBYTEORDER, 0);
+    u32_item(&mut out, DATABYTEORDER, 0);
+    nest(&mut out, KEY_TYPEOF, key);
+    u32_item(&mut out, DATA_INTERVAL, 0);
+    out
+}
+
+/// Address and port as one padded map field.
+fn addr_port_bytes(sa: &std::net::SocketAddr) -> Vec<u8> {
+    let mut v = match sa.ip() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    v.extend_from_slice(&sa.port().to_be_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v
+}
+
+/// NEWSET and NEWSETELEM messages of the anonymous map of a `DnatMap` rule.
+fn dnat_map_messages(
+    table: &str,
+    family: IpFamily,
+    proto: model::L4Proto,
+    entries: &[(std::net::SocketAddr, std::net::SocketAddr)],
+    set_id: u32,
+) -> Vec<nft::RawMessage> {
+    let (type_id, len, _) = dnat_map_layout(family);
+    let flags = nft::NFT_SET_ANONYMOUS | nft::NFT_SET_CONSTANT | nft::NFT_SET_MAP;
+    let mut attrs = Vec::new();
+    put_attr(&mut attrs, nft::NFTA_SET_TABLE, &nul_terminated(table));
+    put_attr(
+        &mut attrs,
+        nft::NFTA_SET_NAME,
+        &nul_terminated(ANON_MAP_NAME),
+    );
+    put_attr(&mut attrs, nft::NFTA_SET_FLAGS, &flags.to_be_bytes());
+    put_attr(&mut attrs, nft::NFTA_SET_KEY_TYPE, &type_id.to_be_bytes());
+    put_attr(&mut attrs, nft::NFTA_SET_KEY_LEN, &len.to_be_bytes());
+    put_attr(&mut attrs, nft::NFTA_SET_DATA_TYPE, &type_id.to_be_bytes());
+    put_attr(&mut attrs, nft::NFTA_SET_DATA_LEN, &len.to_be_bytes());
+    put_attr(&mut attrs, nft::NFTA_SET_ID, &set_id.to_be_bytes());
+    let mut desc = Vec::new();
+    put_attr(
+        &mut desc,
+        nft::NFTA_SET_DESC_SIZE,
+        &(entries.len() as u32).to_be_bytes(),
+    );
+    put_attr(&mut attrs, nft::NFTA_SET_DESC | NLA_F_NESTED, &desc);
+    put_attr(
+        &mut attrs,
+        nft::NFTA_SET_USERDATA,
+        &dnat_map_udata(family, proto),
+    );
+    let create = libc::NLM_F_CREATE as u16 | libc::NLM_F_EXCL as u16;
+    let mut out = vec![
+        nft::RawMessage::new(nft::NFT_MSG_NEWSET, Family::Inet)
+            .flags(create)
+            .attrs(attrs),
+    ];
+    for chunk in entries.chunks(ELEMENTS_PER_MESSAGE) {
+        let mut elements = Vec::new();
+        for (orig, target) in chunk {
+            let mut key = Vec::new();
+            put_attr(&mut key, nft::NFTA_DATA_VALUE, &addr_port_bytes(orig));
+            let mut data = Vec::new();
+            put_attr(&mut data, nft::NFTA_DATA_VALUE, &addr_port_bytes(target));
+            let mut elem = Vec::new();
+            put_attr(&mut elem, nft::NFTA_SET_ELEM_KEY | NLA_F_NESTED, &key);
+            put_attr(&mut elem, nft::NFTA_SET_ELEM_DATA | NLA_F_NESTED, &data);
+            put_attr(&mut elements, nft::NFTA_LIST_ELEM | NLA_F_NESTED, &elem);
+        }
+        let mut attrs = Vec::new();
+        put_attr(
+            &mut attrs,
+            nft::NFTA_SET_ELEM_LIST_TABLE,
+            &nul_terminated(table),
+        );
+        put_attr(
+            &mut attrs,
+            nft::NFTA_SET_ELEM_LIST_SET,
+            &nul_terminated(ANON_MAP_NAME),
+        );
+        put_attr(&mut attrs, NFTA_SET_ELEM_LIST_SET_ID, &set_id.to_be_bytes());
+        put_attr(
+            &mut attrs,
+            nft::NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+            &elements,
+        );
+        out.push(
+            nft::RawMessage::new(nft::NFT_MSG_NEWSETELEM, Family::Inet)
+                .flags(create)
+                .attrs(attrs),
+        );
+    }
+    out
+}
+
+/// The expressions of a `DnatMap` rule whose map has batch id `set_id`.
+fn dnat_map_exprs(family: IpFamily, proto: model::L4Proto, set_id: u32) -> Vec<Expr> {
+    let r0 = Register::R0;
+    let (_, _, port_reg) = dnat_map_layout(family);
+    let (nfproto, addr_off, addr_len, nat_family) = match family {
+        IpFamily::V4 => (NFPROTO_IPV4, 16, 4, 2u32),
+        IpFamily::V6 => (NFPROTO_IPV6, 24, 16, 10u32),
+    };
+    let mut lookup = Vec::new();
+    put_attr(&mut lookup, nft::NFTA_LOOKUP_SREG, &1u32.to_be_bytes());
+    put_attr(&mut lookup, nft::NFTA_LOOKUP_DREG, &1u32.to_be_bytes());
+    put_attr(
+        &mut lookup,
+        nft::NFTA_LOOKUP_SET,
+        &nul_terminated(ANON_MAP_NAME),
+    );
+    put_attr(&mut lookup, nft::NFTA_LOOKUP_SET_ID, &set_id.to_be_bytes());
+    let mut nat = Vec::new();
+    put_attr(&mut nat, nft::NFTA_NAT_TYPE, &1u32.to_be_bytes());
+    put_attr(&mut nat, nft::NFTA_NAT_FAMILY, &nat_family.to_be_bytes());
+    put_attr(&mut nat, nft::NFTA_NAT_REG_ADDR_MIN, &1u32.to_be_bytes());
+    put_attr(
+        &mut nat,
+        nft::NFTA_NAT_REG_PROTO_MIN,
+        &port_reg.wire().to_be_bytes(),
+    );
+    vec![
+        Expr::Meta {
+            dreg: r0,
+            key: MetaKey::NfProto,
+        },
+        Expr::Cmp {
+            sreg: r0,
+            op: CmpOp::Eq,
+            data: vec![nfproto],
+        },
+        Expr::Meta {
+            dreg: r0,
+            key: MetaKey::L4Proto,
+        },
+        Expr::Cmp {
+            sreg: r0,
+            op: CmpOp::Eq,
+            data: vec![proto.number()],
+        },
+        Expr::Payload {
+            dreg: r0,
+            base: PayloadBase::Network,
+            offset: addr_off,
+            len: addr_len,
+        },
+        Expr::Payload {
+            dreg: port_reg,
+            base: PayloadBase::Transport,
+            offset: 2,
+            len: 2,
+        },
+        Expr::Raw(nft::RawExpr::new("lookup", lookup)),
+        Expr::Raw(nft::RawExpr::new("nat", nat)),
+    ]
+}
+
+/// An anonymous map read back: key type and (key, data) byte pairs.
+struct AnonMap {
+    key_type: u32,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Canonical snapshot text of a DNAT map rule: entries sorted, since the kernel lists a
+/// map's elements in its own order.
+fn dnat_map_snapshot_text(
+    family: IpFamily,
+    proto: model::L4Proto,
+    entries: &[(std::net::SocketAddr, std::net::SocketAddr)],
+    comment: Option<&str>,
+) -> String {
+    let mut sorted = entries.to_vec();
+    sorted.sort();
+    let body = crate::render::dnat_map_text(family, proto, &sorted);
+    match comment {
+        Some(c) => format!("{body} comment \"{c}\""),
+        None => body,
+    }
+}
+
+/// Read back a rule of exactly the `DnatMap` shape; None for anything else.
+fn dnat_map_rule_text(
+    r: &nft::RuleInfo,
+    anon: &std::collections::HashMap<String, AnonMap>,
+) -> Option<String> {
+    use nft::RuleExpr as E;
+    let exprs = r.expressions();
+    let [
+        E::Meta {
+            key: MetaKey::NfProto,
+            ..
+        },
+        E::Cmp {
+            op: CmpOp::Eq,
+            data: nfproto,
+            ..
+        },
+        E::Meta {
+            key: MetaKey::L4Proto,
+            ..
+        },
+        E::Cmp {
+            op: CmpOp::Eq,
+            data: l4,
+            ..
+        },
+        E::Payload {
+            base: PayloadBase::Network,
+            offset: addr_off,
+            dreg: addr_reg,
+            ..
+        },
+        E::Payload {
+            base: PayloadBase::Transport,
+            offset: 2,
+            len: 2,
+            dreg: port_reg,
+            ..
+        },
+        E::Lookup {
+            set,
+            sreg,
+            dreg: Some(map_reg),
+            invert: false,
+            ..
+        },
+        E::Nat {
+            nat_type: nft::NatType::Dnat,
+            addr: Some((nat_addr, _)),
+            proto: Some((nat_port, _)),
+            ..
+        },
+    ] = exprs.as_slice()
+    else {
+        return None;
+    };
+    let family = match nfproto.as_slice() {
+        [NFPROTO_IPV4] => IpFamily::V4,
+        [NFPROTO_IPV6] => IpFamily::V6,
+        _ => return None,
+    };
+    let proto = match l4.as_slice() {
+        [6] => model::L4Proto::Tcp,
+        [17] => model::L4Proto::Udp,
+        [132] => model::L4Proto::Sctp,
+        _ => return None,
+    };
+    let (type_id, len, want_port_reg) = dnat_map_layout(family);
+    let want_off = if family == IpFamily::V4 { 16 } else { 24 };
+    if *addr_off != want_off
+        || *addr_reg != Register::R0
+        || *sreg != Register::R0
+        || *map_reg != Register::R0
+        || *nat_addr != Register::R0
+        || *port_reg != want_port_reg
+        || *nat_port != want_port_reg
+    {
+        return None;
+    }
+    let map = anon.get(set)?;
+    if map.key_type != type_id {
+        return None;
+    }
+    let field = |b: &[u8]| -> Option<std::net::SocketAddr> {
+        if b.len() != len as usize {
+            return None;
+        }
+        let a = (len - 4) as usize;
+        let ip: IpAddr = match family {
+            IpFamily::V4 => Ipv4Addr::from(<[u8; 4]>::try_from(&b[..a]).ok()?).into(),
+            IpFamily::V6 => Ipv6Addr::from(<[u8; 16]>::try_from(&b[..a]).ok()?).into(),
+        };
+        Some(std::net::SocketAddr::new(
+            ip,
+            u16::from_be_bytes([b[a], b[a + 1]]),
+        ))
+    };
+    let entries = map
+        .entries
+        .iter()
+        .map(|(k, d)| Some((field(k)?, field(d)?)))
+        .collect::<Option<Vec<_>>>()?;
+    Some(dnat_map_snapshot_text(
+        family,
+        proto,
+        &entries,
+        r.comment_text.as_deref(),
+    ))
 }

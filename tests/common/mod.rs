@@ -43,6 +43,8 @@ pub const NFTKIT_ENV: &[&str] = &[
     "NFTKIT_TABLE",
     "NFTKIT_LOG_FORMAT",
     "RUST_LOG",
+    "NODE_NAME",
+    "KUBECONFIG",
 ];
 
 // ---------------------------------------------------------------------------
@@ -866,4 +868,125 @@ pub fn require_root() {
         "0",
         "these end-to-end tests create network namespaces and must run as root (see scripts/test.sh)"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Background nftkit daemons
+// ---------------------------------------------------------------------------
+
+/// Polls `f` every 20 ms until it is true or `within` has passed; whether it became true.
+pub fn poll_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `nftkit -v ARGS` running in the background inside a namespace (clean nftkit
+/// environment), its stderr in a log file. SIGTERM, then SIGKILL, on drop.
+pub struct NftkitDaemon {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl NftkitDaemon {
+    pub fn start<S: AsRef<str>>(ns: &Netns, args: &[S]) -> NftkitDaemon {
+        let log = std::env::temp_dir().join(format!("{}-daemon.log", unique_name()));
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns.name, NFTKIT, "-v"]);
+        c.args(args.iter().map(|a| a.as_ref()));
+        for k in NFTKIT_ENV {
+            c.env_remove(k);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("create daemon log"));
+        // `ip netns exec` execs the command, so the child's pid is nftkit's.
+        let child = c.spawn().expect("spawn nftkit daemon");
+        NftkitDaemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Waits (bounded) until the log contains `needle`; panics with the log otherwise.
+    pub fn wait_log(&self, needle: &str, within: Duration) {
+        if !poll_until(within, || self.log().contains(needle)) {
+            panic!(
+                "daemon log lacks {needle:?} after {within:?}:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) of our own child process.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    /// Sends `sig` and waits (bounded) for the exit; the exit code, None if killed by a
+    /// signal or if it had to be SIGKILLed after 10 s.
+    pub fn stop_with(&mut self, sig: i32) -> Option<i32> {
+        self.signal(sig);
+        let mut child = self.child.take()?;
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let end = Instant::now() + within;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NftkitDaemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop_with(libc::SIGTERM);
+        }
+        let _ = fs::remove_file(&self.log);
+    }
 }

@@ -1,0 +1,325 @@
+//! What one nftkit table owns in one IP family, and the restore input between two states.
+//!
+//! Ownership is by name: the chains `PREFIX-…` (see [`crate::naming`]) in the tables raw,
+//! nat and filter, plus every rule of a built-in chain that jumps (or goes) to one of them.
+//! Nothing else is read as ours, and [`plan`] writes nothing else: foreign chains are
+//! never declared, foreign rules never deleted.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::Table;
+use crate::naming;
+use crate::save::Save;
+
+/// One owned chain and its rule specs (without `-A NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedChain {
+    pub name: String,
+    pub rules: Vec<String>,
+}
+
+/// A rule in a built-in chain that enters an owned chain.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Jump {
+    /// The built-in chain, e.g. `OUTPUT`.
+    pub from: String,
+    /// The spec, e.g. `-m comment --comment "managed by nftkit redirect" -j NFTKIT-REDIRECT-OUTPUT`.
+    pub spec: String,
+}
+
+/// The owned part of one iptables table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableState {
+    pub table: Table,
+    pub chains: Vec<OwnedChain>,
+    /// Desired: each once, in the order they should end up in (we insert at the top).
+    /// Read back: as found, duplicates included.
+    pub jumps: Vec<Jump>,
+}
+
+impl TableState {
+    pub fn chain(&self, name: &str) -> Option<&OwnedChain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+}
+
+/// The owned part of one family: a table state per table used, in [`Table`] order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FamilyState {
+    pub tables: Vec<TableState>,
+}
+
+impl FamilyState {
+    pub fn is_empty(&self) -> bool {
+        self.tables
+            .iter()
+            .all(|t| t.chains.is_empty() && t.jumps.is_empty())
+    }
+
+    pub fn table(&self, t: Table) -> Option<&TableState> {
+        self.tables.iter().find(|s| s.table == t)
+    }
+
+    /// Rules in owned chains (jumps not counted).
+    pub fn rule_count(&self) -> usize {
+        self.tables
+            .iter()
+            .flat_map(|t| &t.chains)
+            .map(|c| c.rules.len())
+            .sum()
+    }
+
+    pub fn chain_count(&self) -> usize {
+        self.tables.iter().map(|t| t.chains.len()).sum()
+    }
+
+    /// The owned part of `save` for chain prefix `prefix`.
+    ///
+    /// Chains of another nftkit table whose prefix extends ours (`--table nftkit-redirect-x`
+    /// next to `nftkit-redirect`) are left out: a chain entered from a built-in chain is a
+    /// base chain, so its name tells its prefix, and that prefix's chains are not ours.
+    pub fn from_save(save: &Save, prefix: &str) -> FamilyState {
+        let longer = longer_prefixes(save, prefix);
+        let owned = |chain: &str| {
+            naming::is_owned(prefix, chain) && !longer.iter().any(|p| naming::is_owned(p, chain))
+        };
+        let mut tables = Vec::new();
+        for table in Table::ALL {
+            let Some(st) = save.table(table.name()) else {
+                continue;
+            };
+            let chains: Vec<OwnedChain> = st
+                .chains
+                .iter()
+                .filter(|(n, policy)| policy.is_none() && owned(n))
+                .map(|(n, _)| OwnedChain {
+                    name: n.clone(),
+                    rules: st.rules_of(n).map(str::to_string).collect(),
+                })
+                .collect();
+            let jumps: Vec<Jump> = st
+                .rules
+                .iter()
+                .filter(|(c, _)| st.is_builtin(c))
+                .filter(|(_, spec)| crate::rule::target_of(spec).is_some_and(|(_, t)| owned(&t)))
+                .map(|(c, spec)| Jump {
+                    from: c.clone(),
+                    spec: spec.clone(),
+                })
+                .collect();
+            if !chains.is_empty() || !jumps.is_empty() {
+                tables.push(TableState {
+                    table,
+                    chains,
+                    jumps,
+                });
+            }
+        }
+        FamilyState { tables }
+    }
+}
+
+/// Prefixes of base chains in `save` (targets of built-in-chain rules) that extend
+/// `prefix` (`NFTKIT-REDIRECT-X` for `NFTKIT-REDIRECT`).
+fn longer_prefixes(save: &Save, prefix: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in &save.tables {
+        for (chain, spec) in &t.rules {
+            if !t.is_builtin(chain) {
+                continue;
+            }
+            let Some((_, target)) = crate::rule::target_of(spec) else {
+                continue;
+            };
+            if let Some(p) = naming::prefix_of_base_chain(&target)
+                && p != prefix
+                && naming::is_owned(prefix, p)
+                && !out.iter().any(|o| o == p)
+            {
+                out.push(p.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// `iptables-restore --noflush` input that turns `current` into `desired`, one
+/// `*table … COMMIT` block per table either of them uses:
+///
+/// 1. declare every desired chain and every stale one (`:NAME - [0:0]`), which creates it
+///    or flushes it;
+/// 2. delete jumps that are not wanted (stale targets, duplicates, altered specs);
+/// 3. delete stale chains (`-X`; nothing refers to them any more);
+/// 4. append the desired rules;
+/// 5. insert missing jumps at the top of their built-in chain (`-I CHAIN 1`), so that
+///    our rules see packets before foreign rules of the same chain can ACCEPT them.
+///
+/// Empty when both are empty. `plan(desired, &FamilyState::default())` is the input for a
+/// host with no trace of us (dry-run); `plan(&FamilyState::default(), current)` deletes.
+pub fn plan(desired: &FamilyState, current: &FamilyState) -> String {
+    let mut out = String::new();
+    for table in Table::ALL {
+        let want = desired.table(table);
+        let have = current.table(table);
+        if want.is_none() && have.is_none() {
+            continue;
+        }
+        let no_chains: Vec<OwnedChain> = Vec::new();
+        let no_jumps: Vec<Jump> = Vec::new();
+        let want_chains = want.map_or(&no_chains, |t| &t.chains);
+        let have_chains = have.map_or(&no_chains, |t| &t.chains);
+        let want_jumps = want.map_or(&no_jumps, |t| &t.jumps);
+        let have_jumps = have.map_or(&no_jumps, |t| &t.jumps);
+        let stale: Vec<&OwnedChain> = have_chains
+            .iter()
+            .filter(|c| !want_chains.iter().any(|w| w.name == c.name))
+            .collect();
+
+        let _ = writeln!(out, "*{}", table.name());
+        for c in want_chains.iter().chain(stale.iter().copied()) {
+            let _ = writeln!(out, ":{} - [0:0]", c.name);
+        }
+        // Jumps: keep one of each wanted jump that is present; delete the rest.
+        let mut keep: BTreeMap<&Jump, usize> = BTreeMap::new();
+        for j in want_jumps {
+            keep.insert(j, 1);
+        }
+        let mut present: BTreeMap<&Jump, usize> = BTreeMap::new();
+        for j in have_jumps {
+            let left = keep.entry(j).or_insert(0);
+            if *left > 0 {
+                *left -= 1;
+                *present.entry(j).or_insert(0) += 1;
+            } else {
+                let _ = writeln!(out, "-D {} {}", j.from, j.spec);
+            }
+        }
+        for c in &stale {
+            let _ = writeln!(out, "-X {}", c.name);
+        }
+        for c in want_chains {
+            for r in &c.rules {
+                let _ = writeln!(out, "-A {} {}", c.name, r);
+            }
+        }
+        // Inserting at 1 reverses order: insert the last wanted jump first.
+        for j in want_jumps.iter().rev() {
+            if !present.contains_key(j) {
+                let _ = writeln!(out, "-I {} 1 {}", j.from, j.spec);
+            }
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::save::parse;
+
+    const C: &str = r#"-m comment --comment "managed by nftkit redirect""#;
+
+    fn desired() -> FamilyState {
+        FamilyState {
+            tables: vec![TableState {
+                table: Table::Nat,
+                chains: vec![OwnedChain {
+                    name: "NFTKIT-REDIRECT-OUTPUT".into(),
+                    rules: vec![format!("! -p tcp {C} -j RETURN")],
+                }],
+                jumps: vec![Jump {
+                    from: "OUTPUT".into(),
+                    spec: format!("{C} -j NFTKIT-REDIRECT-OUTPUT"),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn fresh_host_declares_appends_and_inserts() {
+        assert_eq!(
+            plan(&desired(), &FamilyState::default()),
+            format!(
+                "*nat\n:NFTKIT-REDIRECT-OUTPUT - [0:0]\n-A NFTKIT-REDIRECT-OUTPUT ! -p tcp {C} -j RETURN\n-I OUTPUT 1 {C} -j NFTKIT-REDIRECT-OUTPUT\nCOMMIT\n"
+            )
+        );
+        assert_eq!(plan(&FamilyState::default(), &FamilyState::default()), "");
+    }
+
+    #[test]
+    fn read_back_of_applied_state_equals_desired_and_reapply_keeps_jump() {
+        let save = parse(&format!(
+            "*nat\n:OUTPUT ACCEPT [0:0]\n:NFTKIT-REDIRECT-OUTPUT - [0:0]\n:KUBE-X - [0:0]\n:NFTKIT-REDIRECTX-OUTPUT - [0:0]\n\
+             -A OUTPUT {C} -j NFTKIT-REDIRECT-OUTPUT\n-A OUTPUT -j KUBE-X\n\
+             -A NFTKIT-REDIRECT-OUTPUT ! -p tcp {C} -j RETURN\nCOMMIT\n"
+        ))
+        .unwrap();
+        let current = FamilyState::from_save(&save, "NFTKIT-REDIRECT");
+        assert_eq!(current, desired());
+        let text = plan(&desired(), &current);
+        assert!(!text.contains("-I OUTPUT"), "{text}");
+        assert!(!text.contains("-D "), "{text}");
+        assert!(text.contains(":NFTKIT-REDIRECT-OUTPUT - [0:0]"), "{text}");
+        assert!(
+            !text.contains("KUBE") && !text.contains("REDIRECTX"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn stale_chains_duplicate_and_altered_jumps_are_removed() {
+        let save = parse(&format!(
+            "*nat\n:OUTPUT ACCEPT [0:0]\n:PREROUTING ACCEPT [0:0]\n:NFTKIT-REDIRECT-OUTPUT - [0:0]\n:NFTKIT-REDIRECT-PREROUTING - [0:0]\n\
+             -A PREROUTING {C} -j NFTKIT-REDIRECT-PREROUTING\n\
+             -A OUTPUT {C} -j NFTKIT-REDIRECT-OUTPUT\n-A OUTPUT {C} -j NFTKIT-REDIRECT-OUTPUT\n-A OUTPUT -j NFTKIT-REDIRECT-OUTPUT\n\
+             -A NFTKIT-REDIRECT-PREROUTING -j NFTKIT-REDIRECT-OUTPUT\nCOMMIT\n"
+        ))
+        .unwrap();
+        let current = FamilyState::from_save(&save, "NFTKIT-REDIRECT");
+        let text = plan(&desired(), &current);
+        assert_eq!(
+            text,
+            format!(
+                "*nat\n:NFTKIT-REDIRECT-OUTPUT - [0:0]\n:NFTKIT-REDIRECT-PREROUTING - [0:0]\n\
+                 -D PREROUTING {C} -j NFTKIT-REDIRECT-PREROUTING\n\
+                 -D OUTPUT {C} -j NFTKIT-REDIRECT-OUTPUT\n-D OUTPUT -j NFTKIT-REDIRECT-OUTPUT\n\
+                 -X NFTKIT-REDIRECT-PREROUTING\n\
+                 -A NFTKIT-REDIRECT-OUTPUT ! -p tcp {C} -j RETURN\nCOMMIT\n"
+            )
+        );
+        // Deleting everything.
+        let text = plan(&FamilyState::default(), &current);
+        assert!(text.contains("-X NFTKIT-REDIRECT-OUTPUT"), "{text}");
+        assert_eq!(text.matches("-D ").count(), 4, "{text}");
+    }
+
+    #[test]
+    fn a_longer_prefix_is_another_table() {
+        let save = parse(&format!(
+            "*nat\n:OUTPUT ACCEPT [0:0]\n:NFTKIT-REDIRECT-OUTPUT - [0:0]\n:NFTKIT-REDIRECT-X-OUTPUT - [0:0]\n:NFTKIT-REDIRECT-X-TARGETS - [0:0]\n\
+             -A OUTPUT {C} -j NFTKIT-REDIRECT-X-OUTPUT\n-A OUTPUT {C} -j NFTKIT-REDIRECT-OUTPUT\n\
+             -A NFTKIT-REDIRECT-X-OUTPUT {C} -j NFTKIT-REDIRECT-X-TARGETS\n\
+             -A NFTKIT-REDIRECT-OUTPUT ! -p tcp {C} -j RETURN\nCOMMIT\n"
+        ))
+        .unwrap();
+        assert_eq!(FamilyState::from_save(&save, "NFTKIT-REDIRECT"), desired());
+        let x = FamilyState::from_save(&save, "NFTKIT-REDIRECT-X");
+        assert_eq!(x.chain_count(), 2);
+        assert_eq!(x.tables[0].jumps.len(), 1);
+    }
+
+    #[test]
+    fn jumps_keep_their_desired_order() {
+        let mut d = desired();
+        d.tables[0].jumps.push(Jump {
+            from: "OUTPUT".into(),
+            spec: "-j NFTKIT-REDIRECT-OUTPUT2".into(),
+        });
+        let text = plan(&d, &FamilyState::default());
+        let second = text.find("-I OUTPUT 1 -j NFTKIT-REDIRECT-OUTPUT2").unwrap();
+        let first = text.find(&format!("-I OUTPUT 1 {C}")).unwrap();
+        assert!(second < first, "{text}");
+    }
+}

@@ -1,0 +1,806 @@
+//! `nftkit local-address`: drop-in for the gardener apiserver-proxy sidecar (a node
+//! DaemonSet): keep one address on an interface and, with `--setup-iptables`, let traffic
+//! to and from `IP:PORT` skip connection tracking and pass the filter hooks.
+//!
+//! The address (IPv4 /32, IPv6 /128, IPv6 without DAD) goes over rtnetlink (`crate::addr`).
+//! With rules, table `inet nftkit-local-address`:
+//!
+//! ```text
+//! chain raw-prerouting { type filter hook prerouting priority -300;  # raw
+//!     ip daddr 10.96.0.2 tcp dport 443 notrack }   # -t raw -A PREROUTING -d IP -p tcp --dport P -j NOTRACK
+//! chain raw-output { type filter hook output priority -300;
+//!     ip daddr 10.96.0.2 tcp dport 443 notrack     # -t raw -A OUTPUT -d IP -p tcp --dport P -j NOTRACK
+//!     ip saddr 10.96.0.2 tcp sport 443 notrack }   # -t raw -A OUTPUT -s IP -p tcp --sport P -j NOTRACK
+//! chain filter-input { type filter hook input priority 0;
+//!     ip daddr 10.96.0.2 tcp dport 443 accept }    # -A INPUT -d IP -p tcp --dport P -j ACCEPT
+//! chain filter-output { type filter hook output priority 0;
+//!     ip saddr 10.96.0.2 tcp sport 443 accept }    # -A OUTPUT -s IP -p tcp --sport P -j ACCEPT
+//! ```
+//! (`ip6` for an IPv6 address; upstream was IPv4-only.) Upstream inserted its ACCEPTs at
+//! the top of the shared iptables chains, ahead of any DROP there. In nftables an accept
+//! ends only our own base chain: another table's chain at the same hook still drops. So
+//! nftkit looks for such chains (policy drop, or drop/reject rules) and logs a warning
+//! naming them, at start and whenever the set of them changes.
+//!
+//! As a daemon (`--daemon`, the default) every `--sync-interval` it checks the address and
+//! the table, repairs what is missing or different, and sends nothing when all is in place.
+//! SIGTERM/SIGINT stop it; with `--cleanup` it then removes the address and the table
+//! (never the interface: upstream tried to delete even `lo`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::addr::{AddrManager, Ensured, host_prefix};
+use crate::backend::{Backend, ForeignDrop};
+use crate::cli::Cli;
+use crate::daemon;
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::ops;
+use crate::parse;
+use crate::render;
+
+pub const COMMAND: &str = "local-address";
+
+/// Flags as the apiserver-proxy README documents them (no environment variables upstream),
+/// plus nftkit's `--persist`. Boolean flags take Go's forms: `--daemon`, `--daemon=false`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct LocalAddressArgs {
+    /// The address to keep on the interface: IPv4 (added as /32) or IPv6 (/128) [required]
+    #[arg(long, value_name = "IP")]
+    pub ip_address: Option<String>,
+    /// Interface that carries the address (must exist)
+    #[arg(long, value_name = "NAME", default_value = "lo")]
+    pub interface: String,
+    /// TCP port of the NOTRACK/ACCEPT rules (upstream's README says 443; its code 9443)
+    #[arg(long, value_name = "PORT", default_value = "443")]
+    pub port: String,
+    /// Also program the raw NOTRACK and filter ACCEPT rules for IP:PORT
+    #[arg(
+        long = "setup-iptables",
+        visible_alias = "setup-rules",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    pub setup_iptables: bool,
+    /// Keep reconciling every --sync-interval; --daemon=false applies once and exits
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "true",
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    pub daemon: bool,
+    /// On exit (SIGTERM/SIGINT, or after a --daemon=false run) remove the address and the
+    /// table; never the interface
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    pub cleanup: bool,
+    /// How often to check the address and the rules (Go duration: 30s, 1m, 1m30s)
+    #[arg(long, value_name = "DURATION", default_value = "1m")]
+    pub sync_interval: String,
+    /// Keep the table when the daemon dies (default: the kernel removes a daemon's table
+    /// with its process, through the table owner flag)
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    pub persist: bool,
+}
+
+/// Go's `strconv.ParseBool`, which pflag uses for `--flag=value`.
+pub fn go_bool(s: &str) -> std::result::Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAddressConfig {
+    pub ip: IpAddr,
+    pub interface: String,
+    pub port: u16,
+    pub rules: bool,
+    pub daemon: bool,
+    pub cleanup: bool,
+    pub interval: Duration,
+    pub persist: bool,
+}
+
+/// A unicast address to put on an interface.
+pub fn host_address(what: &str, raw: &str) -> Result<IpAddr> {
+    let t = raw.trim();
+    let t = t
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(t);
+    let bad = |why: &str| Error::invalid(what, raw, why);
+    let ip: IpAddr = t.parse().map_err(|_| {
+        bad("expected an IPv4 or IPv6 address such as 10.96.0.2 or 2001:db8::2 (no prefix length)")
+    })?;
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Err(bad("expected a unicast address"));
+    }
+    if let IpAddr::V4(a) = ip
+        && a.is_broadcast()
+    {
+        return Err(bad("expected a unicast address"));
+    }
+    Ok(ip)
+}
+
+/// An interface name the kernel can hold (IFNAMSIZ - 1 bytes, no '/', no whitespace).
+pub fn interface_name(what: &str, raw: &str) -> Result<String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 15
+        && raw != "."
+        && raw != ".."
+        && !raw
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(Error::invalid(
+            what,
+            raw,
+            "expected an interface name of 1-15 characters without '/', ':' or spaces",
+        ))
+    }
+}
+
+pub fn parse(args: &LocalAddressArgs) -> Result<LocalAddressConfig> {
+    Ok(LocalAddressConfig {
+        ip: match &args.ip_address {
+            Some(raw) => host_address("--ip-address", raw)?,
+            None => {
+                return Err(Error::Usage(
+                    "--ip-address is required: the address to keep on the interface, e.g. --ip-address 10.96.0.2".into(),
+                ));
+            }
+        },
+        interface: interface_name("--interface", &args.interface)?,
+        port: parse::port("--port", &args.port)?,
+        rules: args.setup_iptables,
+        daemon: args.daemon,
+        cleanup: args.cleanup,
+        interval: parse::go_duration("--sync-interval", &args.sync_interval)?,
+        persist: args.persist,
+    })
+}
+
+/// The owned table for `cfg` (only meaningful with `cfg.rules`). Pure.
+pub fn build(cfg: &LocalAddressConfig, table: &str) -> Ruleset {
+    let host = ipnet::IpNet::from(cfg.ip);
+    let to = |action: Action| Rule {
+        matches: vec![
+            Match::Daddr(host),
+            Match::Dport {
+                proto: L4Proto::Tcp,
+                port: cfg.port,
+            },
+        ],
+        action,
+    };
+    let from = |action: Action| Rule {
+        matches: vec![
+            Match::Saddr(host),
+            Match::Sport {
+                proto: L4Proto::Tcp,
+                port: cfg.port,
+            },
+        ],
+        action,
+    };
+    let chain = |name: &str, hook, priority, rules| Chain {
+        name: name.into(),
+        base: Some(BaseChain {
+            kind: ChainType::Filter,
+            hook,
+            priority,
+        }),
+        rules,
+    };
+    Ruleset {
+        table: table.to_string(),
+        comment: format!("managed by nftkit {COMMAND}"),
+        sets: Vec::new(),
+        chains: vec![
+            chain(
+                "raw-prerouting",
+                Hook::Prerouting,
+                priority::RAW,
+                vec![to(Action::Notrack)],
+            ),
+            chain(
+                "raw-output",
+                Hook::Output,
+                priority::RAW,
+                vec![to(Action::Notrack), from(Action::Notrack)],
+            ),
+            chain(
+                "filter-input",
+                Hook::Input,
+                priority::FILTER,
+                vec![to(Action::Accept)],
+            ),
+            chain(
+                "filter-output",
+                Hook::Output,
+                priority::FILTER,
+                vec![from(Action::Accept)],
+            ),
+        ],
+    }
+}
+
+/// The table `verify local-address` compares; without `--setup-iptables` there is none.
+pub fn desired(args: &LocalAddressArgs, table: &str) -> Result<Ruleset> {
+    let cfg = parse(args)?;
+    if !cfg.rules {
+        return Err(Error::Usage(
+            "local-address without --setup-iptables programs no table: nothing to compare".into(),
+        ));
+    }
+    Ok(build(&cfg, table))
+}
+
+/// `--dry-run` text: the table, or a comment when only the address would be managed.
+pub fn dry_run(args: &LocalAddressArgs, table: &str) -> Result<String> {
+    let cfg = parse(args)?;
+    if cfg.rules {
+        Ok(render::nft_script(&build(&cfg, table)))
+    } else {
+        Ok(format!(
+            "# no nf_tables rules (--setup-iptables not given): only {}/{} on {} would be managed\n",
+            cfg.ip,
+            host_prefix(cfg.ip),
+            cfg.interface
+        ))
+    }
+}
+
+/// Warns once per change about other tables' chains that drop at the hooks we accept at.
+#[derive(Default)]
+pub(crate) struct ForeignDropWatch {
+    last: Option<Vec<ForeignDrop>>,
+}
+
+impl ForeignDropWatch {
+    /// Check `hooks` for chains seeing `family`; log when the finding changes. Read-only.
+    pub(crate) fn check(
+        &mut self,
+        backend: &mut dyn Backend,
+        table: &str,
+        hooks: &[Hook],
+        family: &[IpFamily],
+        what: &str,
+    ) {
+        let mut found = Vec::new();
+        for hook in hooks {
+            match backend.foreign_drop_chains(table, *hook) {
+                Ok(list) => found.extend(
+                    list.into_iter()
+                        .filter(|c| family.iter().any(|f| c.covers(*f)))
+                        .map(|c| (hook, c)),
+                ),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot list other tables' chains");
+                    return;
+                }
+            }
+        }
+        let chains: Vec<ForeignDrop> = found.iter().map(|(_, c)| c.clone()).collect();
+        if self.last.as_ref() == Some(&chains) {
+            return;
+        }
+        if !chains.is_empty() {
+            let named: Vec<String> = found
+                .iter()
+                .map(|(h, c)| format!("{c} at hook {}", h.nft_name()))
+                .collect();
+            tracing::warn!(
+                chains = %named.join("; "),
+                "another table can drop {what} despite our accept: an nftables accept ends only our own base chain; allow it in those chains too"
+            );
+        } else if self.last.is_some() {
+            tracing::info!("no other table drops {what} any more");
+        }
+        self.last = Some(chains);
+    }
+}
+
+struct Job {
+    cfg: LocalAddressConfig,
+    rs: Ruleset,
+    addrs: AddrManager,
+    /// A second backend connection for read-only checks (the loop holds the first).
+    checker: Option<Box<dyn Backend>>,
+    watch: ForeignDropWatch,
+    started: bool,
+}
+
+impl Job {
+    fn repair_address(&mut self) -> Result<()> {
+        let (ip, ifname) = (self.cfg.ip, self.cfg.interface.as_str());
+        let t = Instant::now();
+        let result = self.addrs.ensure(ifname, ip)?;
+        let elapsed_us = t.elapsed().as_micros() as u64;
+        match (result, self.started) {
+            (Ensured::Added, false) => {
+                tracing::info!(address = %ip, interface = ifname, elapsed_us, "address added")
+            }
+            (Ensured::Added, true) => tracing::warn!(
+                address = %ip,
+                interface = ifname,
+                elapsed_us,
+                "address was missing; added it again"
+            ),
+            (Ensured::Present, false) => {
+                tracing::info!(address = %ip, interface = ifname, "address already present")
+            }
+            (Ensured::Present, true) => {
+                tracing::debug!(address = %ip, interface = ifname, elapsed_us, "address in place")
+            }
+        }
+        if !self.started {
+            let others = self.addrs.also_on(ifname, ip)?;
+            if !others.is_empty() {
+                tracing::warn!(
+                    address = %ip,
+                    interfaces = %others.join(","),
+                    "the address is also on other interfaces; nftkit leaves them alone"
+                );
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+}
+
+impl daemon::Job for Job {
+    fn desired(&mut self) -> Result<Ruleset> {
+        tracing::trace!("resync");
+        Ok(self.rs.clone())
+    }
+
+    fn repair(&mut self) -> Result<()> {
+        self.repair_address()?;
+        if let Some(checker) = self.checker.as_mut() {
+            let family = if self.cfg.ip.is_ipv4() {
+                IpFamily::V4
+            } else {
+                IpFamily::V6
+            };
+            self.watch.check(
+                checker.as_mut(),
+                &self.rs.table,
+                &[Hook::Input, Hook::Output],
+                &[family],
+                &format!("traffic of {}:{}", self.cfg.ip, self.cfg.port),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Sleep `total` in short steps; false as soon as `stop` is set.
+pub(crate) fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
+    let deadline = Instant::now() + total;
+    while Instant::now() < deadline {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(100)));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+/// Run `nftkit local-address`.
+pub fn run(
+    cli: &Cli,
+    args: &LocalAddressArgs,
+    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+) -> Result<()> {
+    let cfg = parse(args)?;
+    let table = ops::table_name(cli, COMMAND)?;
+    let rs = build(&cfg, &table);
+    tracing::info!(
+        address = %cfg.ip,
+        interface = %cfg.interface,
+        port = cfg.port,
+        rules = cfg.rules,
+        daemon = cfg.daemon,
+        cleanup = cfg.cleanup,
+        sync_interval_s = cfg.interval.as_secs_f64(),
+        "local-address configuration"
+    );
+    let stop = if cfg.daemon {
+        daemon::stop_on_signals()?
+    } else {
+        Arc::new(AtomicBool::new(false))
+    };
+    let addrs = AddrManager::connect()?;
+    // Fail early, before any change, when the interface is missing.
+    addrs.ifindex(&cfg.interface)?;
+    let mut job = Job {
+        cfg: cfg.clone(),
+        rs,
+        addrs,
+        checker: None,
+        watch: ForeignDropWatch::default(),
+        started: false,
+    };
+    let mut backend = None;
+    let result = if cfg.rules {
+        let mut b = backend_for()?;
+        // A daemon's table dies with it unless --persist; a one-shot run leaves it.
+        b.set_process_owned(cfg.daemon && !cfg.persist);
+        job.checker = Some(backend_for()?);
+        let r = daemon::run(
+            b.as_mut(),
+            &mut job,
+            &daemon::LoopOptions {
+                interval: cfg.interval,
+                once: !cfg.daemon,
+            },
+            &stop,
+        );
+        backend = Some(b);
+        r.map(|_| ())
+    } else {
+        address_only_loop(&mut job, &stop)
+    };
+    if cfg.cleanup {
+        let cleaned = cleanup(&cfg, &table, &job.addrs, backend.as_mut());
+        result.and(cleaned)
+    } else {
+        result
+    }
+}
+
+/// Without rules there is no table and no nf_tables access at all: keep the address.
+fn address_only_loop(job: &mut Job, stop: &AtomicBool) -> Result<()> {
+    job.repair_address()?;
+    if !job.cfg.daemon {
+        return Ok(());
+    }
+    tracing::info!(
+        interval_s = job.cfg.interval.as_secs_f64(),
+        "reconciling the address"
+    );
+    while sleep_unless_stopped(job.cfg.interval, stop) {
+        if let Err(e) = job.repair_address() {
+            tracing::error!(error = %e, "repair failed; will retry next interval");
+        }
+    }
+    tracing::info!("stopping on signal");
+    Ok(())
+}
+
+/// `--cleanup`: remove the address and the table. Both are tried; errors are joined.
+fn cleanup(
+    cfg: &LocalAddressConfig,
+    table: &str,
+    addrs: &AddrManager,
+    backend: Option<&mut Box<dyn Backend>>,
+) -> Result<()> {
+    let mut errors = Vec::new();
+    match addrs.remove(&cfg.interface, cfg.ip) {
+        Ok(true) => {
+            tracing::info!(address = %cfg.ip, interface = %cfg.interface, "address removed")
+        }
+        Ok(false) => {
+            tracing::info!(address = %cfg.ip, interface = %cfg.interface, "address was not there")
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    if let Some(b) = backend {
+        match b.delete(table) {
+            Ok(true) => tracing::info!(table, "table removed"),
+            Ok(false) => tracing::info!(table, "table was not there"),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::runtime(format!("cleanup: {}", errors.join("; "))))
+    }
+}
+
+/// `verify local-address`: the address on its interface and, with rules, the table.
+/// Prints what differs; exit 3 (Error::Drift) when anything does.
+pub fn verify(
+    cli: &Cli,
+    args: &LocalAddressArgs,
+    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    let cfg = parse(args)?;
+    let table = ops::table_name(cli, COMMAND)?;
+    let mut diff = Vec::new();
+    let addrs = AddrManager::connect()?;
+    if !addrs.has(&cfg.interface, cfg.ip)? {
+        diff.push(format!(
+            "- address {}/{} is missing on {}",
+            cfg.ip,
+            host_prefix(cfg.ip),
+            cfg.interface
+        ));
+    }
+    if cfg.rules {
+        let rs = build(&cfg, &table);
+        let mut b = backend_for()?;
+        let observed = b.read_back(&table)?;
+        diff.extend(crate::snapshot::diff(&b.expected(&rs), observed.as_ref()));
+    }
+    let write = |out: &mut dyn std::io::Write, s: String| {
+        out.write_all(s.as_bytes())
+            .map_err(|e| Error::runtime(format!("stdout: {e}")))
+    };
+    let what = if cfg.rules {
+        format!(
+            "address {}/{} on {} and table inet {table}",
+            cfg.ip,
+            host_prefix(cfg.ip),
+            cfg.interface
+        )
+    } else {
+        format!(
+            "address {}/{} on {}",
+            cfg.ip,
+            host_prefix(cfg.ip),
+            cfg.interface
+        )
+    };
+    if diff.is_empty() {
+        return write(out, format!("{what} match the desired state\n"));
+    }
+    write(
+        out,
+        format!(
+            "{what} differ from the desired state:\n{}\n",
+            diff.join("\n")
+        ),
+    )?;
+    Err(Error::Drift {
+        table,
+        diff: diff.join("\n"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct T {
+        #[command(flatten)]
+        a: LocalAddressArgs,
+    }
+
+    fn args(argv: &[&str]) -> std::result::Result<LocalAddressArgs, clap::Error> {
+        let mut v = vec!["t"];
+        v.extend_from_slice(argv);
+        T::try_parse_from(v).map(|t| t.a)
+    }
+
+    fn cfg(argv: &[&str]) -> Result<LocalAddressConfig> {
+        parse(&args(argv).expect("clap"))
+    }
+
+    #[test]
+    fn defaults_as_the_upstream_readme() {
+        let c = cfg(&["--ip-address", "10.96.0.2"]).unwrap();
+        assert_eq!(c.interface, "lo");
+        assert_eq!(c.port, 443);
+        assert!(!c.rules);
+        assert!(c.daemon);
+        assert!(!c.cleanup);
+        assert!(!c.persist);
+        assert_eq!(c.interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn go_style_booleans_and_the_setup_rules_alias() {
+        let c = cfg(&[
+            "--ip-address=10.96.0.2",
+            "--setup-rules",
+            "--daemon=false",
+            "--cleanup",
+            "--sync-interval=1m30s",
+        ])
+        .unwrap();
+        assert!(c.rules && !c.daemon && c.cleanup);
+        assert_eq!(c.interval, Duration::from_secs(90));
+        assert!(
+            cfg(&["--ip-address=10.96.0.2", "--setup-iptables=true"])
+                .unwrap()
+                .rules
+        );
+        assert!(
+            !cfg(&["--ip-address=10.96.0.2", "--setup-iptables=F"])
+                .unwrap()
+                .rules
+        );
+        assert!(args(&["--ip-address=10.96.0.2", "--daemon=maybe"]).is_err());
+        // Go's pflag does not take a separate value for a bool flag.
+        assert!(args(&["--ip-address=10.96.0.2", "--daemon", "false"]).is_err());
+        let e = parse(&args(&[]).unwrap()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--ip-address is required"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_flag() {
+        for (argv, flag) in [
+            (&["--ip-address", "10.96.0.300"][..], "--ip-address"),
+            (&["--ip-address", "10.96.0.2/32"][..], "--ip-address"),
+            (&["--ip-address", ""][..], "--ip-address"),
+            (&["--ip-address", "0.0.0.0"][..], "--ip-address"),
+            (&["--ip-address", "ff02::1"][..], "--ip-address"),
+            (&["--ip-address", "10.96.0.2", "--port", "0"][..], "--port"),
+            (
+                &["--ip-address", "10.96.0.2", "--port", "65536"][..],
+                "--port",
+            ),
+            (
+                &["--ip-address", "10.96.0.2", "--port", "https"][..],
+                "--port",
+            ),
+            (
+                &["--ip-address", "10.96.0.2", "--sync-interval", "10"][..],
+                "--sync-interval",
+            ),
+            (
+                &["--ip-address", "10.96.0.2", "--sync-interval", "0s"][..],
+                "--sync-interval",
+            ),
+            (
+                &["--ip-address", "10.96.0.2", "--interface", "a/b"][..],
+                "--interface",
+            ),
+            (
+                &[
+                    "--ip-address",
+                    "10.96.0.2",
+                    "--interface",
+                    "sixteen-chars-xx",
+                ][..],
+                "--interface",
+            ),
+        ] {
+            let e = cfg(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{argv:?}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains(flag), "{argv:?}: {msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn ipv4_rules_are_the_five_upstream_rules() {
+        let c = cfg(&["--ip-address", "10.96.0.2", "--setup-iptables"]).unwrap();
+        let rs = build(&c, "nftkit-local-address");
+        let text: Vec<(String, Vec<String>)> = rs
+            .chains
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.rules.iter().map(render::rule_text).collect(),
+                )
+            })
+            .collect();
+        let want = |n: &str, r: &[&str]| (n.to_string(), r.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            text,
+            vec![
+                want(
+                    "raw-prerouting",
+                    &["ip daddr 10.96.0.2 tcp dport 443 notrack"]
+                ),
+                want(
+                    "raw-output",
+                    &[
+                        "ip daddr 10.96.0.2 tcp dport 443 notrack",
+                        "ip saddr 10.96.0.2 tcp sport 443 notrack"
+                    ]
+                ),
+                want("filter-input", &["ip daddr 10.96.0.2 tcp dport 443 accept"]),
+                want(
+                    "filter-output",
+                    &["ip saddr 10.96.0.2 tcp sport 443 accept"]
+                ),
+            ]
+        );
+        assert_eq!(rs.comment, "managed by nftkit local-address");
+        let prios: Vec<(Hook, i32)> = rs
+            .chains
+            .iter()
+            .map(|c| (c.base.unwrap().hook, c.base.unwrap().priority))
+            .collect();
+        assert_eq!(
+            prios,
+            vec![
+                (Hook::Prerouting, -300),
+                (Hook::Output, -300),
+                (Hook::Input, 0),
+                (Hook::Output, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_rules_use_ip6() {
+        let c = cfg(&["--ip-address", "2001:db8::2", "--port", "9443"]).unwrap();
+        let rs = build(&c, "t");
+        assert_eq!(
+            render::rule_text(&rs.chains[2].rules[0]),
+            "ip6 daddr 2001:db8::2 tcp dport 9443 accept"
+        );
+    }
+
+    #[test]
+    fn verify_needs_rules() {
+        let a = args(&["--ip-address", "10.96.0.2"]).unwrap();
+        assert_eq!(desired(&a, "t").unwrap_err().exit_code(), 2);
+        assert!(
+            dry_run(&a, "t")
+                .unwrap()
+                .starts_with("# no nf_tables rules")
+        );
+    }
+
+    #[test]
+    fn foreign_drop_watch_warns_once_per_change() {
+        use crate::backend::fake::FakeBackend;
+        let mut b = FakeBackend::new();
+        let mut w = ForeignDropWatch::default();
+        w.check(&mut b, "t", &[Hook::Input], &[IpFamily::V4], "x");
+        assert_eq!(w.last, Some(vec![]));
+        b.foreign_drops.push((
+            Hook::Input,
+            ForeignDrop {
+                family: "ip6",
+                table: "filter".into(),
+                chain: "INPUT".into(),
+                policy_drop: true,
+                drop_rules: 0,
+            },
+        ));
+        w.check(&mut b, "t", &[Hook::Input], &[IpFamily::V4], "x");
+        assert_eq!(w.last, Some(vec![]), "an ip6 chain does not see IPv4");
+        b.foreign_drops[0].1.family = "ip";
+        w.check(&mut b, "t", &[Hook::Input], &[IpFamily::V4], "x");
+        assert_eq!(w.last.as_ref().map(Vec::len), Some(1));
+        w.check(&mut b, "t", &[Hook::Output], &[IpFamily::V4], "x");
+        assert_eq!(w.last, Some(vec![]), "other hook");
+    }
+}

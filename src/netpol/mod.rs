@@ -1,0 +1,10 @@
+//! Kubernetes `networking.k8s.io/v1` NetworkPolicy for the pods of one node: the cluster
+//! objects (`manifest`), label selectors (`selector`), ipBlock interval arithmetic
+//! (`ipblock`) and the rules (`build`). `jobs::netpol` is the command around it.
+
+pub mod build;
+pub mod ipblock;
+pub mod manifest;
+pub mod selector;
+
+pub use build::{NetpolConfig, build};

@@ -1,0 +1,147 @@
+//! Golden tests of `nftkit --dry-run local-address`: each case's flags render to
+//! tests/golden/local-address/<case>.nft, and `nft -c -f` (in a
+//! throwaway network namespace) accepts that text.
+//! `UPDATE_GOLDEN=1 cargo test --test golden_local_address` rewrites them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+struct Case {
+    command: &'static str,
+    name: &'static str,
+    args: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        command: "local-address",
+        name: "ipv4-rules",
+        args: &["--ip-address", "10.96.0.2", "--setup-iptables"],
+    },
+    Case {
+        command: "local-address",
+        name: "ipv6-rules-port",
+        args: &[
+            "--ip-address=2001:db8::2",
+            "--setup-rules=true",
+            "--port=9443",
+            "--interface=apiproxy0",
+        ],
+    },
+    Case {
+        command: "local-address",
+        name: "address-only",
+        args: &["--ip-address", "10.96.0.2"],
+    },
+    Case {
+        command: "local-address",
+        name: "own-table-name",
+        args: &[
+            "--ip-address",
+            "192.0.2.10",
+            "--setup-iptables",
+            "--table",
+            "apiserver-proxy",
+        ],
+    },
+];
+
+fn golden_path(case: &Case) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case.command)
+        .join(format!("{}.nft", case.name))
+}
+
+fn render(case: &Case) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
+        .env_clear()
+        .arg("--dry-run")
+        .arg("-q")
+        .arg(case.command)
+        .args(case.args)
+        .output()
+        .expect("run nftkit");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        case.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn dry_run_matches_golden_files() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for case in CASES {
+        let got = render(case);
+        let path = golden_path(case);
+        if update {
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want =
+            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {}", path.display()));
+        assert_eq!(
+            got,
+            want,
+            "case {} differs from {}",
+            case.name,
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn golden_files_are_accepted_by_nft_check() {
+    for case in CASES {
+        let path = golden_path(case);
+        let out = Command::new("unshare")
+            .args(["-n", "nft", "-c", "-f"])
+            .arg(&path)
+            .output()
+            .expect("run unshare nft");
+        assert!(
+            out.status.success(),
+            "nft -c -f {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn invalid_input_is_exit_2_with_one_line_naming_the_option() {
+    for (command, args, needle) in [
+        (
+            "local-address",
+            &["--ip-address", "10.96.0.300"][..],
+            "--ip-address",
+        ),
+        ("local-address", &[][..], "--ip-address"),
+        (
+            "local-address",
+            &["--ip-address", "10.96.0.2", "--port", "65536"][..],
+            "--port",
+        ),
+        (
+            "local-address",
+            &["--ip-address", "10.96.0.2", "--sync-interval", "1 minute"][..],
+            "--sync-interval",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
+            .env_clear()
+            .arg("--dry-run")
+            .arg(command)
+            .args(args)
+            .output()
+            .expect("run nftkit");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command} {args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{command} {args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
