@@ -3,7 +3,10 @@
 # network namespace (root needed; nothing outside the namespaces is touched):
 #
 #   1. apply time with N non-masquerade CIDRs (default 10 000, /30s that do not merge):
-#      a. nftkit masquerade --once --config-dir DIR   (one netlink batch, interval set)
+#      a. nftkit masquerade --once --config-dir DIR   (one netlink batch, interval set;
+#         the whole process: config read, backend auto-detection, batch, read-back check),
+#         and from its log the batch commit alone; again with --backend nftables (skips
+#         `auto`'s look at the iptables binaries)
 #      b. iptables-legacy-restore --noflush of upstream's ruleset: the POSTROUTING jump
 #         plus one `-A IP-MASQ-AGENT -d CIDR -j RETURN` rule per CIDR (upstream writes the
 #         chain this way on every resync)
@@ -87,20 +90,25 @@ stats() { # file -> "median min max"
 
 echo "apply of $CIDRS non-masquerade CIDRs, $ROUNDS rounds, fresh namespace each ($NFTKIT)"
 for _ in $(seq "$ROUNDS"); do
-    run_timed nftkit ip netns exec "$NS" "$NFTKIT" -q masquerade --once --config-dir "$WORK/config"
+    run_timed nftkit ip netns exec "$NS" "$NFTKIT" --log-format json masquerade --once --config-dir "$WORK/config"
+    # Its own log: the batch commit alone ("applied" elapsed_us, before the read-back check).
+    jq -r 'select(.fields.message == "applied") | .fields.elapsed_us / 1000' "$WORK/last.out" >>"$WORK/nftkit_commit"
     # Check it really applied (the jump, the set and the masquerade rule).
     [[ "$(ip netns exec "$NS" nft list table inet nftkit-masquerade)" == *"masquerade comment"* ]] ||
         { echo "nftkit did not apply" >&2; exit 1; }
+    run_timed nftkit_nft ip netns exec "$NS" "$NFTKIT" -q --backend nftables masquerade --once --config-dir "$WORK/config"
     run_timed iptables_legacy ip netns exec "$NS" iptables-legacy-restore --noflush "$WORK/upstream.rules"
     rules=$(ip netns exec "$NS" iptables-legacy -t nat -S IP-MASQ-AGENT | wc -l)
     [ "$rules" -eq $((CIDRS + 3)) ] || { echo "iptables-legacy: $rules lines in IP-MASQ-AGENT" >&2; exit 1; }
     run_timed nft_f ip netns exec "$NS" nft -f "$WORK/nftkit.nft"
 done
 printf '%-48s %10s %10s %10s\n' "apply ($CIDRS CIDRs)" "median ms" "min" "max"
-for n in nftkit iptables_legacy nft_f; do
+for n in nftkit nftkit_commit nftkit_nft iptables_legacy nft_f; do
     read -r med min max < <(stats "$WORK/$n")
     case $n in
-        nftkit) label="nftkit masquerade --once" ;;
+        nftkit) label="nftkit masquerade --once (whole process)" ;;
+        nftkit_commit) label="  of which the netlink batch (log)" ;;
+        nftkit_nft) label="nftkit --backend nftables (no auto-detection)" ;;
         iptables_legacy) label="iptables-legacy-restore (rule per CIDR)" ;;
         nft_f) label="nft -f (same interval set)" ;;
     esac

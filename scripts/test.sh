@@ -46,4 +46,4 @@ cargo build --workspace --all-targets
 # --include-ignored: nothing is skipped here (CI runs as root).
 # Property tests: 10 000 cases each in CI (see tests/proptest_*.rs).
 export PROPTEST_CASES=${PROPTEST_CASES:-10000}
-cargo test --workspace -- --test-threads=2 --include-ignored "$@"
+cargo test --workspace --no-fail-fast -- --test-threads=2 --include-ignored "$@"

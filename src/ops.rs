@@ -82,21 +82,49 @@ fn log_redirect(cfg: &redirect::RedirectConfig, t: &redirect::Targets) {
     );
 }
 
+/// Applies (each a whole replace) before a table that keeps reading back differently is an
+/// error. Another process replacing the same table between our commit and our read-back
+/// (two nftkit runs racing, tests/reliability_concurrency.rs) makes a committed batch read
+/// back differently; re-applying ends the race with one whole table instead of a spurious
+/// exit 1. A table that never reads back as applied still fails, after a few attempts.
+const APPLY_ATTEMPTS: u32 = 5;
+
 /// Apply `rs` and read it back: a table that does not read back as applied is an error.
 pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     backend.check(rs)?;
-    let started = std::time::Instant::now();
-    backend.apply(rs)?;
-    let elapsed = started.elapsed();
-    let observed = backend.read_back(&rs.table)?;
-    let diff = snapshot::diff(&backend.expected(rs), observed.as_ref());
-    if !diff.is_empty() {
-        return Err(Error::runtime(format!(
-            "table inet {} was committed but reads back differently: {}",
-            rs.table,
-            diff.join("; ")
-        )));
-    }
+    let mut attempt = 1;
+    let elapsed = loop {
+        let started = std::time::Instant::now();
+        backend.apply(rs)?;
+        let elapsed = started.elapsed();
+        // Another process may replace the table between our commit and the read-back: a
+        // set vanishing mid-read (ENOENT) is that race too, so it is retried like a diff.
+        let diff = match backend.read_back(&rs.table) {
+            Ok(observed) => snapshot::diff(&backend.expected(rs), observed.as_ref()),
+            Err(e) if attempt < APPLY_ATTEMPTS => vec![format!("read-back failed: {e}")],
+            Err(e) => return Err(e),
+        };
+        if diff.is_empty() {
+            break elapsed;
+        }
+        if attempt >= APPLY_ATTEMPTS {
+            return Err(Error::runtime(format!(
+                "table inet {} was committed but reads back differently (after {attempt} attempts): {}",
+                rs.table,
+                diff.join("; ")
+            )));
+        }
+        tracing::warn!(table = %rs.table, attempt, "committed table reads back differently (replaced concurrently?); applying again");
+        // Jitter, so two racing processes fall out of step.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_micros(
+            u64::from((nanos ^ std::process::id()) % 20_000) * u64::from(attempt),
+        ));
+        attempt += 1;
+    };
     tracing::info!(
         backend = backend.name(),
         table = %rs.table,
@@ -149,7 +177,7 @@ pub fn run(
     }
     match &cli.command {
         Command::Detect { json } => {
-            let (evidence, decision) = backend::detect::detect()?;
+            let (evidence, decision) = backend::detect::detect(true)?;
             let text = if *json {
                 format!("{}\n", backend::detect::report_json(&evidence, &decision))
             } else {
@@ -187,12 +215,11 @@ pub fn run(
             dnat::run(cli, args, backend_for)
         }
         Command::Netpol(args) => {
-            let rs = desired(cli, &JobCommand::Netpol(args.clone()), env)?;
             if cli.dry_run {
+                let rs = desired(cli, &JobCommand::Netpol(args.clone()), env)?;
                 return w(out, &render::nft_script(&rs));
             }
-            let mut b = backend_for()?;
-            apply_and_check(b.as_mut(), &rs)
+            netpol::run(args, env, &table_name(cli, netpol::COMMAND)?, backend_for)
         }
         Command::Verify {
             target: JobCommand::LocalAddress(args),

@@ -213,8 +213,99 @@ pub fn id(what: &str, raw: &str, kind: IdKind, db_root: &Path) -> Result<IdRange
     ))
 }
 
+/// Deepest `[` / `{` nesting accepted in a YAML or JSON input. serde_norway refuses deeper
+/// documents anyway (its recursion limit is 128), but only after libyaml has scanned the
+/// whole input, which takes time quadratic in the nesting depth (100 000 levels: ~50 s).
+/// [`flow_depth`] finds it in one linear pass first (tests/reliability_input.rs).
+pub const MAX_FLOW_DEPTH: usize = 128;
+
+/// Most YAML nodes (counted as [`flow_depth`]'s `nodes`) accepted in one input. libyaml
+/// (serde_norway) holds every event of a document in memory, ~240 bytes each: 15 MB of
+/// `[[]]` took 3.6 GB. Two million is twice a 1 000 000-CIDR list (~260 MB RSS).
+pub const MAX_NODES: usize = 2_000_000;
+
+/// The deepest flow-collection nesting of a YAML/JSON text (`[` and `{` outside quoted
+/// scalars and comments; a quote counts only where a scalar can start, as in YAML, so
+/// `don't` is plain text; unbalanced closers never go below zero), and an upper bound of
+/// its node count (flow openers, commas and lines).
+pub fn flow_depth(text: &[u8]) -> (usize, usize) {
+    let (mut depth, mut max, mut nodes) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    let mut prev = b'\n';
+    while i < text.len() {
+        let c = text[i];
+        let at_start = matches!(prev, b'\n' | b' ' | b'\t' | b'[' | b'{' | b',' | b':');
+        match c {
+            b'"' if at_start => {
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    i += if text[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'\'' if at_start => {
+                i += 1;
+                // '' is an escaped quote: the loop simply reopens at the second one.
+                while i < text.len() && text[i] != b'\'' {
+                    i += 1;
+                }
+            }
+            b'#' if matches!(prev, b'\n' | b' ' | b'\t') => {
+                while i < text.len() && text[i] != b'\n' {
+                    i += 1;
+                }
+                prev = b'\n';
+                i += 1;
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' | b'\n' => nodes += 1,
+            _ => {}
+        }
+        if c == b'[' || c == b'{' {
+            nodes += 1;
+        }
+        prev = c;
+        i += 1;
+    }
+    (max, nodes)
+}
+
+/// [`flow_depth`] within [`MAX_FLOW_DEPTH`] and [`MAX_NODES`], else why not.
+pub fn check_yaml_size(text: &[u8]) -> std::result::Result<(), String> {
+    let (depth, nodes) = flow_depth(text);
+    if depth > MAX_FLOW_DEPTH {
+        return Err(format!(
+            "lists/maps nest {depth} levels deep; at most {MAX_FLOW_DEPTH} are accepted"
+        ));
+    }
+    if nodes > MAX_NODES {
+        return Err(format!(
+            "has more than {MAX_NODES} items/lines ({nodes}); split it or use fewer, wider CIDRs"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flow_depth_counts_nesting_outside_quotes_and_comments() {
+        use super::flow_depth;
+        let d = |s: &[u8]| flow_depth(s).0;
+        assert_eq!(d(b"a: [1, [2, {b: 3}]]"), 3);
+        assert_eq!(d(b"a: \"[[[[\"\nb: '[[[' # [[[[\n"), 0);
+        assert_eq!(d(b"a: [ \"]\", [ \"]\", [ ] ] ]"), 3);
+        assert_eq!(d(b"a: don't [x]"), 1);
+        assert_eq!(d(b"]]]] [[ ]]"), 2);
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(flow_depth(deep.as_bytes()), (100_000, 100_000));
+        assert_eq!(flow_depth(b"a: [1, 2]\nb: 3\n").1, 4);
+    }
+
     use super::*;
 
     #[test]

@@ -68,8 +68,41 @@ impl TempDir {
         std::fs::write(&tmp, content).unwrap();
         std::fs::rename(&tmp, self.0.join(name)).unwrap();
     }
-    fn remove(&self, name: &str) {
-        std::fs::remove_file(self.0.join(name)).unwrap();
+    /// Publish `keys` the way kubelet updates a ConfigMap volume (its AtomicWriter): a new
+    /// `..<timestamp>` directory, `..data` swapped to it by rename, a `KEY -> ..data/KEY`
+    /// link per key, links of removed keys deleted, the old directory removed.
+    fn configmap(&self, keys: &[(&str, &str)]) {
+        use std::os::unix::fs::symlink;
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let ts = format!(
+            "..2024_06_01_12_00_00.{:09}",
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        std::fs::create_dir(self.0.join(&ts)).unwrap();
+        for (k, v) in keys {
+            std::fs::write(self.0.join(&ts).join(k), v).unwrap();
+        }
+        let old = std::fs::read_link(self.0.join("..data")).ok();
+        symlink(&ts, self.0.join("..data_tmp")).unwrap();
+        std::fs::rename(self.0.join("..data_tmp"), self.0.join("..data")).unwrap();
+        for (k, _) in keys {
+            if std::fs::symlink_metadata(self.0.join(k)).is_err() {
+                symlink(format!("..data/{k}"), self.0.join(k)).unwrap();
+            }
+        }
+        for e in std::fs::read_dir(&self.0).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("..")
+                && e.file_type().unwrap().is_symlink()
+                && !keys.iter().any(|(k, _)| *k == name)
+            {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        if let Some(old) = old {
+            std::fs::remove_dir_all(self.0.join(old)).unwrap();
+        }
     }
 }
 
@@ -400,6 +433,12 @@ fn defaults_masquerade_outside_rfc1918_and_delete_restores() {
 
     let v = lab.nftkit(&["verify", "masquerade", "--config-dir", &lab.config.s()]);
     assert_eq!(v.code, Some(0), "{v}");
+    // The nft/jq health check script agrees.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify-ruleset.sh");
+    let v = lab
+        .router
+        .run(&[script, "--set", "nomasq-v4", "masquerade"]);
+    assert_eq!(v.code, Some(0), "{v}");
     // Verify with other flags sees drift (exit 3).
     let v = lab.nftkit(&[
         "verify",
@@ -412,7 +451,8 @@ fn defaults_masquerade_outside_rfc1918_and_delete_restores() {
     assert!(v.stdout.contains("198.51.100.0-198.51.100.255"), "{v}");
     let s = lab.nftkit(&["status"]);
     assert!(s.success() && s.stdout.contains(TABLE), "{s}");
-    assert!(s.stdout.contains("applied once"), "{s}");
+    // A one-shot run leaves no daemon report.
+    assert!(!s.stdout.contains("masquerade:"), "{s}");
     // Re-running is idempotent.
     lab.masq_ok(&["--once"]);
     assert_eq!(lab.table().as_deref(), Some(t.as_str()));
@@ -560,9 +600,20 @@ fn disagreeing_files_are_reported() {
             .any(|l| l.contains("203.0.113.0/24") && l.contains(&a) && l.contains(&b)),
         "{out}"
     );
+    lab.expect(LINK_LOCAL, true);
+    lab.expect(OUTSIDE, false);
+    lab.expect(PRIVATE, false);
+
+    // A daemon also reports them in `status` while it runs.
+    let mut d = Daemon::start(&lab, &[]);
+    d.wait_log("reconciling", Duration::from_secs(10));
+    assert!(d.log().contains("conflicting configuration"), "{}", d.log());
     let s = lab.nftkit(&["status"]);
     assert!(
-        s.stdout.contains("conflict: masqLinkLocal")
+        s.stdout.contains("masquerade: ready; daemon pid")
+            && s.stdout.contains(&format!(
+                "conflict: masqLinkLocal is true in {b} but false in {a}"
+            ))
             && s.stdout.contains("conflict: CIDR 203.0.113.0/24"),
         "{s}"
     );
@@ -571,14 +622,24 @@ fn disagreeing_files_are_reported() {
     assert_eq!(
         v["masquerade"][TABLE]["conflicts"]
             .as_array()
-            .unwrap()
-            .len(),
-        2,
+            .map(|a| a.len()),
+        Some(2),
         "{v}"
     );
-    lab.expect(LINK_LOCAL, true);
-    lab.expect(OUTSIDE, false);
-    lab.expect(PRIVATE, false);
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+    // Its report goes with it (as its table does without --persist).
+    assert_eq!(
+        std::fs::read_dir(lab.state.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json"))
+            .count(),
+        0
+    );
 }
 
 /// `--nomasq-all-reserved-ranges` exempts the whole reserved list (no config files).
@@ -650,8 +711,9 @@ fn fifty_thousand_cidrs_apply() {
 #[test]
 fn daemon_follows_config_and_keeps_last_good_rules() {
     let lab = Lab::new();
+    // Every update goes through the ConfigMap volume layout, as in a real DaemonSet.
     lab.config
-        .write("ip-masq-agent", "nonMasqueradeCIDRs: [203.0.113.0/24]\n");
+        .configmap(&[("ip-masq-agent", "nonMasqueradeCIDRs: [203.0.113.0/24]\n")]);
     let mut d = Daemon::start(&lab, &[]);
     d.wait_log("reconciling", Duration::from_secs(10));
     lab.expect(OUTSIDE, false);
@@ -659,7 +721,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
 
     // Config change: picked up within one interval.
     lab.config
-        .write("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+        .configmap(&[("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")]);
     assert!(
         wait_until(WITHIN_ONE_INTERVAL, || lab
             .table()
@@ -673,7 +735,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
     // Broken config: old rules stay, error names the file, daemon keeps running.
     let good = lab.table().unwrap();
     lab.config
-        .write("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.1/8]\n");
+        .configmap(&[("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")]);
     d.wait_log("10.0.0.1/8", WITHIN_ONE_INTERVAL);
     std::thread::sleep(Duration::from_millis(1200));
     assert!(d.running(), "daemon exited on a bad config:\n{}", d.log());
@@ -693,10 +755,10 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
     );
 
     // Fixed again (and a second file): applied.
-    lab.config
-        .write("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
-    lab.config
-        .write("ip-masq-agent-2", "nonMasqueradeCIDRs: [203.0.113.0/24]\n");
+    lab.config.configmap(&[
+        ("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n"),
+        ("ip-masq-agent-2", "nonMasqueradeCIDRs: [203.0.113.0/24]\n"),
+    ]);
     assert!(
         wait_until(WITHIN_ONE_INTERVAL, || lab
             .table()
@@ -706,8 +768,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
     );
     lab.expect(OUTSIDE, false);
     // Removing every file brings back the defaults.
-    lab.config.remove("ip-masq-agent");
-    lab.config.remove("ip-masq-agent-2");
+    lab.config.configmap(&[]);
     assert!(
         wait_until(WITHIN_ONE_INTERVAL, || lab
             .table()

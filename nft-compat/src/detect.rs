@@ -123,11 +123,16 @@ pub fn decide(e: &Evidence) -> Decision {
             ),
         );
     }
+    let count = |s: &Option<SideEvidence>| match s {
+        Some(s) => s.rules.to_string(),
+        None => "not read".to_string(),
+    };
     pick(
         Choice::Nftables,
         format!(
             "nf_tables is available and nothing points to iptables-legacy (legacy rules: {}, iptables-nft rules: {})",
-            legacy.rules, nft.rules
+            count(&e.legacy),
+            count(&e.nft)
         ),
     )
 }

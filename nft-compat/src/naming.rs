@@ -72,21 +72,42 @@ pub fn base_chain_name(prefix: &str, builtin: &str) -> Option<String> {
 /// The owned chain for a regular (non-base) chain named `name` of the model. `None` if
 /// the prefix leaves no room even for the hashed form.
 pub fn regular_chain_name(prefix: &str, name: &str) -> Option<String> {
+    regular_chain_name_attempt(prefix, name, 0)
+}
+
+/// [`regular_chain_name`], or for `attempt` > 0 the hashed form with the attempt number
+/// mixed into the hash: how a caller resolves the (rare) clash of two hashed names.
+pub fn regular_chain_name_attempt(prefix: &str, name: &str, attempt: u32) -> Option<String> {
     let part = name.to_ascii_uppercase();
     let full = format!("{prefix}-{part}");
-    if full.len() <= MAX_CHAIN_NAME {
+    if attempt == 0 && full.len() <= MAX_CHAIN_NAME {
         return Some(full);
     }
-    let hash = format!("{:06X}", fnv1a(name.as_bytes()) & 0xff_ffff);
-    // PREFIX-<cut>-HHHHHH
-    let room = MAX_CHAIN_NAME.checked_sub(prefix.len() + 1 + 1 + hash.len())?;
-    let cut: String = part.chars().take(room).collect();
-    let cut = cut.trim_end_matches('-');
-    if cut.is_empty() {
-        let short = format!("{prefix}-{hash}");
-        return (short.len() <= MAX_CHAIN_NAME).then_some(short);
+    let mut key = name.as_bytes().to_vec();
+    if attempt > 0 {
+        key.extend_from_slice(format!("#{attempt}").as_bytes());
     }
-    Some(format!("{prefix}-{cut}-{hash}"))
+    // 24 bits: names stay readable; the caller resolves the rare clash (`attempt`).
+    let hash = format!("{:06X}", fnv1a(&key) & 0xff_ffff);
+    // PREFIX-<cut>-HASH, the cut readable: letters, digits and single dashes.
+    let room = MAX_CHAIN_NAME.saturating_sub(prefix.len() + 1 + 1 + hash.len());
+    let mut cut = String::new();
+    for c in part.chars() {
+        if cut.len() >= room {
+            break;
+        }
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if !(c == '-' && (cut.is_empty() || cut.ends_with('-'))) {
+            cut.push(c);
+        }
+    }
+    let cut = cut.trim_end_matches('-');
+    let name = if cut.is_empty() {
+        format!("{prefix}-{hash}")
+    } else {
+        format!("{prefix}-{cut}-{hash}")
+    };
+    (name.len() <= MAX_CHAIN_NAME).then_some(name)
 }
 
 /// The prefix of a base chain name (`NFTKIT-REDIRECT-OUTPUT` → `NFTKIT-REDIRECT`), if the
@@ -199,6 +220,13 @@ mod tests {
             regular_chain_name("NFTKIT-MASQUERADE", "IP-MASQ-AGENT").unwrap()
         );
         assert!(regular_chain_name(&"X".repeat(25), "abc").is_none());
+        // Odd characters are not carried into the cut; clashes get another hash.
+        let n = regular_chain_name("NFTKIT-NETPOL", "egress/default/redis-0").unwrap();
+        assert!(n.starts_with("NFTKIT-NETPOL-EGRESS-"), "{n}");
+        assert!(n.len() <= MAX_CHAIN_NAME, "{n}");
+        let m = regular_chain_name_attempt("NFTKIT-NETPOL", "egress/default/redis-0", 1).unwrap();
+        assert_ne!(n, m);
+        assert!(m.starts_with("NFTKIT-NETPOL-EGRESS-"), "{m}");
     }
 
     #[test]

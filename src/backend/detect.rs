@@ -45,9 +45,35 @@ fn side(exec: &dyn Exec, flavour: Flavour) -> Option<SideEvidence> {
     Some(SideEvidence::from_saves(&refs))
 }
 
-/// Gather and decide.
-pub fn detect() -> Result<(Evidence, Decision)> {
-    let e = gather()?;
+/// Whether this network namespace has any iptables-legacy table (IPv4 or IPv6); None if
+/// the kernel's lists cannot be read. Legacy tables appear here only once something used
+/// them, and reading the lists instantiates nothing.
+fn legacy_tables_present() -> Option<bool> {
+    let mut any = false;
+    for f in ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"] {
+        match std::fs::read_to_string(f) {
+            Ok(s) => any |= !s.trim().is_empty(),
+            // No legacy support compiled in for this family: no tables.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
+    Some(any)
+}
+
+/// Gather and decide. `full`: always read both flavours (`nftkit detect`); otherwise
+/// (`--backend auto`, every run) skip the save commands when no legacy table exists,
+/// since nothing can then point to iptables-legacy.
+pub fn detect(full: bool) -> Result<(Evidence, Decision)> {
+    let e = if !full && legacy_tables_present() == Some(false) {
+        Evidence {
+            nf_tables: super::netlink::probe()?,
+            legacy: Some(SideEvidence::default()),
+            nft: None,
+        }
+    } else {
+        gather()?
+    };
     let d = decide(&e);
     Ok((e, d))
 }

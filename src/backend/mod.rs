@@ -119,7 +119,7 @@ pub fn select(choice: BackendChoice) -> Result<Box<dyn Backend>> {
             nft_compat::Flavour::Legacy,
         )?)),
         BackendChoice::Auto => {
-            let (_, decision) = detect::detect()?;
+            let (_, decision) = detect::detect(false)?;
             tracing::info!(
                 backend = decision.choice.name(),
                 reason = %decision.reason,

@@ -30,6 +30,9 @@ const SEND_BUFFER: i32 = 64 << 20;
 const TYPE_UID: u32 = 24;
 const TYPE_GID: u32 = 25;
 
+/// `enum nft_table_flags`: the table is switched off (its chains see no packets).
+const NFT_TABLE_F_DORMANT: u32 = 1;
+
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 
@@ -88,7 +91,17 @@ impl NetlinkBackend {
             .map(|c| ChainSnapshot {
                 name: c.name.clone(),
                 base: match (c.chain_type, c.hook, c.priority) {
-                    (Some(t), Some(h), Some(p)) => Some(base_text(t.as_str(), hook_name(h), p)),
+                    // Our base chains are always policy accept; a policy drop set by hand
+                    // is drift (it drops what the chain does not match), so it shows.
+                    (Some(t), Some(h), Some(p)) => Some(format!(
+                        "{}{}",
+                        base_text(t.as_str(), hook_name(h), p),
+                        if c.policy == Some(0) {
+                            " policy drop"
+                        } else {
+                            ""
+                        }
+                    )),
                     _ => None,
                 },
                 rules: Vec::new(),
@@ -156,7 +169,15 @@ impl NetlinkBackend {
         }
         Ok(Snapshot {
             table: name.to_string(),
-            comment: table.comment.clone(),
+            // A dormant table (`nft add table ... { flags dormant; }`) is switched off
+            // whole: drift, shown with the comment (Snapshot has no flags field).
+            comment: table.comment.clone().map(|c| {
+                if table.flags & NFT_TABLE_F_DORMANT != 0 {
+                    format!("{c} [table flags dormant: disabled]")
+                } else {
+                    c
+                }
+            }),
             chains: chain_snaps,
             sets: set_snaps,
         })

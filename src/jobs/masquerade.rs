@@ -264,6 +264,9 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A config file's path (as listed in the config dir) and content.
+pub type RawFile = (PathBuf, Vec<u8>);
+
 /// A listed entry vanished or dangles while being read (a ConfigMap update swaps `..data`
 /// and removes stale links afterwards): retry; the error is reported if it persists.
 struct Vanished(Error);
@@ -272,7 +275,7 @@ struct Vanished(Error);
 /// does not exist. Symlinks are followed only while they stay inside `dir` (the
 /// ConfigMap layout `ip-masq-agent -> ..data/ip-masq-agent`, `..data -> ..2024_...`);
 /// anything but a regular file, or a file over [`MAX_FILE_BYTES`], is an error.
-pub fn read_config_dir(dir: &Path) -> Result<Option<Vec<(PathBuf, Vec<u8>)>>> {
+pub fn read_config_dir(dir: &Path) -> Result<Option<Vec<RawFile>>> {
     let mut retries = 2;
     loop {
         match read_config_dir_once(dir) {
@@ -289,7 +292,7 @@ pub fn read_config_dir(dir: &Path) -> Result<Option<Vec<(PathBuf, Vec<u8>)>>> {
 
 type ReadResult<T> = std::result::Result<T, std::result::Result<Vanished, Error>>;
 
-fn read_config_dir_once(dir: &Path) -> ReadResult<Option<Vec<(PathBuf, Vec<u8>)>>> {
+fn read_config_dir_once(dir: &Path) -> ReadResult<Option<Vec<RawFile>>> {
     let bad_dir = |e: std::io::Error| {
         Err(Error::invalid(
             "--config-dir",
@@ -410,6 +413,9 @@ const KEY_LINK_LOCAL_V6: &str = "masqLinkLocalIPv6";
 
 /// Parse one config file's content (YAML or JSON) and validate it as upstream does.
 pub fn parse_file(path: &Path, bytes: &[u8], enable_ipv6: bool) -> Result<FileConfig> {
+    // libyaml is quadratic in nesting depth and keeps every event in memory: refuse such
+    // input in one linear pass first.
+    crate::parse::check_yaml_size(bytes).map_err(|why| file_error(path, why))?;
     let doc: Value = match serde_norway::from_slice(bytes) {
         Ok(v) => v,
         // JSON is YAML, but libyaml is pickier about some whitespace (tabs) than JSON.
@@ -848,11 +854,14 @@ fn log_loaded(l: &Loaded, s: &Settings) {
     }
 }
 
-/// What a run leaves for `status` (one JSON file per table and network namespace).
+/// What a daemon leaves for `status` (one JSON file per table and network namespace;
+/// removed when the daemon exits, unless `--persist` keeps its table too).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
+    /// The daemon's process id.
     pub pid: u32,
-    pub daemon: bool,
+    /// `--persist`: the table outlives the daemon.
+    pub persist: bool,
     pub config_dir: String,
     /// Config files read; empty when the defaults are in use.
     pub files: Vec<String>,
@@ -899,14 +908,18 @@ pub fn status_lines(table: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<St
     };
     // SAFETY: kill with signal 0 only checks that the process exists.
     let alive = unsafe { libc::kill(r.pid as libc::pid_t, 0) } == 0;
-    let who = match (r.daemon, alive) {
-        (true, true) => format!("daemon pid {} running", r.pid),
-        (true, false) => format!("daemon pid {} not running", r.pid),
-        (false, _) => format!("applied once by pid {}", r.pid),
+    let who = if alive {
+        format!("daemon pid {} running", r.pid)
+    } else {
+        format!(
+            "daemon pid {} not running{}",
+            r.pid,
+            if r.persist { " (--persist)" } else { "" }
+        )
     };
     let mut out = vec![format!(
         "  masquerade: {}; {who}; config {}: {}",
-        match (&r.config_error, alive || !r.daemon) {
+        match (&r.config_error, alive) {
             (None, true) => "ready",
             (None, false) => "stale",
             (Some(_), _) => "NOT READY",
@@ -939,23 +952,24 @@ pub struct MasqJob {
 }
 
 impl MasqJob {
+    /// `report_path`: where to keep the `status` report (daemons only), see [`state_path`].
     pub fn new(
         settings: Settings,
         table: &str,
-        daemon: bool,
-        env: &dyn Fn(&str) -> Option<String>,
+        report_path: Option<PathBuf>,
+        persist: bool,
     ) -> Self {
         MasqJob {
             report: Report {
                 pid: std::process::id(),
-                daemon,
+                persist,
                 config_dir: settings.config_dir.display().to_string(),
                 files: Vec::new(),
                 defaults: false,
                 config_error: None,
                 conflicts: Vec::new(),
             },
-            report_path: state_path(table, env),
+            report_path,
             settings,
             table: table.to_string(),
             primed: None,
@@ -1038,15 +1052,37 @@ pub fn run(
 ) -> Result<()> {
     let s = settings(args)?;
     let interval = s.interval;
-    let mut job = MasqJob::new(s, table, !args.once, env);
-    job.primed = Some(job.reload()?);
+    // Only a daemon leaves a report (a one-shot run logs everything it would say).
+    let report_path = if args.once {
+        None
+    } else {
+        state_path(table, env)
+    };
+    let mut job = MasqJob::new(s, table, report_path.clone(), args.persist);
+    let result = job.reload().and_then(|first| {
+        job.primed = Some(first);
+        run_job(args, &mut job, interval, backend_for)
+    });
+    if let Some(path) = report_path.filter(|_| !args.persist) {
+        // The table dies with this process (owner flag): so does its report.
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn run_job(
+    args: &MasqueradeArgs,
+    job: &mut MasqJob,
+    interval: Duration,
+    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+) -> Result<()> {
     let stop = daemon::stop_on_signals()?;
     let mut backend = backend_for()?;
     // A one-shot run must leave its table behind; a daemon's dies with it unless --persist.
     backend.set_process_owned(!args.once && !args.persist);
     let result = daemon::run(
         backend.as_mut(),
-        &mut job,
+        job,
         &daemon::LoopOptions {
             interval,
             once: args.once,
@@ -1603,7 +1639,12 @@ mod tests {
         d.write("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]");
         let sdir = state.0.display().to_string();
         let env = move |k: &str| (k == "NFTKIT_STATE_DIR").then(|| sdir.clone());
-        let mut job = MasqJob::new(st(&d.0, false, false), "nftkit-masquerade", true, &env);
+        let mut job = MasqJob::new(
+            st(&d.0, false, false),
+            "nftkit-masquerade",
+            state_path("nftkit-masquerade", &env),
+            false,
+        );
         let mut b = FakeBackend::new();
         let mut good = job.desired().unwrap();
         b.apply(&good).unwrap();

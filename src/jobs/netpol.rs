@@ -6,16 +6,26 @@
 //! sets `<direction>/<ns>/<policy>/<rule>-v4|v6`; see `netpol::build` for the layout and
 //! why only the forward hook is used.
 //!
-//! Source: `--from-file` (a `kubectl get pods,namespaces,networkpolicies -A -o yaml`
-//! List, YAML or JSON), applied once. Watching the API server is not built yet: without
-//! `--from-file` the command refuses with exit 2.
+//! Sources: `--from-file` (a `kubectl get pods,namespaces,networkpolicies -A -o yaml`
+//! List, YAML or JSON), applied once; otherwise the API server (`--kubeconfig`,
+//! `KUBECONFIG`, `~/.kube/config` or in-cluster), watched continuously (`netpol::live`):
+//! debounced updates, each one atomic batch, a periodic drift check, table owner flag
+//! unless `--persist`. `--dry-run` and `verify netpol` without `--from-file` list the API
+//! server once.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::backend::Backend;
+use crate::daemon;
 use crate::error::{Error, Result};
+use crate::jobs::local_address::go_bool;
 use crate::model::Ruleset;
 use crate::netpol::build::{NetpolConfig, build_with_summary};
+use crate::netpol::live::{self, KubeSource, LiveConfig};
 use crate::netpol::manifest;
+use crate::ops;
+use crate::parse::go_duration;
 
 pub use crate::netpol::build::COMMAND;
 
@@ -30,13 +40,108 @@ pub struct NetpolArgs {
     /// This node's name: pods whose spec.nodeName equals it are policed [env: NODE_NAME]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
-    /// Kubeconfig for watching the API server (not available yet) [env: KUBECONFIG]
+    /// Kubeconfig for watching the API server; without it and KUBECONFIG, ~/.kube/config,
+    /// else the in-cluster service account [env: KUBECONFIG]
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// Live mode: quiet time after a change before the table is rebuilt, so a burst of
+    /// events becomes one update (a steady stream is applied at least every 10x this,
+    /// and at least every second) [default: 200ms]
+    #[arg(long, value_name = "DURATION")]
+    pub debounce: Option<String>,
+    /// Live mode: how often the kernel table is read back and re-applied if someone
+    /// changed it (Go duration, or whole seconds) [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub resync_interval: Option<String>,
+    /// Live mode: how long the first complete list of pods, namespaces and
+    /// networkpolicies may take (retried with backoff) before giving up with exit 1
+    /// [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub sync_timeout: Option<String>,
+    /// Live mode: keep the table when the process dies (default: it goes with the process)
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    pub persist: bool,
 }
 
-/// Validate flags and environment, read and validate the manifest file.
-pub fn parse(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<NetpolConfig> {
+/// What `nftkit netpol` reads its objects from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(NetpolConfig),
+    Live(LiveConfig),
+}
+
+/// Whether these flags select live mode (no `--from-file`).
+pub fn is_live(args: &NetpolArgs) -> bool {
+    args.from_file.is_none()
+}
+
+fn duration(option: &str, raw: Option<&str>, default: &str) -> Result<Duration> {
+    let raw = raw.unwrap_or(default);
+    match raw.trim().parse::<u64>() {
+        Ok(0) => Err(Error::invalid(option, raw, "duration must be positive")),
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => go_duration(option, raw),
+    }
+}
+
+/// Validate flags and environment; read the manifest file, or the kubeconfig.
+pub fn parse_source(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Source> {
+    if args.from_file.is_some() {
+        return parse(args, env).map(Source::File);
+    }
+    let node = node_name(args, env)?;
+    let debounce = duration("--debounce", args.debounce.as_deref(), "200ms")?;
+    let resync = duration("--resync-interval", args.resync_interval.as_deref(), "60s")?;
+    let sync_timeout = duration("--sync-timeout", args.sync_timeout.as_deref(), "60s")?;
+    let kube = match (
+        &args.kubeconfig,
+        env("KUBECONFIG").filter(|v| !v.trim().is_empty()),
+    ) {
+        (Some(p), _) => live::read_kubeconfig("--kubeconfig", &p.display().to_string())?,
+        (None, Some(v)) => live::read_kubeconfig("KUBECONFIG", &v)?,
+        (None, None) => KubeSource::Infer,
+    };
+    Ok(Source::Live(LiveConfig {
+        node,
+        kube,
+        debounce,
+        resync,
+        sync_timeout,
+        persist: args.persist,
+    }))
+}
+
+/// Run `nftkit netpol` (not `--dry-run`): apply the file once, or watch the API server
+/// until SIGTERM/SIGINT.
+pub fn run(
+    args: &NetpolArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+    table: &str,
+    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+) -> Result<()> {
+    match parse_source(args, env)? {
+        Source::File(cfg) => {
+            let rs = log_build(&cfg, table);
+            let mut b = backend_for()?;
+            ops::apply_and_check(b.as_mut(), &rs)
+        }
+        Source::Live(cfg) => {
+            let stop = daemon::stop_on_signals()?;
+            live::run(&cfg, table, backend_for, &stop)
+        }
+    }
+}
+
+/// `--node-name` or `NODE_NAME`, validated.
+fn node_name(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<String> {
     let node = match &args.node_name {
         Some(n) => ("--node-name", n.trim().to_string()),
         None => (
@@ -62,10 +167,15 @@ pub fn parse(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<
             "a node name (lowercase letters, digits, '-' and '.', at most 253)",
         ));
     }
+    Ok(node.1)
+}
+
+/// Validate flags and environment, read and validate the manifest file (`--from-file`).
+pub fn parse(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<NetpolConfig> {
+    let node = node_name(args, env)?;
     let Some(path) = &args.from_file else {
         return Err(Error::Usage(
-            "netpol needs --from-file PATH; watching the API server (--kubeconfig, in-cluster) is not available in this build"
-                .into(),
+            "netpol: this needs --from-file PATH (live mode reads the API server)".into(),
         ));
     };
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -76,20 +186,28 @@ pub fn parse(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<
         )
     })?;
     let cluster = manifest::parse(&path.display().to_string(), &text)?;
-    Ok(NetpolConfig {
-        node: node.1,
-        cluster,
-    })
+    Ok(NetpolConfig { node, cluster })
 }
 
-/// The desired table for these flags.
+/// The desired table for these flags: from the file, or from one list of the API server
+/// (`--dry-run`, `verify`).
 pub fn desired(
     args: &NetpolArgs,
     env: &dyn Fn(&str) -> Option<String>,
     table: &str,
 ) -> Result<Ruleset> {
-    let cfg = parse(args, env)?;
-    let (rs, s) = build_with_summary(&cfg, table);
+    let cfg = match parse_source(args, env)? {
+        Source::File(cfg) => cfg,
+        Source::Live(live_cfg) => NetpolConfig {
+            cluster: live::fetch_once(&live_cfg)?,
+            node: live_cfg.node,
+        },
+    };
+    Ok(log_build(&cfg, table))
+}
+
+fn log_build(cfg: &NetpolConfig, table: &str) -> Ruleset {
+    let (rs, s) = build_with_summary(cfg, table);
     tracing::info!(
         node = %cfg.node,
         pods = cfg.cluster.pods.len(),
@@ -102,5 +220,5 @@ pub fn desired(
         sets = rs.sets.len(),
         "netpol desired state"
     );
-    Ok(rs)
+    rs
 }

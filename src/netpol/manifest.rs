@@ -145,15 +145,29 @@ pub fn parse(source: &str, text: &str) -> Result<Cluster> {
     for doc in docs {
         flatten(doc, &mut items);
     }
+    // Errors about one object name the file too (CONTRACT.md: the message names the file).
+    let in_file = |e: Error| match e {
+        Error::Invalid {
+            what,
+            value,
+            expected,
+        } => Error::Invalid {
+            what: format!("{source}: {what}"),
+            value,
+            expected,
+        },
+        Error::Usage(m) => Error::Usage(format!("{source}: {m}")),
+        other => other,
+    };
     for item in &items {
         let kind = item.get("kind").and_then(Value::as_str).unwrap_or("");
         match kind {
-            "Pod" => cluster.pods.push(pod(item)?),
+            "Pod" => cluster.pods.push(pod(item).map_err(in_file)?),
             "Namespace" => {
-                let (_, name, labels) = meta(item, "Namespace", false)?;
+                let (_, name, labels) = meta(item, "Namespace", false).map_err(in_file)?;
                 cluster.namespaces.insert(name, labels);
             }
-            "NetworkPolicy" => cluster.policies.push(policy(item)?),
+            "NetworkPolicy" => cluster.policies.push(policy(item).map_err(in_file)?),
             _ => {}
         }
     }
@@ -188,6 +202,17 @@ fn documents(source: &str, text: &str) -> Result<Vec<Value>> {
         return serde_json::from_str(text)
             .map(|v| vec![v])
             .map_err(|e| bad(&e));
+    }
+    // libyaml takes time quadratic in the nesting depth before serde_norway's recursion
+    // limit refuses it: refuse deep nesting in one linear pass first. (No node cap here:
+    // a big cluster's List is legitimately large.)
+    let (depth, _) = crate::parse::flow_depth(text.as_bytes());
+    if depth > crate::parse::MAX_FLOW_DEPTH {
+        return Err(Error::invalid(
+            format!("manifest file {source}"),
+            format!("lists/maps nested {depth} levels deep"),
+            format!("at most {} levels", crate::parse::MAX_FLOW_DEPTH),
+        ));
     }
     let mut out = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
@@ -277,8 +302,9 @@ fn string_map(ctx: &Ctx, v: Option<&Value>, path: &str) -> Result<Labels> {
     Ok(out)
 }
 
-/// (namespace, name, labels) from `metadata`.
-fn meta(item: &Value, kind: &str, namespaced: bool) -> Result<(String, String, Labels)> {
+/// (namespace, name, labels) from `metadata`. Also used by live mode (`netpol::live`) on
+/// the objects the API server sends, so both sources share one validation.
+pub fn meta(item: &Value, kind: &str, namespaced: bool) -> Result<(String, String, Labels)> {
     let m = get(item, "metadata");
     let name = m.and_then(|m| get(m, "name")).and_then(Value::as_str);
     let ns = m
@@ -304,7 +330,8 @@ fn meta(item: &Value, kind: &str, namespaced: bool) -> Result<(String, String, L
     Ok((ns.to_string(), name.to_string(), labels))
 }
 
-fn pod(item: &Value) -> Result<Pod> {
+/// One Pod object (as kubectl or the API server writes it).
+pub fn pod(item: &Value) -> Result<Pod> {
     let (namespace, name, labels) = meta(item, "Pod", true)?;
     let object = format!("Pod {namespace}/{name}");
     let ctx = Ctx { object: &object };
@@ -487,7 +514,8 @@ fn cidr(ctx: &Ctx, v: &Value, path: &str) -> Result<IpNet> {
     Ok(net.trunc())
 }
 
-fn policy(item: &Value) -> Result<Policy> {
+/// One NetworkPolicy object (as kubectl or the API server writes it).
+pub fn policy(item: &Value) -> Result<Policy> {
     let (namespace, name, _) = meta(item, "NetworkPolicy", true)?;
     let object = format!("NetworkPolicy {namespace}/{name}");
     let ctx = Ctx { object: &object };

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod ipblock;
+pub mod live;
 pub mod manifest;
 pub mod selector;
 
