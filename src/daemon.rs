@@ -66,18 +66,31 @@ pub fn run(
 ) -> Result<LoopStats> {
     let mut stats = LoopStats::default();
     let mut good = job.desired()?;
+    // Health endpoints come up before the first apply: /healthz answers, /readyz says 503.
+    let published = crate::metrics::Shared::default();
+    if let Some(addr) = crate::metrics::configured().filter(|_| !opts.once) {
+        crate::metrics::serve(addr, published.clone())?;
+    }
+    let publish = |stats: &LoopStats, rs: &Ruleset| {
+        if let Ok(mut p) = published.lock() {
+            p.update(stats, rs);
+        }
+    };
+    publish(&stats, &good);
     job.repair()?;
     let started = Instant::now();
     ops::apply_and_check(backend, &good)?;
     stats.applies += 1;
     stats.last_apply = Some(started.elapsed());
     stats.ready = true;
+    publish(&stats, &good);
     if opts.once {
         return Ok(stats);
     }
     tracing::info!(interval_s = opts.interval.as_secs_f64(), table = %good.table, "reconciling");
     while sleep_unless_stopped(opts.interval, stop) {
         step(backend, job, &mut good, &mut stats);
+        publish(&stats, &good);
     }
     tracing::info!(table = %good.table, "stopping on signal");
     Ok(stats)

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod daemon;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod netpol;
 pub mod ops;

@@ -163,6 +163,9 @@ pub fn run(
         out.write_all(s.as_bytes())
             .map_err(|e| Error::runtime(format!("stdout: {e}")))
     };
+    if let Some(raw) = &cli.metrics_addr {
+        crate::metrics::configure(crate::metrics::parse_addr(raw)?);
+    }
     // --dry-run with an iptables backend: the iptables-restore input of every family.
     if cli.dry_run
         && let Some(flavour) = backend::iptables::flavour_of(cli.backend)
