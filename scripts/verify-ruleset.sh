@@ -12,7 +12,7 @@
 # Exit 0 when everything is there, 1 with one line per problem otherwise, 2 on bad usage.
 set -euo pipefail
 
-usage() { echo "usage: $0 [--table NAME] [--set NAME]... [--json FILE] redirect|masquerade|local-address|dnat" >&2; exit 2; }
+usage() { echo "usage: $0 [--table NAME] [--set NAME]... [--json FILE] redirect|masquerade|local-address|dnat|netpol" >&2; exit 2; }
 table="" json="" sets=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,7 +32,12 @@ table=${table:-nftkit-$command}
 case "$command" in
     redirect) chains=("nat-output nat output -100") ;;
     masquerade) chains=("nat-postrouting nat postrouting 100") ;;
-    *) echo "unknown command '$command' (expected redirect or masquerade)" >&2; exit 2 ;;
+    local-address) chains=("raw-prerouting filter prerouting -300" "raw-output filter output -300"
+                           "filter-input filter input 0" "filter-output filter output 0") ;;
+    # dnat: with --hooks output only, pass --table and expect nat-prerouting to be missing.
+    dnat) chains=("nat-prerouting nat prerouting -100" "nat-output nat output -100" "filter-forward filter forward 0") ;;
+    netpol) chains=("filter-forward filter forward 0") ;;
+    *) echo "unknown command '$command' (expected redirect, masquerade, local-address, dnat or netpol)" >&2; exit 2 ;;
 esac
 
 command -v jq >/dev/null || { echo "jq is required" >&2; exit 2; }

@@ -47,6 +47,18 @@ fn passes_on_an_applied_ruleset_and_names_each_problem_otherwise() {
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stdout.contains("set accept-v4 is missing"), "{out}");
 
+    // The other commands' tables, as nftkit applies them.
+    for (cmd, args) in [
+        ("local-address", vec!["local-address", "--ip-address", "192.0.2.53", "--setup-iptables", "--daemon=false"]),
+        ("dnat", vec!["dnat", "--map", "169.254.169.254:80=192.0.2.5:8080", "--daemon=false", "--persist"]),
+    ] {
+        let mut argv: Vec<&str> = args.clone();
+        argv.insert(0, "-q");
+        ns.nftkit_ok(&[], &argv);
+        let out = check(&[cmd]);
+        assert!(out.success(), "{cmd}: {out}");
+    }
+
     let out = common::run(&["bash", &script(), "frobnicate"]);
     assert_eq!(out.code, Some(2), "{out}");
 }
