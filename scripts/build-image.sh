@@ -16,7 +16,9 @@ tag=${1:-nftkit:dev}
 if command -v podman >/dev/null 2>&1; then
     podman build -f Containerfile -t "$tag" .
 elif command -v buildah >/dev/null 2>&1; then
-    buildah bud -f Containerfile -t "$tag" .
+    # vfs works on hosts without overlay support (VMs, nested containers).
+    buildah bud --storage-driver "${STORAGE_DRIVER:-vfs}" -f Containerfile -t "$tag" .
+    buildah --storage-driver "${STORAGE_DRIVER:-vfs}" images "$tag"
 else
     echo "podman/buildah not installed: binary built, image not built" >&2
 fi
