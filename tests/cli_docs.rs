@@ -36,3 +36,22 @@ fn man_page_is_roff_with_the_options() {
     assert!(page.contains(".TH nftkit 1"), "{page}");
     assert!(page.contains("dry\\-run") && page.contains("backend"), "options missing");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_consistent_fields() {
+    let out = nftkit(&["--log-format", "json", "--dry-run", "redirect"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in ["timestamp", "level", "fields"] {
+            assert!(v.get(key).is_some(), "{key} missing: {line}");
+        }
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+    // Text logs carry no colour codes when stderr is not a terminal.
+    let out = nftkit(&["--dry-run", "redirect"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
+}
