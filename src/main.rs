@@ -16,8 +16,11 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("nftkit={default},warn")));
+    // Colour only for a terminal: `kubectl logs` shows escape codes as noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_env_filter(filter);
     match cli.log_format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
