@@ -47,6 +47,9 @@ pub struct Cli {
     /// Only warnings and errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Replace or delete a same-named table even if it lacks nftkit's ownership comment
+    #[arg(long, global = true)]
+    pub force: bool,
     /// Daemons: serve /metrics, /healthz and /readyz on PORT (127.0.0.1) or ADDRESS:PORT
     #[arg(long, global = true, env = "NFTKIT_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<String>,

@@ -348,7 +348,9 @@ fn job_command(c: &Command) -> Option<JobCommand> {
 
 /// The real backend for `--backend`.
 pub fn real_backend(cli: &Cli) -> Result<Box<dyn Backend>> {
-    backend::select(cli.backend)
+    let mut b = backend::select(cli.backend)?;
+    b.set_force(cli.force);
+    Ok(b)
 }
 
 #[allow(dead_code)]

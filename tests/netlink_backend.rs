@@ -507,3 +507,24 @@ fn every_match_and_action_lists_exactly_like_nft_f_of_the_dry_run_text() {
     });
     assert!(diff.is_empty(), "nft-loaded table differs: {diff:?}");
 }
+
+#[test]
+fn force_takes_over_and_deletes_a_table_not_marked_ours() {
+    let ns = Netns::new();
+    ns.nft_f("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
+    let rs = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
+    in_ns(&ns, || {
+        let mut b = NetlinkBackend::connect().unwrap();
+        b.set_force(true);
+        b.apply(&rs).expect("--force replaces the foreign table");
+        assert!(snapshot::diff(&b.expected(&rs), b.read_back(&rs.table).unwrap().as_ref()).is_empty());
+    });
+    ns.nft_f("delete table inet nftkit-redirect\ntable inet nftkit-redirect {\n}\n");
+    in_ns(&ns, || {
+        let mut b = NetlinkBackend::connect().unwrap();
+        assert!(b.delete("nftkit-redirect").is_err(), "refused without --force");
+        b.set_force(true);
+        assert!(b.delete("nftkit-redirect").unwrap());
+    });
+    assert!(!ns.nft(&["list", "tables"]).contains("nftkit-redirect"));
+}

@@ -18,6 +18,8 @@ pub struct FakeBackend {
     pub fail_next: Option<String>,
     /// What `foreign_drop_chains` reports, per hook (other tables' dropping chains).
     pub foreign_drops: Vec<(crate::model::Hook, super::ForeignDrop)>,
+    /// `--force`: replace or delete tables not marked as ours.
+    pub force: bool,
 }
 
 impl FakeBackend {
@@ -73,9 +75,14 @@ impl Backend for FakeBackend {
             .collect())
     }
 
+    fn set_force(&mut self, on: bool) {
+        self.force = on;
+    }
+
     fn apply(&mut self, rs: &Ruleset) -> Result<()> {
         if let Some(t) = self.tables.get(&rs.table)
             && !is_owned_comment(t.comment.as_deref())
+            && !self.force
         {
             return Err(Error::runtime(format!(
                 "table inet {} exists but is not managed by nftkit",
@@ -136,7 +143,7 @@ impl Backend for FakeBackend {
     fn delete(&mut self, table: &str) -> Result<bool> {
         match self.tables.get(table) {
             None => Ok(false),
-            Some(t) if !is_owned_comment(t.comment.as_deref()) => Err(Error::runtime(format!(
+            Some(t) if !is_owned_comment(t.comment.as_deref()) && !self.force => Err(Error::runtime(format!(
                 "table inet {table} is not managed by nftkit"
             ))),
             Some(_) => {

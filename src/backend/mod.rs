@@ -48,6 +48,9 @@ pub trait Backend {
     /// 5.13+): the kernel removes them when the process exits. Daemons without
     /// `--persist` turn this on. Default: not supported, tables persist.
     fn set_process_owned(&mut self, _on: bool) {}
+    /// `--force`: replace or delete a same-named table that lacks our ownership comment
+    /// (normally refused). Default: not supported, such tables stay refused.
+    fn set_force(&mut self, _on: bool) {}
     /// Base chains of *other* tables at `hook` (families ip, ip6, inet) that can drop what
     /// our accept lets through: policy drop, or drop/reject rules. An accept ends only our
     /// own base chain, so these still win. `own_table` (inet) is left out. Read-only.

@@ -41,6 +41,8 @@ pub struct NetlinkBackend {
     conn: Connection<Nftables>,
     /// Create tables with NFT_TABLE_F_OWNER: they live as long as this socket.
     process_owned: bool,
+    /// `--force`: take over a same-named table that is not marked as ours.
+    force: bool,
 }
 
 impl NetlinkBackend {
@@ -60,6 +62,7 @@ impl NetlinkBackend {
             rt,
             conn,
             process_owned: false,
+            force: false,
         };
         b.rt.block_on(b.conn.list_tables_in(Family::Inet))
             .map_err(|e| kernel_error("list nf_tables tables", &e))?;
@@ -321,10 +324,13 @@ impl Backend for NetlinkBackend {
         if let Some(existing) = self.table_info(&rs.table)?
             && !is_owned_comment(existing.comment.as_deref())
         {
-            return Err(Error::runtime(format!(
-                "table inet {} exists but is not managed by nftkit (no ownership comment); refusing to replace it",
-                rs.table
-            )));
+            if !self.force {
+                return Err(Error::runtime(format!(
+                    "table inet {} exists but is not managed by nftkit (no ownership comment); refusing to replace it (--force takes it over)",
+                    rs.table
+                )));
+            }
+            tracing::warn!(table = %rs.table, "replacing a table not managed by nftkit (--force)");
         }
         let (tx, ops) = self.build_batch(rs)?;
         self.rt
@@ -416,9 +422,9 @@ impl Backend for NetlinkBackend {
         let Some(info) = self.table_info(table)? else {
             return Ok(false);
         };
-        if !is_owned_comment(info.comment.as_deref()) {
+        if !is_owned_comment(info.comment.as_deref()) && !self.force {
             return Err(Error::runtime(format!(
-                "table inet {table} is not managed by nftkit (no ownership comment); not deleting it"
+                "table inet {table} is not managed by nftkit (no ownership comment); not deleting it (--force does)"
             )));
         }
         let tx = self.conn.transaction().del_table(table, Family::Inet);
@@ -426,6 +432,10 @@ impl Backend for NetlinkBackend {
             .block_on(tx.commit(&self.conn))
             .map_err(|e| kernel_error(&format!("delete table inet {table}"), &e))?;
         Ok(true)
+    }
+
+    fn set_force(&mut self, on: bool) {
+        self.force = on;
     }
 
     fn set_process_owned(&mut self, on: bool) {
