@@ -99,8 +99,8 @@ pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
         let elapsed = started.elapsed();
         // Another process may replace the table between our commit and the read-back: a
         // set vanishing mid-read (ENOENT) is that race too, so it is retried like a diff.
-        let diff = match backend.read_back(&rs.table) {
-            Ok(observed) => snapshot::diff(&backend.expected(rs), observed.as_ref()),
+        let diff = match backend.check_applied(rs) {
+            Ok(diff) => diff,
             Err(e) if attempt < APPLY_ATTEMPTS => vec![format!("read-back failed: {e}")],
             Err(e) => return Err(e),
         };

@@ -40,6 +40,15 @@ pub trait Backend {
     fn expected(&self, rs: &Ruleset) -> Snapshot;
     /// The kernel's table `table`, or None if it does not exist.
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>>;
+    /// The check right after an acknowledged apply of `rs`: what differs between `rs` and
+    /// the kernel (empty if nothing). Default: the full read-back and diff. A backend whose
+    /// element read-back is costly may compare structure only (table, chains, rules, set
+    /// types): the kernel committed the elements with the batch it acknowledged, and a
+    /// concurrent replace shows in the structure. `verify` and resyncs use `read_back`.
+    fn check_applied(&mut self, rs: &Ruleset) -> Result<Vec<String>> {
+        let observed = self.read_back(&rs.table)?;
+        Ok(crate::snapshot::diff(&self.expected(rs), observed.as_ref()))
+    }
     /// Remove table `table`; Ok(false) if it did not exist. Refuses a table not marked ours.
     fn delete(&mut self, table: &str) -> Result<bool>;
     /// Every table whose comment marks it as nftkit's.

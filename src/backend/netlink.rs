@@ -77,7 +77,10 @@ impl NetlinkBackend {
         Ok(tables.into_iter().find(|t| t.name == table))
     }
 
-    fn snapshot_of(&self, table: &nft::Table) -> Result<Snapshot> {
+    /// The kernel's table; without `elements` the named sets' element lists are left
+    /// empty (the kernel's element dump is the costly part: it walks the set's tree
+    /// from the start again for every ~32 KiB of output).
+    fn snapshot_of(&self, table: &nft::Table, elements: bool) -> Result<Snapshot> {
         let name = table.name.as_str();
         let conn = &self.conn;
         let (chains, rules, sets) = self
@@ -151,10 +154,13 @@ impl NetlinkBackend {
             .iter()
             .filter(|s| !s.flags.contains(nft::SetFlags::ANONYMOUS))
         {
-            let elements = self
-                .rt
-                .block_on(conn.list_set_elements(name, &s.name, Family::Inet))
-                .map_err(|e| kernel_error(&format!("read set {}", s.name), &e))?;
+            let elements = if elements {
+                self.rt
+                    .block_on(conn.list_set_elements(name, &s.name, Family::Inet))
+                    .map_err(|e| kernel_error(&format!("read set {}", s.name), &e))?
+            } else {
+                Vec::new()
+            };
             let key = key_name(s.key_type);
             let mut items: Vec<String> = elements
                 .iter()
@@ -315,30 +321,10 @@ fn batch_error(table: &str, e: &nlink::Error, ops: &[String]) -> Error {
     kernel_error(&format!("apply table inet {table}"), e)
 }
 
-impl Backend for NetlinkBackend {
-    fn name(&self) -> &'static str {
-        "nftables"
-    }
-
-    fn apply(&mut self, rs: &Ruleset) -> Result<()> {
-        if let Some(existing) = self.table_info(&rs.table)?
-            && !is_owned_comment(existing.comment.as_deref())
-        {
-            if !self.force {
-                return Err(Error::runtime(format!(
-                    "table inet {} exists but is not managed by nftkit (no ownership comment); refusing to replace it (--force takes it over)",
-                    rs.table
-                )));
-            }
-            tracing::warn!(table = %rs.table, "replacing a table not managed by nftkit (--force)");
-        }
-        let (tx, ops) = self.build_batch(rs)?;
-        self.rt
-            .block_on(tx.commit(&self.conn))
-            .map_err(|e| batch_error(&rs.table, &e, &ops))
-    }
-
-    fn expected(&self, rs: &Ruleset) -> Snapshot {
+impl NetlinkBackend {
+    /// The snapshot `rs` reads back as; without `with_elements` the sets' element lists
+    /// are empty (the structure-only check after apply).
+    fn expected_snapshot(&self, rs: &Ruleset, with_elements: bool) -> Snapshot {
         let t = rs.table.as_str();
         let chains = rs
             .chains
@@ -384,14 +370,17 @@ impl Backend for NetlinkBackend {
             .iter()
             .map(|s| {
                 let type_id = nl_key(s.key).type_id();
-                let mut elements: Vec<String> = s
-                    .elements
-                    .iter()
-                    .map(|e| {
-                        let nl = nl_element(e, s.interval);
-                        element_text(type_id, nl.key(), nl.key_end())
-                    })
-                    .collect();
+                let mut elements: Vec<String> = if !with_elements {
+                    Vec::new()
+                } else {
+                    s.elements
+                        .iter()
+                        .map(|e| {
+                            let nl = nl_element(e, s.interval);
+                            element_text(type_id, nl.key(), nl.key_end())
+                        })
+                        .collect()
+                };
                 elements.sort();
                 (
                     s.name.clone(),
@@ -410,11 +399,51 @@ impl Backend for NetlinkBackend {
             sets,
         }
     }
+}
+
+impl Backend for NetlinkBackend {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn apply(&mut self, rs: &Ruleset) -> Result<()> {
+        if let Some(existing) = self.table_info(&rs.table)?
+            && !is_owned_comment(existing.comment.as_deref())
+        {
+            if !self.force {
+                return Err(Error::runtime(format!(
+                    "table inet {} exists but is not managed by nftkit (no ownership comment); refusing to replace it (--force takes it over)",
+                    rs.table
+                )));
+            }
+            tracing::warn!(table = %rs.table, "replacing a table not managed by nftkit (--force)");
+        }
+        let (tx, ops) = self.build_batch(rs)?;
+        self.rt
+            .block_on(tx.commit(&self.conn))
+            .map_err(|e| batch_error(&rs.table, &e, &ops))
+    }
+
+    fn expected(&self, rs: &Ruleset) -> Snapshot {
+        self.expected_snapshot(rs, true)
+    }
+
+    /// After an acknowledged batch: structure only (see `Backend::check_applied`).
+    fn check_applied(&mut self, rs: &Ruleset) -> Result<Vec<String>> {
+        let observed = match self.table_info(&rs.table)? {
+            None => None,
+            Some(info) => Some(self.snapshot_of(&info, false)?),
+        };
+        Ok(crate::snapshot::diff(
+            &self.expected_snapshot(rs, false),
+            observed.as_ref(),
+        ))
+    }
 
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
         match self.table_info(table)? {
             None => Ok(None),
-            Some(info) => self.snapshot_of(&info).map(Some),
+            Some(info) => self.snapshot_of(&info, true).map(Some),
         }
     }
 
@@ -519,7 +548,7 @@ impl Backend for NetlinkBackend {
             .iter()
             .filter(|t| is_owned_comment(t.comment.as_deref()))
         {
-            let snap = self.snapshot_of(t)?;
+            let snap = self.snapshot_of(t, true)?;
             out.push(OwnedTable {
                 backend: "nftables",
                 table: t.name.clone(),
