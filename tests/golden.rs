@@ -2,8 +2,12 @@
 //! text in tests/golden/redirect/<case>.nft, and `nft -c -f` (in a throwaway network
 //! namespace) accepts that text. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites them.
 
-use std::path::PathBuf;
+#[allow(dead_code)]
+mod common;
+
 use std::process::Command;
+
+use common::golden::{Golden, assert_matches_golden, assert_nft_accepts};
 
 struct Case {
     name: &'static str,
@@ -73,70 +77,25 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn golden_path(case: &Case) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/redirect")
-        .join(format!("{}.nft", case.name))
-}
-
-fn render(case: &Case) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
-        .env_clear()
-        .envs(case.env.iter().copied())
-        .arg("--dry-run")
-        .arg("-q")
-        .arg("redirect")
-        .args(case.args)
-        .output()
-        .expect("run nftkit");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        case.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+fn goldens() -> Vec<Golden> {
+    CASES
+        .iter()
+        .map(|c| {
+            let mut argv = vec!["redirect"];
+            argv.extend_from_slice(c.args);
+            Golden::new("redirect", c.name, &argv).env(c.env)
+        })
+        .collect()
 }
 
 #[test]
 fn dry_run_matches_golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    for case in CASES {
-        let got = render(case);
-        let path = golden_path(case);
-        if update {
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want =
-            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {}", path.display()));
-        assert_eq!(
-            got,
-            want,
-            "case {} differs from {}",
-            case.name,
-            path.display()
-        );
-    }
+    assert_matches_golden(&goldens());
 }
 
 #[test]
 fn golden_files_are_accepted_by_nft_check() {
-    for case in CASES {
-        let path = golden_path(case);
-        // unshare -n: a fresh network namespace, so the check never sees host tables.
-        let out = Command::new("unshare")
-            .args(["-n", "nft", "-c", "-f"])
-            .arg(&path)
-            .output()
-            .expect("run unshare nft (scripts/test.sh installs nftables)");
-        assert!(
-            out.status.success(),
-            "nft -c -f {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_nft_accepts(&goldens());
 }
 
 #[test]

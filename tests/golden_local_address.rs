@@ -3,8 +3,12 @@
 //! throwaway network namespace) accepts that text.
 //! `UPDATE_GOLDEN=1 cargo test --test golden_local_address` rewrites them.
 
-use std::path::PathBuf;
+#[allow(dead_code)]
+mod common;
+
 use std::process::Command;
+
+use common::golden::{Golden, assert_matches_golden, assert_nft_accepts};
 
 struct Case {
     command: &'static str,
@@ -46,69 +50,25 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn golden_path(case: &Case) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(case.command)
-        .join(format!("{}.nft", case.name))
-}
-
-fn render(case: &Case) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
-        .env_clear()
-        .arg("--dry-run")
-        .arg("-q")
-        .arg(case.command)
-        .args(case.args)
-        .output()
-        .expect("run nftkit");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        case.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+fn goldens() -> Vec<Golden> {
+    CASES
+        .iter()
+        .map(|c| {
+            let mut argv = vec![c.command];
+            argv.extend_from_slice(c.args);
+            Golden::new(c.command, c.name, &argv)
+        })
+        .collect()
 }
 
 #[test]
 fn dry_run_matches_golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    for case in CASES {
-        let got = render(case);
-        let path = golden_path(case);
-        if update {
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want =
-            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {}", path.display()));
-        assert_eq!(
-            got,
-            want,
-            "case {} differs from {}",
-            case.name,
-            path.display()
-        );
-    }
+    assert_matches_golden(&goldens());
 }
 
 #[test]
 fn golden_files_are_accepted_by_nft_check() {
-    for case in CASES {
-        let path = golden_path(case);
-        let out = Command::new("unshare")
-            .args(["-n", "nft", "-c", "-f"])
-            .arg(&path)
-            .output()
-            .expect("run unshare nft");
-        assert!(
-            out.status.success(),
-            "nft -c -f {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_nft_accepts(&goldens());
 }
 
 #[test]

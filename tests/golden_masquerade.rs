@@ -3,8 +3,12 @@
 //! and `nft -c -f` (in a throwaway network namespace) accepts that text.
 //! `UPDATE_GOLDEN=1 cargo test --test golden_masquerade` rewrites the files.
 
-use std::path::PathBuf;
+#[allow(dead_code)]
+mod common;
+
 use std::process::Command;
+
+use common::golden::{Golden, assert_matches_golden, assert_nft_accepts};
 
 struct Case {
     name: &'static str,
@@ -64,73 +68,28 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/masquerade")
-}
-
-fn golden_path(case: &Case) -> PathBuf {
-    dir().join(format!("{}.nft", case.name))
-}
-
-fn render(case: &Case) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
-        .env_clear()
-        .args(["--dry-run", "-q", "masquerade", "--config-dir"])
-        .arg(dir().join("configs").join(case.config))
-        .args(case.args)
-        .output()
-        .expect("run nftkit");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        case.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+fn goldens() -> Vec<Golden> {
+    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/masquerade/configs");
+    CASES
+        .iter()
+        .map(|c| {
+            let mut argv: Vec<std::ffi::OsString> = vec!["masquerade".into(), "--config-dir".into(), configs.join(c.config).into()];
+            argv.extend(c.args.iter().map(Into::into));
+            Golden::new("masquerade", c.name, &argv)
+        })
+        .collect()
 }
 
 #[test]
 fn masquerade_dry_run_matches_golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    for case in CASES {
-        let got = render(case);
-        let path = golden_path(case);
-        if update {
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want =
-            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {}", path.display()));
-        assert_eq!(
-            got,
-            want,
-            "case {} differs from {}",
-            case.name,
-            path.display()
-        );
-    }
+    assert_matches_golden(&goldens());
 }
 
 #[test]
 fn masquerade_golden_files_are_accepted_by_nft_check() {
-    for case in CASES {
-        let path = golden_path(case);
-        let out = Command::new("unshare")
-            .args(["-n", "nft", "-c", "-f"])
-            .arg(&path)
-            .output()
-            .expect("run unshare nft (scripts/test.sh installs nftables)");
-        assert!(
-            out.status.success(),
-            "nft -c -f {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_nft_accepts(&goldens());
 }
 
-/// Invalid flags and config files: exit 2, one line naming the option or file and the
-/// value, nothing on stdout (so nothing would have been committed).
 #[test]
 fn masquerade_invalid_input_is_exit_2_with_one_line() {
     let tmp = std::env::temp_dir().join(format!("nftkit-golden-masq-{}", std::process::id()));
@@ -181,7 +140,7 @@ fn masquerade_accepts_upstream_manifest_flags() {
         .args(["--dry-run", "-q", "masquerade", "--v=2", "--logtostderr"])
         .args(["--enable-ipv6=false", "--nomasq-all-reserved-ranges=true"])
         .args(["--resync-interval", "60", "--config-dir"])
-        .arg(dir().join("configs/defaults"))
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/masquerade/configs/defaults"))
         .output()
         .expect("run nftkit");
     assert!(

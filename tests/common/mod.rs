@@ -8,7 +8,11 @@
 //! `/etc/netns/NAME` directory) is removed by a `Drop` guard, also when a
 //! test panics. Names are unique per process and counter, so tests can run
 //! in parallel.
+
 #![allow(dead_code)]
+
+/// Golden `--dry-run` machinery shared by the golden test files.
+pub mod golden;
 
 use std::fmt;
 use std::fs;

@@ -1,0 +1,69 @@
+//! Shared machinery of the golden `--dry-run` tests: render a case with the real binary,
+//! compare it with its file (or rewrite it under `UPDATE_GOLDEN=1`), and check that
+//! `nft -c -f` accepts every file, in a throwaway network namespace (`unshare -n`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// One golden case: what follows `nftkit --dry-run -q`, its environment, and its file.
+pub struct Golden {
+    pub file: PathBuf,
+    pub argv: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Golden {
+    /// `tests/golden/<dir>/<name>.nft` for `nftkit --dry-run -q ARGV...`.
+    pub fn new<S: Into<OsString> + Clone>(dir: &str, name: &str, argv: &[S]) -> Golden {
+        Golden {
+            file: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(dir).join(format!("{name}.nft")),
+            argv: argv.iter().cloned().map(Into::into).collect(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, env: &[(&str, &str)]) -> Golden {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self
+    }
+
+    /// The dry-run text, with nothing but the case's environment.
+    pub fn render(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(["--dry-run", "-q"])
+            .args(&self.argv)
+            .output()
+            .expect("run nftkit");
+        assert!(out.status.success(), "{}: {}", self.file.display(), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+}
+
+/// Each case renders exactly its file; `UPDATE_GOLDEN=1` rewrites the files instead.
+pub fn assert_matches_golden(cases: &[Golden]) {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for case in cases {
+        let got = case.render();
+        if update {
+            std::fs::write(&case.file, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&case.file).unwrap_or_else(|_| panic!("missing {}", case.file.display()));
+        assert_eq!(got, want, "{} differs from the dry-run output", case.file.display());
+    }
+}
+
+/// `nft -c -f` accepts every case's file (in a fresh network namespace).
+pub fn assert_nft_accepts(cases: &[Golden]) {
+    for case in cases {
+        let out = Command::new("unshare")
+            .args(["-n", "nft", "-c", "-f"])
+            .arg(&case.file)
+            .output()
+            .expect("run unshare nft (scripts/test.sh installs nftables)");
+        assert!(out.status.success(), "nft -c -f {}: {}", case.file.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
