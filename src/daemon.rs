@@ -67,15 +67,8 @@ pub fn run(
     let mut stats = LoopStats::default();
     let mut good = job.desired()?;
     // Health endpoints come up before the first apply: /healthz answers, /readyz says 503.
-    let published = crate::metrics::Shared::default();
-    if let Some(addr) = crate::metrics::configured().filter(|_| !opts.once) {
-        crate::metrics::serve(addr, published.clone())?;
-    }
-    let publish = |stats: &LoopStats, rs: &Ruleset| {
-        if let Ok(mut p) = published.lock() {
-            p.update(stats, rs);
-        }
-    };
+    let published = if opts.once { crate::metrics::Shared::default() } else { crate::metrics::start_if_configured()? };
+    let publish = |stats: &LoopStats, rs: &Ruleset| crate::metrics::publish(&published, stats, rs);
     publish(&stats, &good);
     job.repair()?;
     let started = Instant::now();

@@ -55,6 +55,22 @@ impl State {
 
 pub type Shared = Arc<Mutex<State>>;
 
+/// Serve on the configured `--metrics-addr`, if any; the returned state is what the loop
+/// updates with [`publish`].
+pub fn start_if_configured() -> Result<Shared> {
+    let shared = Shared::default();
+    if let Some(addr) = configured() {
+        serve(addr, shared.clone())?;
+    }
+    Ok(shared)
+}
+
+pub fn publish(shared: &Shared, stats: &LoopStats, rs: &Ruleset) {
+    if let Ok(mut s) = shared.lock() {
+        s.update(stats, rs);
+    }
+}
+
 /// Bind `addr` and serve from a background thread. Binding failure is a runtime error.
 pub fn serve(addr: SocketAddr, state: Shared) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr).map_err(|e| Error::runtime(format!("--metrics-addr {addr}: {e}")))?;

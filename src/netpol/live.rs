@@ -562,6 +562,8 @@ pub fn run(
     let mut backend = backend_for()?;
     let b = backend.as_mut();
     b.set_process_owned(!cfg.persist);
+    // /healthz answers while the first list runs; /readyz only after the first apply.
+    let published = crate::metrics::start_if_configured()?;
     let watch = Watch::start(&cfg.kube)?;
     if !watch.wait_synced(cfg.sync_timeout, stop)? {
         tracing::info!("stopping on signal before the first list");
@@ -580,6 +582,7 @@ pub fn run(
         ready: true,
         ..LoopStats::default()
     };
+    crate::metrics::publish(&published, &stats, &last);
     // (first change, latest change) of the burst being debounced.
     let mut burst: Option<(Instant, Instant)> = None;
     // A failed update is retried at this time, with this backoff.
@@ -640,6 +643,7 @@ pub fn run(
             }
             next_resync = Instant::now() + cfg.resync;
         }
+        crate::metrics::publish(&published, &stats, &last);
     }
     tracing::info!(table = %table, applies = stats.applies, "stopping on signal");
     Ok(())
