@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Summarise scripts/bench.sh samples: a table of medians (min/max, n) with ratios, the
+issue-9 targets checked, and the same as JSON.
+
+  report.py SAMPLES.tsv META.json OUT.json
+
+SAMPLES.tsv: workload <TAB> name <TAB> param <TAB> metric <TAB> value, one sample a line.
+"""
+import json
+import statistics
+import sys
+
+samples_path, meta_path, out_path = sys.argv[1:4]
+groups = {}  # (workload, param, name, metric) -> [values], in first-seen order
+for line in open(samples_path):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) != 5:
+        continue
+    w, name, param, metric, value = parts
+    try:
+        v = float(value)
+    except ValueError:
+        continue
+    groups.setdefault((w, param, name, metric), []).append(v)
+
+
+def stat(vals):
+    return {
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+    }
+
+
+stats = {k: stat(v) for k, v in groups.items()}
+
+# Per workload: which row a row is compared with.
+BASE = {
+    "1-redirect": lambda w, p, n, m: (w, p, "nft-f-create", m),
+    "2-masquerade-apply": lambda w, p, n, m: (w, p, "iptables-legacy-restore", m),
+    "3-noop-reconcile": lambda w, p, n, m: (w, p, "iptables-legacy-resync", m) if m == "ms" else None,
+    "4-datapath": lambda w, p, n, m: (w, "0", n, m),
+    "5-readback": lambda w, p, n, m: (w, p, "iptables-legacy-save", m),
+    "6-footprint": lambda w, p, n, m: {
+        "rss_kb": (w, p, "nft-f", m),
+        "ms": (w, p, "nft --version", m),
+        "bytes": None,
+    }.get(m),
+}
+
+rows = []
+for key, s in stats.items():
+    w, p, n, m = key
+    base = BASE.get(w, lambda *a: None)(w, p, n, m)
+    ratio = None
+    if base and base in stats and base != key and stats[base]["median"]:
+        ratio = s["median"] / stats[base]["median"]
+    rows.append({"workload": w, "param": p, "name": n, "metric": m, **s, "ratio": ratio,
+                 "vs": "/".join(base[1:3]) if ratio is not None else None})
+
+
+def med(w, p, n, m):
+    s = stats.get((w, p, n, m))
+    return s["median"] if s else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+targets = []
+
+
+def target(what, value, goal, ok):
+    targets.append({"target": what, "value": value, "goal": goal,
+                    "met": None if value is None else bool(ok(value))})
+
+
+target("1: nftkit redirect / nft -f create", ratio(med("1-redirect", "-", "nftkit-redirect", "ms"),
+       med("1-redirect", "-", "nft-f-create", "ms")), "<= 0.8", lambda v: v <= 0.8)
+for n in ("10000", "50000"):
+    target(f"2: nftkit masquerade / iptables-legacy-restore @{n}",
+           ratio(med("2-masquerade-apply", n, "nftkit-masquerade", "ms"),
+                 med("2-masquerade-apply", n, "iptables-legacy-restore", "ms")),
+           "<= 0.8", lambda v: v <= 0.8)
+target("3: nftkit daemon no-op resync events", med("3-noop-reconcile", "10000", "nftkit-daemon-resync", "events"),
+       "== 0", lambda v: v == 0)
+target("3: nftkit daemon resync / legacy resync",
+       ratio(med("3-noop-reconcile", "10000", "nftkit-daemon-resync", "ms"),
+             med("3-noop-reconcile", "10000", "iptables-legacy-resync", "ms")), "<= 0.2", lambda v: v <= 0.2)
+for n in ("1000", "10000"):
+    target(f"4: nftkit cps @{n} / nftkit cps @0",
+           ratio(med("4-datapath", n, "nftkit", "cps"), med("4-datapath", "0", "nftkit", "cps")),
+           ">= 0.95", lambda v: v >= 0.95)
+target("5: nftkit verify / iptables-legacy-save", ratio(med("5-readback", "10000", "nftkit verify masquerade", "ms"),
+       med("5-readback", "10000", "iptables-legacy-save", "ms")), "<= 0.7", lambda v: v <= 0.7)
+target("6: nftkit peak RSS / nft -f (50000)", ratio(med("6-footprint", "50000", "nftkit-masquerade", "rss_kb"),
+       med("6-footprint", "50000", "nft-f", "rss_kb")), "<= 0.5", lambda v: v <= 0.5)
+
+meta = json.load(open(meta_path))
+json.dump({**meta, "results": rows, "targets": targets}, open(out_path, "w"), indent=1)
+
+
+def fmt(v, m):
+    if v is None:
+        return "-"
+    if m in ("bytes", "rss_kb", "events"):
+        return f"{v:.0f}"
+    if m in ("cps", "mbps"):
+        return f"{v:.0f}"
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+print(f"# {meta.get('date')}  kernel {meta.get('kernel')}  {meta.get('nft')}  {meta.get('iptables')}  "
+      f"nftkit {meta.get('nftkit')}  runs {meta.get('runs')}  load {meta.get('load')}")
+last = None
+hdr = f"{'workload':<20} {'N':>6} {'what':<34} {'metric':<7} {'median':>9} {'min':>9} {'max':>9} {'n':>3} {'ratio':>7}  vs"
+for r in rows:
+    if r["workload"] != last:
+        print()
+        print(hdr)
+        last = r["workload"]
+    rt = f"{r['ratio']:.2f}x" if r["ratio"] is not None else ""
+    print(f"{r['workload']:<20} {r['param']:>6} {r['name']:<34} {r['metric']:<7} {fmt(r['median'], r['metric']):>9} "
+          f"{fmt(r['min'], r['metric']):>9} {fmt(r['max'], r['metric']):>9} {r['n']:>3} {rt:>7}  {r['vs'] or ''}")
+print()
+print("targets:")
+for t in targets:
+    v = "-" if t["value"] is None else (f"{t['value']:.2f}" if t["value"] % 1 else f"{t['value']:.0f}")
+    mark = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+    print(f"  {t['target']:<52} {v:>8}  (goal {t['goal']})  {mark}")
+print(f"\nJSON: {out_path}")

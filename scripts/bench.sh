@@ -1,0 +1,386 @@
+#!/usr/bin/env bash
+# Benchmark suite (issue 9): nftkit next to its competitors on the same work, each run in
+# throwaway network namespaces (nothing outside them is touched; only 10.99.x, 172.16/12
+# and TEST-NET addresses). Runs are interleaved (a, b, c, a, b, c, ...) so machine load
+# hits every tool alike; times are taken inside the namespace around the command itself
+# (process start included, `ip netns exec` and namespace creation not).
+#
+#   1 redirect     kubernetes-qpoint-init's default ruleset: per-command iptables and
+#                  ip6tables (legacy, nft), iptables-restore of each flavour, nft -f
+#                  (create-only, replace idiom), nftkit redirect
+#   2 masquerade   N = 10, 1 000, 10 000, 50 000 non-masquerade CIDRs: iptables-legacy-
+#                  restore and iptables-nft-restore (rule per CIDR, upstream's ruleset),
+#                  nft -f (rule per CIDR; interval set), nftkit masquerade --once
+#   3 reconcile    no-op resync at 10 000: nftkit daemon (time from its log, ruleset
+#                  events from `nft monitor`), legacy resync (iptables-legacy-restore of
+#                  the same rules again, as upstream), nft -f replace
+#   4 datapath     client -> router (masquerade) -> server namespaces; new TCP connections
+#                  per second (bench/cps.py) and iperf3 throughput with N = 0, 1 000,
+#                  10 000 CIDRs: nftkit's ruleset vs iptables-legacy rule per CIDR
+#   5 readback     at 10 000: nftkit verify / status --json vs nft -j list ruleset and
+#                  iptables-legacy-save
+#   6 footprint    binary size, startup (--version), peak RSS applying 50 000 CIDRs
+#
+#   scripts/bench.sh [--quick] [--runs N] [--only "1 2 ..."] [--reference]
+#
+# --quick: 3 runs, fewer sizes (under 3 minutes); default 7 runs (under 15 minutes).
+# Prints a table of medians (min/max) with ratios and the issue's targets; writes JSON to
+# bench/results/bench-<UTC time>.json (--reference: bench/results/reference-<date>.json).
+# Needs root, nft, iptables (both flavours), python3, jq, iperf3, /usr/bin/time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0 RUNS= ONLY="1 2 3 4 5 6" REFERENCE=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --runs) RUNS=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        --reference) REFERENCE=1 ;;
+        -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    RUNS=${RUNS:-3} SIZES="10 10000" DP_SIZES="0 10000" DP_SECONDS=1 STARTUP_RUNS=10 RSS_RUNS=1
+else
+    RUNS=${RUNS:-7} SIZES="10 1000 10000 50000" DP_SIZES="0 1000 10000" DP_SECONDS=2 STARTUP_RUNS=21 RSS_RUNS=3
+fi
+
+[ "$(id -u)" -eq 0 ] || { echo "bench.sh: needs root (network namespaces)" >&2; exit 1; }
+for t in nft iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore \
+    ip6tables-nft-restore iptables-legacy-save python3 jq iperf3 /usr/bin/time; do
+    command -v "$t" >/dev/null || { echo "bench.sh: missing $t" >&2; exit 1; }
+done
+NFTKIT=${NFTKIT:-}
+if [ -z "$NFTKIT" ]; then
+    cargo build --release --quiet --bin nftkit
+    NFTKIT=target/release/nftkit
+fi
+NFTKIT=$(realpath "$NFTKIT")
+BENCH=$PWD/bench
+
+W=$(mktemp -d /tmp/nkbench.XXXXXX)
+SAMPLES=$W/samples.tsv
+: >"$SAMPLES"
+P=nkb$$
+NSS=()
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for n in "${NSS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+sample() {
+    [ -n "$5" ] || { echo "bench.sh: no value for $1 $2 $3 $4 (the command failed, see above)" >&2; exit 1; }
+    printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$SAMPLES"
+}
+ns_new() { ip netns del "$1" 2>/dev/null || true; ip netns add "$1"; ip -n "$1" link set lo up; NSS+=("$1"); }
+ns_del() { ip netns del "$1" 2>/dev/null || true; }
+
+# timed NS CMD...: run CMD inside NS, print its wall time in ms (taken inside the namespace).
+timed() {
+    local ns=$1; shift
+    local out
+    out=$(ip netns exec "$ns" bash -c 's=$EPOCHREALTIME; "$@" >'"$W"'/last.out 2>&1 || exit 99; e=$EPOCHREALTIME; echo $(( ${e/./} - ${s/./} ))' _ "$@") ||
+        { echo "bench.sh: failed in $ns: $*" >&2; cat "$W/last.out" >&2; exit 1; }
+    awk -v us="$out" 'BEGIN { printf "%.3f\n", us / 1000 }'
+}
+
+# Inputs for every size used.
+gen() { [ -d "$W/n$1" ] || python3 "$BENCH/gen.py" "$1" "$W/n$1"; }
+nftkit_scripts() { # nftkit's own --dry-run as nft input: replace idiom and create-only
+    gen "$1"
+    [ -f "$W/n$1/nft-replace.nft" ] && return
+    "$NFTKIT" -q --dry-run masquerade --config-dir "$W/n$1/config" >"$W/n$1/nft-replace.nft"
+    sed '1,2d' "$W/n$1/nft-replace.nft" >"$W/n$1/nft-set.nft"
+}
+
+# ---- 1: kubernetes-qpoint-init's default ruleset ----------------------------------------
+w1() {
+    log "1: redirect default ruleset, $RUNS runs"
+    local d=$W/w1
+    mkdir -p "$d"
+    "$NFTKIT" -q --dry-run redirect >"$d/replace.nft"
+    sed '1,2d' "$d/replace.nft" >"$d/create.nft"
+    cat >"$d/v4.restore" <<'R'
+*nat
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -d 127.0.0.0/8 -p tcp -j ACCEPT
+-A OUTPUT -d 10.0.0.0/8 -p tcp -j ACCEPT
+-A OUTPUT -d 172.16.0.0/12 -p tcp -j ACCEPT
+-A OUTPUT -d 192.168.0.0/16 -p tcp -j ACCEPT
+-A OUTPUT -p tcp -m tcp --dport 80 -m owner --uid-owner 1010 -j ACCEPT
+-A OUTPUT -p tcp -m tcp --dport 80 -m owner --gid-owner 1010 -j ACCEPT
+-A OUTPUT -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 10080
+-A OUTPUT -p tcp -m tcp --dport 443 -m owner --uid-owner 1010 -j ACCEPT
+-A OUTPUT -p tcp -m tcp --dport 443 -m owner --gid-owner 1010 -j ACCEPT
+-A OUTPUT -p tcp -m tcp --dport 443 -j REDIRECT --to-ports 10443
+COMMIT
+R
+    sed -e 's#127.0.0.0/8#::1/128#; s#10.0.0.0/8#fc00::/7#; /172.16.0.0/d; /192.168.0.0/d' "$d/v4.restore" >"$d/v6.restore"
+    # Upstream's docker-entrypoint.sh: one iptables/ip6tables call per rule.
+    cat >"$d/percmd.sh" <<'S'
+ipt=$1 ip6=$2
+for b in 127.0.0.0/8 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16; do $ipt -t nat -A OUTPUT -p tcp -d $b -j ACCEPT; done
+for b in ::1/128 fc00::/7; do $ip6 -t nat -A OUTPUT -p tcp -d $b -j ACCEPT; done
+for t in $ipt $ip6; do
+    for m in 10080:80 10443:443; do
+        $t -t nat -A OUTPUT -p tcp --dport ${m#*:} -m owner --uid-owner 1010 -j ACCEPT
+        $t -t nat -A OUTPUT -p tcp --dport ${m#*:} -m owner --gid-owner 1010 -j ACCEPT
+        $t -t nat -A OUTPUT -p tcp --dport ${m#*:} -j REDIRECT --to-ports ${m%:*}
+    done
+done
+S
+    local ns=${P}w1 i
+    for ((i = 0; i < RUNS; i++)); do
+        for name in nftkit-redirect nft-f-create nft-f-replace iptables-legacy-restore iptables-nft-restore \
+            iptables-legacy-percmd iptables-nft-percmd; do
+            ns_new "$ns"
+            case $name in
+                nftkit-redirect) ms=$(timed "$ns" "$NFTKIT" -q redirect) ;;
+                nft-f-create) ms=$(timed "$ns" nft -f "$d/create.nft") ;;
+                nft-f-replace) ms=$(timed "$ns" nft -f "$d/replace.nft") ;;
+                iptables-legacy-restore) ms=$(timed "$ns" sh -c "iptables-legacy-restore --noflush <$d/v4.restore && ip6tables-legacy-restore --noflush <$d/v6.restore") ;;
+                iptables-nft-restore) ms=$(timed "$ns" sh -c "iptables-nft-restore --noflush <$d/v4.restore && ip6tables-nft-restore --noflush <$d/v6.restore") ;;
+                iptables-legacy-percmd) ms=$(timed "$ns" bash "$d/percmd.sh" iptables-legacy ip6tables-legacy) ;;
+                iptables-nft-percmd) ms=$(timed "$ns" bash "$d/percmd.sh" iptables-nft ip6tables-nft) ;;
+            esac
+            sample 1-redirect "$name" - ms "$ms"
+            ns_del "$ns"
+        done
+    done
+}
+
+# ---- 2: masquerade apply with N CIDRs ---------------------------------------------------
+w2() {
+    local ns=${P}w2 n i name ms
+    for n in $SIZES; do
+        nftkit_scripts "$n"
+        log "2: masquerade apply, $n CIDRs, $RUNS runs"
+        local d=$W/n$n
+        for ((i = 0; i < RUNS; i++)); do
+            for name in nftkit-masquerade iptables-legacy-restore iptables-nft-restore nft-f-rules nft-f-set; do
+                ns_new "$ns"
+                case $name in
+                    nftkit-masquerade) ms=$(timed "$ns" "$NFTKIT" -q masquerade --once --config-dir "$d/config") ;;
+                    iptables-legacy-restore) ms=$(timed "$ns" iptables-legacy-restore --noflush "$d/legacy.rules") ;;
+                    iptables-nft-restore) ms=$(timed "$ns" iptables-nft-restore --noflush "$d/legacy.rules") ;;
+                    nft-f-rules) ms=$(timed "$ns" nft -f "$d/nft-rules.nft") ;;
+                    nft-f-set) ms=$(timed "$ns" nft -f "$d/nft-set.nft") ;;
+                esac
+                sample 2-masquerade-apply "$name" "$n" ms "$ms"
+                ns_del "$ns"
+            done
+        done
+    done
+}
+
+# ---- 3: no-op reconcile at 10 000 -------------------------------------------------------
+# nft_monitor NS FILE: ruleset events of NS into FILE (one line each); prints the pid.
+nft_monitor() {
+    ip netns exec "$1" nft monitor >"$2" 2>/dev/null &
+    echo $!
+}
+w3() {
+    local n=10000 d=$W/n10000 i
+    nftkit_scripts $n
+    log "3: no-op reconcile at $n CIDRs, $RUNS runs"
+    # nftkit daemon: resync every second, -v json log; events while it resyncs.
+    local ns=${P}w3d
+    ns_new "$ns"
+    ip netns exec "$ns" env -u RUST_LOG "$NFTKIT" -v --log-format json masquerade \
+        --config-dir "$d/config" --resync-interval 1 2>"$W/daemon.log" &
+    local daemon=$!
+    PIDS+=("$daemon")
+    for _ in $(seq 300); do grep -q '"applied"' "$W/daemon.log" && break; sleep 0.1; done
+    local mon
+    mon=$(nft_monitor "$ns" "$W/daemon.events")
+    PIDS+=("$mon")
+    sleep 0.3
+    local c0
+    c0=$(grep -c '"in sync; nothing sent"' "$W/daemon.log" || true)
+    for _ in $(seq $((RUNS * 20 + 50))); do
+        [ "$(grep -c '"in sync; nothing sent"' "$W/daemon.log" || true)" -ge $((c0 + RUNS)) ] && break
+        sleep 0.1
+    done
+    kill "$mon" 2>/dev/null || true
+    wait "$mon" 2>/dev/null || true
+    kill -TERM "$daemon" 2>/dev/null || true
+    wait "$daemon" 2>/dev/null || true
+    python3 - "$W/daemon.log" "$RUNS" <<'EOF' >"$W/resync"
+import json, sys
+from datetime import datetime
+start, out = None, []
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    msg = e.get("fields", {}).get("message", "")
+    t = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+    if msg == "resync":
+        start = t
+    elif msg == "in sync; nothing sent" and start is not None:
+        out.append((t - start).total_seconds() * 1000)
+        start = None
+for ms in out[-int(sys.argv[2]):]:
+    print(f"{ms:.3f}")
+EOF
+    [ -s "$W/resync" ] || { echo "bench.sh: no resync in the daemon log:" >&2; tail "$W/daemon.log" >&2; exit 1; }
+    while read -r ms; do sample 3-noop-reconcile nftkit-daemon-resync $n ms "$ms"; done <"$W/resync"
+    local ev
+    ev=$(wc -l <"$W/daemon.events")
+    sample 3-noop-reconcile nftkit-daemon-resync $n events "$ev"
+    ns_del "$ns"
+
+    # Legacy resync and nft replace, interleaved, each namespace with its own monitor.
+    local nl=${P}w3l nr=${P}w3r
+    ns_new "$nl"; ns_new "$nr"
+    ip netns exec "$nl" iptables-legacy-restore --noflush "$d/legacy.rules"
+    ip netns exec "$nr" nft -f "$d/nft-set.nft"
+    ip netns exec "$nr" "$NFTKIT" -q masquerade --once --config-dir "$d/config" # nftkit's own table, for verify
+    local ml mr
+    ml=$(nft_monitor "$nl" "$W/legacy.events"); PIDS+=("$ml")
+    mr=$(nft_monitor "$nr" "$W/replace.events"); PIDS+=("$mr")
+    sleep 0.3
+    for ((i = 0; i < RUNS; i++)); do
+        sample 3-noop-reconcile iptables-legacy-resync $n ms "$(timed "$nl" iptables-legacy-restore --noflush "$d/legacy.rules")"
+        sample 3-noop-reconcile nft-f-replace $n ms "$(timed "$nr" nft -f "$d/nft-replace.nft")"
+        sample 3-noop-reconcile "nftkit verify (one-shot compare)" $n ms "$(timed "$nr" "$NFTKIT" -q verify masquerade --config-dir "$d/config")"
+    done
+    sleep 0.3
+    kill "$ml" "$mr" 2>/dev/null || true
+    wait "$ml" "$mr" 2>/dev/null || true
+    # Events per resync. Legacy tables are not nf_tables: `nft monitor` cannot see them
+    # (it rewrites the whole nat table blob each time, invisible here).
+    sample 3-noop-reconcile iptables-legacy-resync $n events "$(($(wc -l <"$W/legacy.events") / RUNS))"
+    sample 3-noop-reconcile nft-f-replace $n events "$(($(grep -c . "$W/replace.events" || true) / RUNS))"
+    ns_del "$nl"; ns_del "$nr"
+}
+
+# ---- 4: datapath ------------------------------------------------------------------------
+dp_up() { # client -> router -> server
+    local c=$1 r=$2 s=$3
+    ns_new "$c"; ns_new "$r"; ns_new "$s"
+    ip link add vc0 netns "$c" type veth peer name vrc netns "$r"
+    ip link add vs0 netns "$s" type veth peer name vrs netns "$r"
+    ip -n "$c" addr add 10.99.1.2/24 dev vc0
+    ip -n "$r" addr add 10.99.1.1/24 dev vrc
+    ip -n "$r" addr add 10.99.2.1/24 dev vrs
+    ip -n "$s" addr add 10.99.2.2/24 dev vs0
+    ip -n "$c" link set vc0 up; ip -n "$r" link set vrc up; ip -n "$r" link set vrs up; ip -n "$s" link set vs0 up
+    ip -n "$c" route add default via 10.99.1.1
+    ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1
+    ip netns exec "$c" sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
+}
+w4() {
+    local c=${P}c r=${P}r s=${P}s i n kind
+    for n in $DP_SIZES; do gen "$n"; done
+    log "4: datapath, N = $DP_SIZES, $RUNS runs x ${DP_SECONDS}s"
+    for ((i = 0; i < RUNS; i++)); do
+        for n in $DP_SIZES; do
+            for kind in nftkit iptables-legacy; do
+                dp_up "$c" "$r" "$s"
+                if [ $kind = nftkit ]; then
+                    ip netns exec "$r" "$NFTKIT" -q masquerade --once --config-dir "$W/n$n/config"
+                else
+                    ip netns exec "$r" iptables-legacy-restore --noflush "$W/n$n/legacy.rules"
+                fi
+                ip netns exec "$s" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" server 10.99.2.2 5001 $((DP_SECONDS + 4)) &
+                local srv=$!
+                sleep 0.3
+                read -r cps fails < <(ip netns exec "$c" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" client 10.99.2.2 5001 "$DP_SECONDS" 2000000)
+                kill "$srv" 2>/dev/null || true
+                wait "$srv" 2>/dev/null || true
+                sample 4-datapath $kind "$n" cps "$cps"
+                [ "$fails" = 0 ] || log "  $kind N=$n: $fails failed connects"
+                # Masqueraded? The server must have seen the router's address.
+                ip netns exec "$s" timeout 10 iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+                srv=$!
+                sleep 0.3
+                local bps
+                bps=$(ip netns exec "$c" timeout 10 iperf3 -c 10.99.2.2 -p 5201 -t "$DP_SECONDS" -J | jq '.end.sum_received.bits_per_second')
+                wait "$srv" 2>/dev/null || true
+                sample 4-datapath $kind "$n" mbps "$(awk -v b="$bps" 'BEGIN { printf "%.1f", b / 1e6 }')"
+                ns_del "$c"; ns_del "$r"; ns_del "$s"
+            done
+        done
+    done
+}
+
+# ---- 5: read-back / verify at 10 000 ----------------------------------------------------
+w5() {
+    local n=10000 d=$W/n10000 i ns=${P}w5
+    nftkit_scripts $n
+    log "5: read-back at $n CIDRs, $RUNS runs"
+    # Two namespaces: with upstream's 10 000 legacy rules next to it, `--backend auto`
+    # would rightly pick iptables-legacy for nftkit (CONTRACT.md), which is not this test.
+    local nl=${P}w5l
+    ns_new "$ns"; ns_new "$nl"
+    ip netns exec "$ns" "$NFTKIT" -q masquerade --once --config-dir "$d/config"
+    ip netns exec "$nl" iptables-legacy-restore --noflush "$d/legacy.rules"
+    for ((i = 0; i < RUNS; i++)); do
+        sample 5-readback "nftkit verify masquerade" $n ms "$(timed "$ns" "$NFTKIT" -q verify masquerade --config-dir "$d/config")"
+        sample 5-readback "nftkit status --json" $n ms "$(timed "$ns" "$NFTKIT" -q status --json)"
+        sample 5-readback "nft -j list ruleset" $n ms "$(timed "$ns" nft -j list ruleset)"
+        sample 5-readback "iptables-legacy-save" $n ms "$(timed "$nl" iptables-legacy-save)"
+    done
+    ns_del "$ns"; ns_del "$nl"
+}
+
+# ---- 6: footprint -----------------------------------------------------------------------
+w6() {
+    local n=50000 d=$W/n50000 i ns=${P}w6 name
+    nftkit_scripts $n
+    log "6: footprint (startup $STARTUP_RUNS runs, RSS at $n CIDRs $RSS_RUNS runs)"
+    local static
+    static=$(find target/static -type f -name nftkit -path '*release*' 2>/dev/null | head -1 || true)
+    [ -n "$static" ] && sample 6-footprint "binary (static: ${static#target/})" - bytes "$(stat -c %s "$static")"
+    sample 6-footprint "binary (release)" - bytes "$(stat -c %s "$NFTKIT")"
+    ns_new "$ns"
+    for ((i = 0; i < STARTUP_RUNS; i++)); do
+        sample 6-footprint "nftkit --version" - ms "$(timed "$ns" "$NFTKIT" --version)"
+        sample 6-footprint "nft --version" - ms "$(timed "$ns" nft --version)"
+        sample 6-footprint "iptables-legacy --version" - ms "$(timed "$ns" iptables-legacy --version)"
+    done
+    ns_del "$ns"
+    for ((i = 0; i < RSS_RUNS; i++)); do
+        for name in nftkit-masquerade nft-f iptables-legacy-restore iptables-nft-restore; do
+            ns_new "$ns"
+            case $name in
+                nftkit-masquerade) set -- "$NFTKIT" -q masquerade --once --config-dir "$d/config" ;;
+                nft-f) set -- nft -f "$d/nft-set.nft" ;;
+                iptables-legacy-restore) set -- iptables-legacy-restore --noflush "$d/legacy.rules" ;;
+                iptables-nft-restore) set -- iptables-nft-restore --noflush "$d/legacy.rules" ;;
+            esac
+            ip netns exec "$ns" /usr/bin/time -f %M -o "$W/rss" "$@" >/dev/null
+            sample 6-footprint "$name" $n rss_kb "$(tail -1 "$W/rss")"
+            ns_del "$ns"
+        done
+    done
+}
+
+started=$(date +%s)
+for w in $ONLY; do "w$w"; done
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p bench/results
+if [ "$REFERENCE" = 1 ]; then
+    out=bench/results/reference-$(date -u +%F).json
+else
+    out=bench/results/bench-$stamp.json
+fi
+jq -n --arg date "$(date -u +%FT%TZ)" --arg kernel "$(uname -r)" --arg nft "$(nft --version)" \
+    --arg iptables "$(iptables-legacy --version) / $(iptables-nft --version)" \
+    --arg nftkit "$("$NFTKIT" --version)" --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
+    --arg cores "$(nproc)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --argjson runs "$RUNS" \
+    --argjson quick "$QUICK" --argjson seconds "$(($(date +%s) - started))" --arg workloads "$ONLY" \
+    '{date: $date, kernel: $kernel, nft: $nft, iptables: $iptables, nftkit: $nftkit, cpu: $cpu,
+      cores: $cores, load: $load, runs: $runs, quick: ($quick == 1), wall_seconds: $seconds,
+      workloads: $workloads}' >"$W/meta.json"
+python3 "$BENCH/report.py" "$SAMPLES" "$W/meta.json" "$out"
