@@ -67,7 +67,11 @@ pub fn run(
     let mut stats = LoopStats::default();
     let mut good = job.desired()?;
     // Health endpoints come up before the first apply: /healthz answers, /readyz says 503.
-    let published = if opts.once { crate::metrics::Shared::default() } else { crate::metrics::start_if_configured()? };
+    let published = if opts.once {
+        crate::metrics::Shared::default()
+    } else {
+        crate::metrics::start_if_configured()?
+    };
     let publish = |stats: &LoopStats, rs: &Ruleset| crate::metrics::publish(&published, stats, rs);
     publish(&stats, &good);
     job.repair()?;

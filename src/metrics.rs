@@ -21,9 +21,19 @@ static ADDRESS: OnceLock<SocketAddr> = OnceLock::new();
 /// Parse `--metrics-addr`: `PORT` (on 127.0.0.1) or `ADDR:PORT` / `[V6]:PORT`.
 pub fn parse_addr(raw: &str) -> Result<SocketAddr> {
     let raw = raw.trim();
-    let bad = || Error::invalid("--metrics-addr", raw, "expected PORT or ADDRESS:PORT, e.g. 9153 or 127.0.0.1:9153");
+    let bad = || {
+        Error::invalid(
+            "--metrics-addr",
+            raw,
+            "expected PORT or ADDRESS:PORT, e.g. 9153 or 127.0.0.1:9153",
+        )
+    };
     if let Ok(port) = raw.parse::<u16>() {
-        return if port == 0 { Err(bad()) } else { Ok(SocketAddr::from(([127, 0, 0, 1], port))) };
+        return if port == 0 {
+            Err(bad())
+        } else {
+            Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+        };
     }
     raw.parse::<SocketAddr>().map_err(|_| bad())
 }
@@ -49,7 +59,11 @@ impl State {
     pub fn update(&mut self, stats: &LoopStats, rs: &Ruleset) {
         self.table = rs.table.clone();
         self.stats = stats.clone();
-        self.sets = rs.sets.iter().map(|s| (s.name.clone(), s.elements.len())).collect();
+        self.sets = rs
+            .sets
+            .iter()
+            .map(|s| (s.name.clone(), s.elements.len()))
+            .collect();
     }
 }
 
@@ -73,7 +87,8 @@ pub fn publish(shared: &Shared, stats: &LoopStats, rs: &Ruleset) {
 
 /// Bind `addr` and serve from a background thread. Binding failure is a runtime error.
 pub fn serve(addr: SocketAddr, state: Shared) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).map_err(|e| Error::runtime(format!("--metrics-addr {addr}: {e}")))?;
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| Error::runtime(format!("--metrics-addr {addr}: {e}")))?;
     let bound = listener.local_addr().unwrap_or(addr);
     std::thread::Builder::new()
         .name("metrics".into())
@@ -113,21 +128,48 @@ pub fn render(s: &State) -> String {
     let t = &s.table;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{table=\"{t}\"}} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{table=\"{t}\"}} {value}\n"
+        ));
     };
-    metric("nftkit_applies_total", "counter", "Batches committed (first apply and repairs).", s.stats.applies.to_string());
-    metric("nftkit_drift_repairs_total", "counter", "Re-applies after the kernel differed from the desired state.", s.stats.drift_repairs.to_string());
-    metric("nftkit_errors_total", "counter", "Invalid configs, failed read-backs and refused applies.", s.stats.errors.to_string());
+    metric(
+        "nftkit_applies_total",
+        "counter",
+        "Batches committed (first apply and repairs).",
+        s.stats.applies.to_string(),
+    );
+    metric(
+        "nftkit_drift_repairs_total",
+        "counter",
+        "Re-applies after the kernel differed from the desired state.",
+        s.stats.drift_repairs.to_string(),
+    );
+    metric(
+        "nftkit_errors_total",
+        "counter",
+        "Invalid configs, failed read-backs and refused applies.",
+        s.stats.errors.to_string(),
+    );
     metric(
         "nftkit_last_apply_seconds",
         "gauge",
         "Duration of the last committed apply.",
-        format!("{:.6}", s.stats.last_apply.map(|d| d.as_secs_f64()).unwrap_or(0.0)),
+        format!(
+            "{:.6}",
+            s.stats.last_apply.map(|d| d.as_secs_f64()).unwrap_or(0.0)
+        ),
     );
-    metric("nftkit_ready", "gauge", "1 once applied and the last config was valid.", u8::from(s.stats.ready).to_string());
+    metric(
+        "nftkit_ready",
+        "gauge",
+        "1 once applied and the last config was valid.",
+        u8::from(s.stats.ready).to_string(),
+    );
     out.push_str("# HELP nftkit_set_elements Elements per set of the desired table.\n# TYPE nftkit_set_elements gauge\n");
     for (name, n) in &s.sets {
-        out.push_str(&format!("nftkit_set_elements{{table=\"{t}\",set=\"{name}\"}} {n}\n"));
+        out.push_str(&format!(
+            "nftkit_set_elements{{table=\"{t}\",set=\"{name}\"}} {n}\n"
+        ));
     }
     out
 }
@@ -139,7 +181,10 @@ mod tests {
     #[test]
     fn addresses() {
         assert_eq!(parse_addr("9153").unwrap().to_string(), "127.0.0.1:9153");
-        assert_eq!(parse_addr("0.0.0.0:9153").unwrap().to_string(), "0.0.0.0:9153");
+        assert_eq!(
+            parse_addr("0.0.0.0:9153").unwrap().to_string(),
+            "0.0.0.0:9153"
+        );
         assert_eq!(parse_addr("[::1]:9153").unwrap().to_string(), "[::1]:9153");
         for bad in ["0", "70000", "localhost:1", "1.2.3.4", ""] {
             let e = parse_addr(bad).unwrap_err();
@@ -152,7 +197,13 @@ mod tests {
     fn exposition_has_every_metric() {
         let s = State {
             table: "nftkit-x".into(),
-            stats: LoopStats { applies: 3, drift_repairs: 2, errors: 1, ready: true, last_apply: Some(Duration::from_millis(5)) },
+            stats: LoopStats {
+                applies: 3,
+                drift_repairs: 2,
+                errors: 1,
+                ready: true,
+                last_apply: Some(Duration::from_millis(5)),
+            },
             sets: vec![("nomasq-v4".into(), 10_000)],
         };
         let text = render(&s);

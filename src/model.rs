@@ -185,7 +185,11 @@ pub enum Match {
     /// `tcp sport 443`
     Sport { proto: L4Proto, port: u16 },
     /// `tcp dport 8000-9000` (inclusive; `first < last`)
-    DportRange { proto: L4Proto, first: u16, last: u16 },
+    DportRange {
+        proto: L4Proto,
+        first: u16,
+        last: u16,
+    },
     /// `fib daddr type [!=] local`: the destination is (not) an address of this host.
     FibDaddrLocal { negate: bool },
     /// `ct state established,related`: any of the listed states.

@@ -62,9 +62,7 @@ pub fn desired(
             local_address::desired(args, &table_name(cli, local_address::COMMAND)?)
         }
         JobCommand::Dnat(args) => dnat::desired(args, &table_name(cli, dnat::COMMAND)?),
-        JobCommand::Netpol(args) => {
-            netpol::desired(args, env, &table_name(cli, netpol::COMMAND)?)
-        }
+        JobCommand::Netpol(args) => netpol::desired(args, env, &table_name(cli, netpol::COMMAND)?),
     }
 }
 
@@ -285,15 +283,22 @@ pub fn run(
         }
         Command::Completions { shell } => {
             let mut buf = Vec::new();
-            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "nftkit", &mut buf);
-            out.write_all(&buf).map_err(|e| Error::runtime(format!("stdout: {e}")))
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "nftkit",
+                &mut buf,
+            );
+            out.write_all(&buf)
+                .map_err(|e| Error::runtime(format!("stdout: {e}")))
         }
         Command::Man => {
             let mut buf = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
                 .render(&mut buf)
                 .map_err(|e| Error::runtime(format!("man page: {e}")))?;
-            out.write_all(&buf).map_err(|e| Error::runtime(format!("stdout: {e}")))
+            out.write_all(&buf)
+                .map_err(|e| Error::runtime(format!("stdout: {e}")))
         }
         Command::Status { json } => {
             let mut b = backend_for()?;

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn nftkit(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nftkit")).args(args).output().expect("run nftkit")
+    Command::new(env!("CARGO_BIN_EXE_nftkit"))
+        .args(args)
+        .output()
+        .expect("run nftkit")
 }
 
 #[test]
@@ -11,21 +14,36 @@ fn completions_are_valid_scripts_that_know_every_command() {
     let out = nftkit(&["completions", "bash"]);
     assert!(out.status.success());
     let script = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["redirect", "status", "verify", "delete", "completions", "man"] {
+    for cmd in [
+        "redirect",
+        "status",
+        "verify",
+        "delete",
+        "completions",
+        "man",
+    ] {
         assert!(script.contains(cmd), "bash completion lacks {cmd}");
     }
     let path = std::env::temp_dir().join(format!("nftkit-completion-{}.bash", std::process::id()));
     std::fs::write(&path, &script).unwrap();
     let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
     let _ = std::fs::remove_file(&path);
-    assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     for shell in ["zsh", "fish"] {
         let out = nftkit(&["completions", shell]);
         assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
     }
     let bad = nftkit(&["completions", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1, "one-line error");
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).lines().count(),
+        1,
+        "one-line error"
+    );
 }
 
 #[test]
@@ -34,7 +52,10 @@ fn man_page_is_roff_with_the_options() {
     assert!(out.status.success());
     let page = String::from_utf8(out.stdout).unwrap();
     assert!(page.contains(".TH nftkit 1"), "{page}");
-    assert!(page.contains("dry\\-run") && page.contains("backend"), "options missing");
+    assert!(
+        page.contains("dry\\-run") && page.contains("backend"),
+        "options missing"
+    );
 }
 
 #[test]
@@ -45,7 +66,8 @@ fn json_logs_are_one_object_per_line_with_consistent_fields() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(!lines.is_empty(), "no log lines");
     for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         for key in ["timestamp", "level", "fields"] {
             assert!(v.get(key).is_some(), "{key} missing: {line}");
         }

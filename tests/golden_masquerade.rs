@@ -69,11 +69,16 @@ const CASES: &[Case] = &[
 ];
 
 fn goldens() -> Vec<Golden> {
-    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/masquerade/configs");
+    let configs =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/masquerade/configs");
     CASES
         .iter()
         .map(|c| {
-            let mut argv: Vec<std::ffi::OsString> = vec!["masquerade".into(), "--config-dir".into(), configs.join(c.config).into()];
+            let mut argv: Vec<std::ffi::OsString> = vec![
+                "masquerade".into(),
+                "--config-dir".into(),
+                configs.join(c.config).into(),
+            ];
             argv.extend(c.args.iter().map(Into::into));
             Golden::new("masquerade", c.name, &argv)
         })
@@ -140,7 +145,10 @@ fn masquerade_accepts_upstream_manifest_flags() {
         .args(["--dry-run", "-q", "masquerade", "--v=2", "--logtostderr"])
         .args(["--enable-ipv6=false", "--nomasq-all-reserved-ranges=true"])
         .args(["--resync-interval", "60", "--config-dir"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/masquerade/configs/defaults"))
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden/masquerade/configs/defaults"),
+        )
         .output()
         .expect("run nftkit");
     assert!(

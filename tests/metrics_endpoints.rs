@@ -14,7 +14,9 @@ use common::{Netns, NftkitDaemon, poll_until};
 fn get(ns: &Netns, port: u16, path: &str) -> Option<(String, String)> {
     let path = path.to_string();
     ns.enter(move || {
-        let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+        let mut s =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
+                .ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
         let mut text = String::new();
@@ -29,8 +31,14 @@ fn daemon_serves_health_readiness_and_metrics() {
     let ns = Netns::new();
     let dir = std::env::temp_dir().join(format!("nftkit-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cidrs: Vec<String> = (0..300).map(|i| format!("10.{}.{}.0/24", i / 100, (i % 100) * 2)).collect();
-    std::fs::write(dir.join("ip-masq-agent"), format!("nonMasqueradeCIDRs: [{}]\n", cidrs.join(", "))).unwrap();
+    let cidrs: Vec<String> = (0..300)
+        .map(|i| format!("10.{}.{}.0/24", i / 100, (i % 100) * 2))
+        .collect();
+    std::fs::write(
+        dir.join("ip-masq-agent"),
+        format!("nonMasqueradeCIDRs: [{}]\n", cidrs.join(", ")),
+    )
+    .unwrap();
     let port = 19000 + (std::process::id() % 1000) as u16;
     let mut d = NftkitDaemon::start(
         &ns,
@@ -46,7 +54,8 @@ fn daemon_serves_health_readiness_and_metrics() {
         ],
     );
     assert!(
-        poll_until(Duration::from_secs(10), || get(&ns, port, "/readyz").is_some_and(|(s, _)| s.contains("200"))),
+        poll_until(Duration::from_secs(10), || get(&ns, port, "/readyz")
+            .is_some_and(|(s, _)| s.contains("200"))),
         "never ready:\n{}",
         d.log()
     );
@@ -59,33 +68,59 @@ fn daemon_serves_health_readiness_and_metrics() {
         "nftkit_ready{table=\"nftkit-masquerade\"} 1",
         "nftkit_set_elements{table=\"nftkit-masquerade\",set=\"nomasq-v4\"} 300",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "missing {line}:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line}:\n{metrics}"
+        );
     }
     assert!(metrics.contains("# TYPE nftkit_errors_total counter"));
-    assert_eq!(get(&ns, port, "/nope").map(|(s, _)| s.contains("404")), Some(true));
+    assert_eq!(
+        get(&ns, port, "/nope").map(|(s, _)| s.contains("404")),
+        Some(true)
+    );
 
     // Someone deletes the table: repaired, counted.
     ns.nft(&["delete", "table", "inet", "nftkit-masquerade"]);
     assert!(
         poll_until(Duration::from_secs(5), || get(&ns, port, "/metrics")
-            .is_some_and(|(_, m)| m.contains("nftkit_drift_repairs_total{table=\"nftkit-masquerade\"} 1"))),
+            .is_some_and(|(_, m)| m.contains(
+                "nftkit_drift_repairs_total{table=\"nftkit-masquerade\"} 1"
+            ))),
         "repair not counted:\n{}",
         d.log()
     );
     // A broken config: not ready, error counted, the daemon keeps running.
-    std::fs::write(dir.join("ip-masq-agent"), "nonMasqueradeCIDRs: [10.0.0.1/8]\n").unwrap();
+    std::fs::write(
+        dir.join("ip-masq-agent"),
+        "nonMasqueradeCIDRs: [10.0.0.1/8]\n",
+    )
+    .unwrap();
     assert!(
-        poll_until(Duration::from_secs(5), || get(&ns, port, "/readyz").is_some_and(|(s, _)| s.contains("503"))),
+        poll_until(Duration::from_secs(5), || get(&ns, port, "/readyz")
+            .is_some_and(|(s, _)| s.contains("503"))),
         "still ready with a broken config:\n{}",
         d.log()
     );
     let (_, metrics) = get(&ns, port, "/metrics").unwrap();
-    assert!(metrics.contains("nftkit_ready{table=\"nftkit-masquerade\"} 0"), "{metrics}");
-    assert!(!metrics.contains("nftkit_errors_total{table=\"nftkit-masquerade\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("nftkit_ready{table=\"nftkit-masquerade\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("nftkit_errors_total{table=\"nftkit-masquerade\"} 0"),
+        "{metrics}"
+    );
     assert!(d.running());
     // Fixed again: ready again.
-    std::fs::write(dir.join("ip-masq-agent"), "nonMasqueradeCIDRs: [10.0.0.0/8]\n").unwrap();
-    assert!(poll_until(Duration::from_secs(5), || get(&ns, port, "/readyz").is_some_and(|(s, _)| s.contains("200"))));
+    std::fs::write(
+        dir.join("ip-masq-agent"),
+        "nonMasqueradeCIDRs: [10.0.0.0/8]\n",
+    )
+    .unwrap();
+    assert!(poll_until(Duration::from_secs(5), || get(
+        &ns, port, "/readyz"
+    )
+    .is_some_and(|(s, _)| s.contains("200"))));
     assert_eq!(d.stop_with(libc::SIGTERM), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

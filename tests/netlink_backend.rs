@@ -517,12 +517,17 @@ fn force_takes_over_and_deletes_a_table_not_marked_ours() {
         let mut b = NetlinkBackend::connect().unwrap();
         b.set_force(true);
         b.apply(&rs).expect("--force replaces the foreign table");
-        assert!(snapshot::diff(&b.expected(&rs), b.read_back(&rs.table).unwrap().as_ref()).is_empty());
+        assert!(
+            snapshot::diff(&b.expected(&rs), b.read_back(&rs.table).unwrap().as_ref()).is_empty()
+        );
     });
     ns.nft_f("delete table inet nftkit-redirect\ntable inet nftkit-redirect {\n}\n");
     in_ns(&ns, || {
         let mut b = NetlinkBackend::connect().unwrap();
-        assert!(b.delete("nftkit-redirect").is_err(), "refused without --force");
+        assert!(
+            b.delete("nftkit-redirect").is_err(),
+            "refused without --force"
+        );
         b.set_force(true);
         assert!(b.delete("nftkit-redirect").unwrap());
     });

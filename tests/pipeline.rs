@@ -41,8 +41,12 @@ impl Backend for Shared {
 
 /// Run a command line against `fake`; (exit code, stdout, whether a backend was opened).
 fn run(fake: &Shared, args: &[&str], env: &[(&str, &str)]) -> (i32, String, bool) {
-    let cli = Cli::try_parse_from(std::iter::once("nftkit").chain(args.iter().copied())).expect("parse");
-    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let cli =
+        Cli::try_parse_from(std::iter::once("nftkit").chain(args.iter().copied())).expect("parse");
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let mut opened = false;
     let mut out = Vec::new();
     let result = ops::run(
@@ -65,16 +69,25 @@ fn apply_then_verify_then_drift_then_delete() {
     assert_eq!(fake.0.borrow().applies, 1);
     let (code, out, _) = run(&fake, &["verify", "redirect"], &[]);
     assert_eq!(code, 0, "{out}");
-    fake.0.borrow_mut().flush_chain("nftkit-redirect", "nat-output");
+    fake.0
+        .borrow_mut()
+        .flush_chain("nftkit-redirect", "nat-output");
     let (code, out, _) = run(&fake, &["verify", "redirect"], &[]);
     assert_eq!(code, 3);
     assert!(out.contains("-   tcp dport 80 redirect to :10080"), "{out}");
     // Verify with other options than applied is drift too.
     run(&fake, &["redirect"], &[]);
-    assert_eq!(run(&fake, &["verify", "redirect"], &[("PORT_MAPPING", "15001")]).0, 3);
+    assert_eq!(
+        run(&fake, &["verify", "redirect"], &[("PORT_MAPPING", "15001")]).0,
+        3
+    );
     assert_eq!(run(&fake, &["delete", "redirect"], &[]).0, 0);
     assert!(fake.0.borrow().tables.is_empty());
-    assert_eq!(run(&fake, &["verify", "redirect"], &[]).0, 3, "missing table is drift");
+    assert_eq!(
+        run(&fake, &["verify", "redirect"], &[]).0,
+        3,
+        "missing table is drift"
+    );
 }
 
 #[test]
@@ -93,7 +106,10 @@ fn invalid_input_exits_2_without_opening_a_backend() {
     ] {
         let (code, _, opened) = run(&fake, &["redirect"], &[(var, val)]);
         assert_eq!(code, 2, "{var}={val}");
-        assert!(!opened, "{var}={val}: backend opened before validation finished");
+        assert!(
+            !opened,
+            "{var}={val}: backend opened before validation finished"
+        );
         let (code, _, opened) = run(&fake, &["verify", "redirect"], &[(var, val)]);
         assert_eq!((code, opened), (2, false), "verify {var}={val}");
     }
@@ -106,7 +122,10 @@ fn dry_run_prints_the_script_and_opens_no_backend() {
     let fake = Shared::default();
     let (code, out, opened) = run(&fake, &["--dry-run", "--table", "pod-nat", "redirect"], &[]);
     assert_eq!((code, opened), (0, false));
-    assert!(out.starts_with("table inet pod-nat\ndelete table inet pod-nat\n"), "{out}");
+    assert!(
+        out.starts_with("table inet pod-nat\ndelete table inet pod-nat\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -125,7 +144,11 @@ fn tables_not_marked_ours_are_refused() {
     fake.0.borrow_mut().insert_foreign("nftkit-redirect");
     assert_eq!(run(&fake, &["redirect"], &[]).0, 1);
     assert_eq!(run(&fake, &["delete", "redirect"], &[]).0, 1);
-    assert_eq!(run(&fake, &["delete", "--all"], &[]).0, 0, "--all only lists owned tables");
+    assert_eq!(
+        run(&fake, &["delete", "--all"], &[]).0,
+        0,
+        "--all only lists owned tables"
+    );
     assert!(fake.0.borrow().tables.contains_key("nftkit-redirect"));
 }
 
@@ -137,7 +160,12 @@ fn status_lists_owned_tables_as_text_and_json() {
     let (code, out, _) = run(&fake, &["status", "--json"], &[]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let tables: Vec<&str> = v["tables"].as_array().unwrap().iter().map(|t| t["table"].as_str().unwrap()).collect();
+    let tables: Vec<&str> = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
     assert_eq!(tables, ["nftkit-redirect", "second"]);
     assert_eq!(v["tables"][0]["rules"], 7);
     let (_, text, _) = run(&fake, &["status"], &[]);

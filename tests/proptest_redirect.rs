@@ -49,7 +49,14 @@ fn near_valid() -> impl Strategy<Value = String> {
         "[0-9a-f:./\\[\\]-]{0,24}",
         any::<String>(),
     ];
-    let sep = prop_oneof![Just(","), Just(":"), Just(", "), Just(",,"), Just("-"), Just("/")];
+    let sep = prop_oneof![
+        Just(","),
+        Just(":"),
+        Just(", "),
+        Just(",,"),
+        Just("-"),
+        Just("/")
+    ];
     prop::collection::vec((atom, sep), 0..6).prop_map(|parts| {
         let mut s = String::new();
         for (a, sep) in parts {
@@ -61,7 +68,11 @@ fn near_valid() -> impl Strategy<Value = String> {
 }
 
 fn env_map() -> impl Strategy<Value = HashMap<String, String>> {
-    prop::collection::hash_map(prop::sample::select(VARS).prop_map(str::to_string), near_valid(), 0..VARS.len())
+    prop::collection::hash_map(
+        prop::sample::select(VARS).prop_map(str::to_string),
+        near_valid(),
+        0..VARS.len(),
+    )
 }
 
 proptest! {
@@ -115,15 +126,30 @@ proptest! {
 #[test]
 fn a_huge_list_fails_fast_or_loads() {
     // 100 000 items in one flag value (a variable is capped at 128 KiB by the kernel).
-    let blocks: Vec<String> = (0..100_000u32).map(|i| format!("11.{}.{}.0/24", i / 256 % 256, i % 256)).collect();
-    let args = RedirectArgs { ipv4_accept_blocks: Some(blocks.join(",")), ..Default::default() };
+    let blocks: Vec<String> = (0..100_000u32)
+        .map(|i| format!("11.{}.{}.0/24", i / 256 % 256, i % 256))
+        .collect();
+    let args = RedirectArgs {
+        ipv4_accept_blocks: Some(blocks.join(",")),
+        ..Default::default()
+    };
     let started = std::time::Instant::now();
     let cfg = redirect::parse(&args, &|_| None, Path::new("/")).expect("valid, if large");
-    assert!(cfg.blocks_v4.len() <= 65_536, "adjacent /24s are merged before the kernel sees them");
-    assert!(started.elapsed().as_secs() < 5, "parsing 100 000 CIDRs took {:?}", started.elapsed());
+    assert!(
+        cfg.blocks_v4.len() <= 65_536,
+        "adjacent /24s are merged before the kernel sees them"
+    );
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "parsing 100 000 CIDRs took {:?}",
+        started.elapsed()
+    );
     let mut bad = blocks;
     bad[99_999] = "11.0.0.1/8".into();
-    let args = RedirectArgs { ipv4_accept_blocks: Some(bad.join(",")), ..Default::default() };
+    let args = RedirectArgs {
+        ipv4_accept_blocks: Some(bad.join(",")),
+        ..Default::default()
+    };
     let e = redirect::parse(&args, &|_| None, Path::new("/")).unwrap_err();
     assert!(e.to_string().contains("11.0.0.1/8"), "{e}");
 }

@@ -23,7 +23,16 @@ fn static_binary() -> PathBuf {
         .current_dir(&root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_DIR", &target_dir)
-        .args(["build", "--quiet", "--profile", "static-test", "--target", "x86_64-unknown-linux-gnu", "--bin", "nftkit"])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "static-test",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--bin",
+            "nftkit",
+        ])
         .status()
         .expect("run cargo");
     assert!(st.success(), "static build failed");
@@ -34,15 +43,26 @@ fn static_binary() -> PathBuf {
 fn static_binary_runs_alone_in_an_empty_root() {
     let bin = static_binary();
     let ldd = Command::new("ldd").arg(&bin).output().expect("ldd");
-    let text = String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
-    assert!(text.contains("not a dynamic executable") || text.contains("statically linked"), "dynamic: {text}");
+    let text =
+        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(
+        text.contains("not a dynamic executable") || text.contains("statically linked"),
+        "dynamic: {text}"
+    );
 
     let root = std::env::temp_dir().join(format!("nftkit-chroot-{}", std::process::id()));
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::copy(&bin, root.join("nftkit")).unwrap();
     std::fs::write(root.join("etc/hosts"), "203.0.113.10 proxy.test\n").unwrap();
-    let entries: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(entries.len(), 2, "only the binary and etc/hosts: {entries:?}");
+    let entries: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        2,
+        "only the binary and etc/hosts: {entries:?}"
+    );
     let root_s = root.to_str().unwrap().to_string();
 
     let run = |pre: &[&str], args: &[&str], env: &[(&str, &str)]| {
@@ -57,7 +77,11 @@ fn static_binary_runs_alone_in_an_empty_root() {
             .envs(env.iter().copied())
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let (code, out, err) = run(&[], &["--version"], &[]);
     assert_eq!(code, Some(0), "{err}");
@@ -65,15 +89,26 @@ fn static_binary_runs_alone_in_an_empty_root() {
     let (code, out, err) = run(&[], &["-q", "--dry-run", "redirect"], &[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("table inet nftkit-redirect {"));
-    let (code, out, err) = run(&[], &["-q", "--dry-run", "redirect"], &[("TO_DOMAIN", "proxy.test")]);
+    let (code, out, err) = run(
+        &[],
+        &["-q", "--dry-run", "redirect"],
+        &[("TO_DOMAIN", "proxy.test")],
+    );
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("dnat ip to 203.0.113.10:10080"), "resolved from the chroot's /etc/hosts: {out}");
+    assert!(
+        out.contains("dnat ip to 203.0.113.10:10080"),
+        "resolved from the chroot's /etc/hosts: {out}"
+    );
 
     let ns = Netns::new();
     let (code, _, err) = run(&["ip", "netns", "exec", &ns.name], &["-q", "redirect"], &[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(ns.ruleset().contains("tcp dport 80 redirect to :10080"));
-    let (code, _, err) = run(&["ip", "netns", "exec", &ns.name], &["-q", "verify", "redirect"], &[]);
+    let (code, _, err) = run(
+        &["ip", "netns", "exec", &ns.name],
+        &["-q", "verify", "redirect"],
+        &[],
+    );
     assert_eq!(code, Some(0), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -143,9 +143,9 @@ impl Backend for FakeBackend {
     fn delete(&mut self, table: &str) -> Result<bool> {
         match self.tables.get(table) {
             None => Ok(false),
-            Some(t) if !is_owned_comment(t.comment.as_deref()) && !self.force => Err(Error::runtime(format!(
-                "table inet {table} is not managed by nftkit"
-            ))),
+            Some(t) if !is_owned_comment(t.comment.as_deref()) && !self.force => Err(
+                Error::runtime(format!("table inet {table} is not managed by nftkit")),
+            ),
             Some(_) => {
                 self.take_failure()?;
                 self.tables.remove(table);

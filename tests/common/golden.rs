@@ -17,14 +17,20 @@ impl Golden {
     /// `tests/golden/<dir>/<name>.nft` for `nftkit --dry-run -q ARGV...`.
     pub fn new<S: Into<OsString> + Clone>(dir: &str, name: &str, argv: &[S]) -> Golden {
         Golden {
-            file: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(dir).join(format!("{name}.nft")),
+            file: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden")
+                .join(dir)
+                .join(format!("{name}.nft")),
             argv: argv.iter().cloned().map(Into::into).collect(),
             env: Vec::new(),
         }
     }
 
     pub fn env(mut self, env: &[(&str, &str)]) -> Golden {
-        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self
     }
 
@@ -37,7 +43,12 @@ impl Golden {
             .args(&self.argv)
             .output()
             .expect("run nftkit");
-        assert!(out.status.success(), "{}: {}", self.file.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            self.file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf-8")
     }
 }
@@ -51,8 +62,14 @@ pub fn assert_matches_golden(cases: &[Golden]) {
             std::fs::write(&case.file, &got).unwrap();
             continue;
         }
-        let want = std::fs::read_to_string(&case.file).unwrap_or_else(|_| panic!("missing {}", case.file.display()));
-        assert_eq!(got, want, "{} differs from the dry-run output", case.file.display());
+        let want = std::fs::read_to_string(&case.file)
+            .unwrap_or_else(|_| panic!("missing {}", case.file.display()));
+        assert_eq!(
+            got,
+            want,
+            "{} differs from the dry-run output",
+            case.file.display()
+        );
     }
 }
 
@@ -64,6 +81,11 @@ pub fn assert_nft_accepts(cases: &[Golden]) {
             .arg(&case.file)
             .output()
             .expect("run unshare nft (scripts/test.sh installs nftables)");
-        assert!(out.status.success(), "nft -c -f {}: {}", case.file.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft -c -f {}: {}",
+            case.file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
