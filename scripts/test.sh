@@ -24,13 +24,17 @@ declare -A pkg_for=(
     [conntrack]=conntrack
     [setpriv]=util-linux
     [jq]=jq
+    [sysctl]=procps
+    [unshare]=util-linux
 )
 missing=()
-for cmd in nft iptables ip socat conntrack setpriv jq; do
+for cmd in nft iptables ip socat conntrack setpriv jq sysctl unshare; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         missing+=("${pkg_for[$cmd]}")
     fi
 done
+# GNU time (not the shell keyword) measures peak RSS in the reliability tests.
+[ -x /usr/bin/time ] || missing+=(time)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing missing packages: ${missing[*]}" >&2
