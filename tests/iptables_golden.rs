@@ -8,78 +8,15 @@
 //! flavours, reads back through iptables-save as exactly its own `-A` lines — so the text
 //! we render is iptables-save's canonical form, which is what makes `verify` exact.
 
+#[allow(dead_code)]
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-struct Case {
-    name: &'static str,
-    args: &'static [&'static str],
-    env: &'static [(&'static str, &'static str)],
-}
-
-/// Kept in step with tests/golden.rs.
-const CASES: &[Case] = &[
-    Case {
-        name: "default",
-        args: &[],
-        env: &[],
-    },
-    Case {
-        name: "dnat-both-families",
-        args: &[],
-        env: &[
-            ("TO_IPV4_ADDR", "203.0.113.10"),
-            ("TO_IPV6_ADDR", "2001:db8::10"),
-        ],
-    },
-    Case {
-        name: "dnat-ipv4-only",
-        args: &[],
-        env: &[("TO_IPV4_ADDR", "203.0.113.10")],
-    },
-    Case {
-        name: "lone-port",
-        args: &[],
-        env: &[("PORT_MAPPING", "15001")],
-    },
-    Case {
-        name: "uid-ranges-and-lists",
-        args: &[],
-        env: &[
-            ("ACCEPT_UIDS", "1010, 0, 2000-2999,"),
-            ("ACCEPT_GIDS", "1337,3000-3100"),
-            ("PORT_MAPPING", "10080:80,10443:443,18080:8080"),
-        ],
-    },
-    Case {
-        name: "accept-blocks-mixed",
-        args: &[],
-        env: &[
-            (
-                "ACCEPT_BLOCKS",
-                "10.0.0.0/8,10.1.0.0/16,192.0.2.0/24,fd00::/8",
-            ),
-            ("IPV6_ACCEPT_BLOCKS", "::1/128"),
-        ],
-    },
-    Case {
-        name: "flags-empty-lists",
-        args: &[
-            "--accept-uids",
-            "",
-            "--accept-gids",
-            "",
-            "--ipv4-accept-blocks",
-            "",
-            "--ipv6-accept-blocks",
-            "",
-            "--table",
-            "pod-redirect",
-        ],
-        env: &[("ACCEPT_UIDS", "5")],
-    },
-];
+// The same cases as tests/golden.rs.
+use common::golden::{REDIRECT_CASES as CASES, RedirectCase as Case};
 
 fn golden_path(case: &Case) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -89,3 +89,73 @@ pub fn assert_nft_accepts(cases: &[Golden]) {
         );
     }
 }
+
+/// A redirect golden case: flags and environment (tests/golden.rs renders the nft text,
+/// tests/iptables_golden.rs the iptables-restore text of the same cases).
+pub struct RedirectCase {
+    pub name: &'static str,
+    pub args: &'static [&'static str],
+    pub env: &'static [(&'static str, &'static str)],
+}
+
+pub const REDIRECT_CASES: &[RedirectCase] = &[
+    RedirectCase {
+        name: "default",
+        args: &[],
+        env: &[],
+    },
+    RedirectCase {
+        name: "dnat-both-families",
+        args: &[],
+        env: &[
+            ("TO_IPV4_ADDR", "203.0.113.10"),
+            ("TO_IPV6_ADDR", "2001:db8::10"),
+        ],
+    },
+    RedirectCase {
+        name: "dnat-ipv4-only",
+        args: &[],
+        env: &[("TO_IPV4_ADDR", "203.0.113.10")],
+    },
+    RedirectCase {
+        name: "lone-port",
+        args: &[],
+        env: &[("PORT_MAPPING", "15001")],
+    },
+    RedirectCase {
+        name: "uid-ranges-and-lists",
+        args: &[],
+        env: &[
+            ("ACCEPT_UIDS", "1010, 0, 2000-2999,"),
+            ("ACCEPT_GIDS", "1337,3000-3100"),
+            ("PORT_MAPPING", "10080:80,10443:443,18080:8080"),
+        ],
+    },
+    RedirectCase {
+        name: "accept-blocks-mixed",
+        args: &[],
+        env: &[
+            (
+                "ACCEPT_BLOCKS",
+                "10.0.0.0/8,10.1.0.0/16,192.0.2.0/24,fd00::/8",
+            ),
+            ("IPV6_ACCEPT_BLOCKS", "::1/128"),
+        ],
+    },
+    RedirectCase {
+        name: "flags-empty-lists",
+        args: &[
+            "--accept-uids",
+            "",
+            "--accept-gids",
+            "",
+            "--ipv4-accept-blocks",
+            "",
+            "--ipv6-accept-blocks",
+            "",
+            "--table",
+            "pod-redirect",
+        ],
+        env: &[("ACCEPT_UIDS", "5")],
+    },
+];
