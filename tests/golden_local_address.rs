@@ -6,9 +6,7 @@
 #[allow(dead_code)]
 mod common;
 
-use std::process::Command;
-
-use common::golden::{Golden, assert_matches_golden, assert_nft_accepts};
+use common::golden::{Golden, assert_invalid_dry_run, assert_matches_golden, assert_nft_accepts};
 
 struct Case {
     command: &'static str,
@@ -91,17 +89,8 @@ fn invalid_input_is_exit_2_with_one_line_naming_the_option() {
             "--sync-interval",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
-            .env_clear()
-            .arg("--dry-run")
-            .arg(command)
-            .args(args)
-            .output()
-            .expect("run nftkit");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{command} {args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-        assert!(err.contains(needle), "{command} {args:?}: {err}");
-        assert!(out.stdout.is_empty());
+        let mut argv = vec![command];
+        argv.extend_from_slice(args);
+        assert_invalid_dry_run(&argv, needle);
     }
 }

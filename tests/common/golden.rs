@@ -53,6 +53,22 @@ impl Golden {
     }
 }
 
+/// `nftkit --dry-run ARGS` is refused: exit 2, one line on stderr naming `needle`
+/// (the option), nothing on stdout.
+pub fn assert_invalid_dry_run(args: &[&str], needle: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
+        .env_clear()
+        .arg("--dry-run")
+        .args(args)
+        .output()
+        .expect("run nftkit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert!(out.stdout.is_empty());
+}
+
 /// Each case renders exactly its file; `UPDATE_GOLDEN=1` rewrites the files instead.
 pub fn assert_matches_golden(cases: &[Golden]) {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
