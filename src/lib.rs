@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cli;
 pub mod daemon;
 pub mod error;
+pub mod fast_yaml;
 pub mod jobs;
 pub mod metrics;
 pub mod model;

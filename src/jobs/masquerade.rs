@@ -29,7 +29,6 @@
 //! `--nomasq-all-reserved-ranges`) only when no such file exists. Files that disagree on a
 //! boolean or repeat a CIDR are reported (log and `status`); the merge stays upstream's.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -44,6 +43,7 @@ use serde_norway::Value;
 use crate::backend::Backend;
 use crate::daemon;
 use crate::error::{Error, Result};
+use crate::fast_yaml::{Node, Scalar};
 use crate::model::*;
 
 pub const COMMAND: &str = "masquerade";
@@ -413,6 +413,36 @@ const KEY_LINK_LOCAL_V6: &str = "masqLinkLocalIPv6";
 
 /// Parse one config file's content (YAML or JSON) and validate it as upstream does.
 pub fn parse_file(path: &Path, bytes: &[u8], enable_ipv6: bool) -> Result<FileConfig> {
+    let mut out = FileConfig {
+        path: path.to_path_buf(),
+        ..Default::default()
+    };
+    // The usual block YAML (`key:` then `  - CIDR` lines) in one linear pass, with no
+    // Value per list item; checked exactly as the full parser's document below.
+    if let Some(doc) = crate::fast_yaml::parse(bytes) {
+        for (key, node) in &doc.entries {
+            let known = [KEY_CIDRS, KEY_LINK_LOCAL, KEY_LINK_LOCAL_V6]
+                .iter()
+                .any(|k| key.eq_ignore_ascii_case(k));
+            match node {
+                Node::Seq(items) if key.eq_ignore_ascii_case(KEY_CIDRS) => {
+                    let what = cidr_what(path);
+                    let mut cidrs = Vec::with_capacity(items.len());
+                    for item in items {
+                        cidrs.push(match *item {
+                            Scalar::Null => cidr(&what, "", enable_ipv6),
+                            Scalar::Str(s) => cidr(&what, s, enable_ipv6),
+                            Scalar::Bool(_) => cidr_item(&what, &item.to_value(), enable_ipv6),
+                        }?);
+                    }
+                    out.cidrs = cidrs;
+                }
+                _ if known => set_key(&mut out, path, key, &node.to_value(), enable_ipv6)?,
+                _ => {}
+            }
+        }
+        return Ok(out);
+    }
     // libyaml is quadratic in nesting depth and keeps every event in memory: refuse such
     // input in one linear pass first.
     crate::parse::check_yaml_size(bytes).map_err(|why| file_error(path, why))?;
@@ -421,10 +451,6 @@ pub fn parse_file(path: &Path, bytes: &[u8], enable_ipv6: bool) -> Result<FileCo
         // JSON is YAML, but libyaml is pickier about some whitespace (tabs) than JSON.
         Err(yaml_err) => serde_json::from_slice::<Value>(bytes)
             .map_err(|_| file_error(path, format!("not valid YAML or JSON: {yaml_err}")))?,
-    };
-    let mut out = FileConfig {
-        path: path.to_path_buf(),
-        ..Default::default()
     };
     let map = match untag(&doc) {
         // An empty file (or `null`) sets nothing, as upstream.
@@ -440,20 +466,32 @@ pub fn parse_file(path: &Path, bytes: &[u8], enable_ipv6: bool) -> Result<FileCo
             ));
         }
     };
-    // Go's encoding/json matches keys case-insensitively; unknown keys are ignored.
     for (k, v) in map {
         let Some(key) = untag(k).as_str() else {
             continue;
         };
-        if key.eq_ignore_ascii_case(KEY_CIDRS) {
-            out.cidrs = cidr_list(path, key, untag(v), enable_ipv6)?;
-        } else if key.eq_ignore_ascii_case(KEY_LINK_LOCAL) {
-            out.masq_link_local = boolean(path, key, untag(v))?;
-        } else if key.eq_ignore_ascii_case(KEY_LINK_LOCAL_V6) {
-            out.masq_link_local_ipv6 = boolean(path, key, untag(v))?;
-        }
+        set_key(&mut out, path, key, untag(v), enable_ipv6)?;
     }
     Ok(out)
+}
+
+/// Apply one top-level entry. Go's encoding/json matches keys case-insensitively; unknown
+/// keys are ignored.
+fn set_key(
+    out: &mut FileConfig,
+    path: &Path,
+    key: &str,
+    v: &Value,
+    enable_ipv6: bool,
+) -> Result<()> {
+    if key.eq_ignore_ascii_case(KEY_CIDRS) {
+        out.cidrs = cidr_list(path, key, v, enable_ipv6)?;
+    } else if key.eq_ignore_ascii_case(KEY_LINK_LOCAL) {
+        out.masq_link_local = boolean(path, key, v)?;
+    } else if key.eq_ignore_ascii_case(KEY_LINK_LOCAL_V6) {
+        out.masq_link_local_ipv6 = boolean(path, key, v)?;
+    }
+    Ok(())
 }
 
 fn untag(v: &Value) -> &Value {
@@ -489,23 +527,32 @@ fn cidr_list(path: &Path, key: &str, v: &Value, enable_ipv6: bool) -> Result<Vec
             ));
         }
     };
-    let what = format!("{KEY_CIDRS} entry in {}", path.display());
+    let what = cidr_what(path);
     items
         .iter()
-        .map(|item| match untag(item) {
-            // `- ` and `- null` are "" in upstream, which then fails to parse.
-            Value::Null => cidr(&what, "", enable_ipv6),
-            Value::String(s) => cidr(&what, s, enable_ipv6),
-            other => Err(Error::invalid(
-                &what,
-                scalar_text(other),
-                format!(
-                    "is {}; expected a CIDR string such as 10.0.0.0/8",
-                    kind(other)
-                ),
-            )),
-        })
+        .map(|item| cidr_item(&what, item, enable_ipv6))
         .collect()
+}
+
+/// How errors name an item of the CIDR list in `path`.
+fn cidr_what(path: &Path) -> String {
+    format!("{KEY_CIDRS} entry in {}", path.display())
+}
+
+fn cidr_item(what: &str, item: &Value, enable_ipv6: bool) -> Result<IpNet> {
+    match untag(item) {
+        // `- ` and `- null` are "" in upstream, which then fails to parse.
+        Value::Null => cidr(what, "", enable_ipv6),
+        Value::String(s) => cidr(what, s, enable_ipv6),
+        other => Err(Error::invalid(
+            what,
+            scalar_text(other),
+            format!(
+                "is {}; expected a CIDR string such as 10.0.0.0/8",
+                kind(other)
+            ),
+        )),
+    }
 }
 
 fn scalar_text(v: &Value) -> String {
@@ -528,13 +575,16 @@ pub fn cidr(what: &str, raw: &str, enable_ipv6: bool) -> Result<IpNet> {
             "empty item; expected a CIDR such as 10.0.0.0/8",
         ));
     }
-    let net: IpNet = t.parse().map_err(|_| {
-        Error::invalid(
-            what,
-            raw,
-            "could not be parsed; expected a CIDR such as 10.0.0.0/8 or fd00::/8",
-        )
-    })?;
+    let net: IpNet = match ipv4_cidr(t) {
+        Some(n) => IpNet::V4(n),
+        None => t.parse().map_err(|_| {
+            Error::invalid(
+                what,
+                raw,
+                "could not be parsed; expected a CIDR such as 10.0.0.0/8 or fd00::/8",
+            )
+        })?,
+    };
     if net.trunc() != net {
         return Err(Error::invalid(
             what,
@@ -553,6 +603,49 @@ pub fn cidr(what: &str, raw: &str, enable_ipv6: bool) -> Result<IpNet> {
         ));
     }
     Ok(net)
+}
+
+/// `a.b.c.d/n` exactly as ipnet's parser reads an IPv4 CIDR (octets of 1-3 digits up to
+/// 255, a prefix of 1-2 digits up to 32), without its backtracking; `None` for anything
+/// else, which is then left to ipnet (IPv6, errors).
+fn ipv4_cidr(s: &str) -> Option<Ipv4Net> {
+    /// The number of at most `max_digits` digits at the start of `b`, and its length.
+    fn number(b: &[u8], max_digits: usize) -> Option<(u32, usize)> {
+        let mut n = 0u32;
+        let mut len = 0;
+        while let Some(&c) = b.get(len)
+            && c.is_ascii_digit()
+        {
+            if len == max_digits {
+                return None;
+            }
+            n = n * 10 + u32::from(c - b'0');
+            len += 1;
+        }
+        (len > 0).then_some((n, len))
+    }
+    let b = s.as_bytes();
+    let mut at = 0;
+    let mut octets = [0u8; 4];
+    for (i, o) in octets.iter_mut().enumerate() {
+        if i > 0 {
+            if b.get(at) != Some(&b'.') {
+                return None;
+            }
+            at += 1;
+        }
+        let (n, len) = number(&b[at..], 3)?;
+        *o = u8::try_from(n).ok()?;
+        at += len;
+    }
+    if b.get(at) != Some(&b'/') {
+        return None;
+    }
+    let (len, digits) = number(&b[at + 1..], 2)?;
+    if at + 1 + digits != b.len() || len > 32 {
+        return None;
+    }
+    Ipv4Net::new(Ipv4Addr::from(octets), len as u8).ok()
 }
 
 /// Go decodes YAML 1.1 (go-yaml v2): yes/no/on/off/y/n are booleans too.
@@ -604,28 +697,25 @@ pub fn defaults(all_reserved: bool) -> MasqConfig {
 /// conflicts between them. Overlapping CIDRs are merged (interval sets refuse overlaps).
 pub fn merge(files: &[FileConfig]) -> (MasqConfig, Vec<String>) {
     let mut cfg = MasqConfig::default();
-    let mut v4 = Vec::new();
+    let total = files.iter().map(|f| f.cidrs.len()).sum();
+    let mut v4 = Vec::with_capacity(total);
     let mut v6 = Vec::new();
-    // CIDR -> indexes of the files listing it, once per listing.
-    let mut seen: HashMap<IpNet, Vec<usize>> = HashMap::new();
-    let mut order: Vec<IpNet> = Vec::new();
-    for (i, f) in files.iter().enumerate() {
+    for f in files {
         for net in &f.cidrs {
-            let e = seen.entry(*net).or_default();
-            if e.is_empty() {
-                order.push(*net);
-                match net {
-                    IpNet::V4(n) => v4.push(*n),
-                    IpNet::V6(n) => v6.push(*n),
-                }
+            match net {
+                IpNet::V4(n) => v4.push(*n),
+                IpNet::V6(n) => v6.push(*n),
             }
-            e.push(i);
         }
         cfg.masq_link_local |= f.masq_link_local.unwrap_or(false);
         cfg.masq_link_local_ipv6 |= f.masq_link_local_ipv6.unwrap_or(false);
     }
-    cfg.v4 = Ipv4Net::aggregate(&v4);
-    cfg.v6 = Ipv6Net::aggregate(&v6);
+    // Sorted, repeats show side by side (aggregation sorts too, and merges them).
+    v4.sort_unstable();
+    v6.sort_unstable();
+    let repeated = v4.windows(2).any(|w| w[0] == w[1]) || v6.windows(2).any(|w| w[0] == w[1]);
+    cfg.v4 = aggregate_v4(v4);
+    cfg.v6 = aggregate_v6(v6);
 
     let name = |i: usize| files[i].path.display().to_string();
     let mut conflicts = Vec::new();
@@ -652,35 +742,83 @@ pub fn merge(files: &[FileConfig]) -> (MasqConfig, Vec<String>) {
             ));
         }
     }
-    for net in order {
-        let listed = &seen[&net];
-        if listed.len() < 2 {
-            continue;
+    if !repeated {
+        return (cfg, conflicts);
+    }
+    // Repeated CIDRs: every listing as (CIDR, position over all files, file index), sorted
+    // by CIDR then position (positions are unique), so each repeat is a run of listings in
+    // file order; reported in the order of their first listing.
+    let mut listed: Vec<(IpNet, u32, u32)> = Vec::with_capacity(total);
+    for (i, f) in files.iter().enumerate() {
+        for net in &f.cidrs {
+            listed.push((*net, listed.len() as u32, i as u32));
         }
+    }
+    listed.sort_unstable();
+    let mut repeats: Vec<&[(IpNet, u32, u32)]> = listed
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+        .collect();
+    repeats.sort_unstable_by_key(|run| run[0].1);
+    for run in repeats {
         let mut where_: Vec<String> = Vec::new();
-        for &i in listed {
-            let n = listed.iter().filter(|&&j| j == i).count();
-            let s = if n > 1 {
-                format!("{} ({n} times)", name(i))
-            } else {
-                name(i)
+        for in_file in run.chunk_by(|a, b| a.2 == b.2) {
+            let s = match in_file.len() {
+                1 => name(in_file[0].2 as usize),
+                n => format!("{} ({n} times)", name(in_file[0].2 as usize)),
             };
             if !where_.contains(&s) {
                 where_.push(s);
             }
         }
         conflicts.push(format!(
-            "CIDR {net} is listed {} times: in {}",
-            listed.len(),
+            "CIDR {} is listed {} times: in {}",
+            run[0].0,
+            run.len(),
             where_.join(", ")
         ));
     }
     (cfg, conflicts)
 }
 
+/// `Ipv4Net::aggregate(&sorted)`. When no two of the sorted CIDRs overlap or touch (the
+/// usual list), that only truncates each (ipnet sorts the same blocks into the same order
+/// and merges none), so do just that, in place.
+fn aggregate_v4(mut sorted: Vec<Ipv4Net>) -> Vec<Ipv4Net> {
+    let apart = sorted
+        .windows(2)
+        .all(|w| u32::from(w[0].broadcast()).saturating_add(1) < u32::from(w[1].network()));
+    if !apart {
+        return Ipv4Net::aggregate(&sorted);
+    }
+    for n in &mut sorted {
+        *n = n.trunc();
+    }
+    sorted
+}
+
+/// [`aggregate_v4`] for IPv6.
+fn aggregate_v6(mut sorted: Vec<Ipv6Net>) -> Vec<Ipv6Net> {
+    let apart = sorted
+        .windows(2)
+        .all(|w| u128::from(w[0].broadcast()).saturating_add(1) < u128::from(w[1].network()));
+    if !apart {
+        return Ipv6Net::aggregate(&sorted);
+    }
+    for n in &mut sorted {
+        *n = n.trunc();
+    }
+    sorted
+}
+
 /// Read, validate and merge the config dir (upstream's whole config step).
 pub fn load(s: &Settings) -> Result<Loaded> {
-    let Some(entries) = read_config_dir(&s.config_dir)? else {
+    load_from(s, read_config_dir(&s.config_dir)?.as_deref())
+}
+
+/// Validate and merge what [`read_config_dir`] read (`None`: the directory is missing).
+pub fn load_from(s: &Settings, entries: Option<&[RawFile]>) -> Result<Loaded> {
+    let Some(entries) = entries else {
         return Ok(Loaded {
             config: defaults(s.all_reserved),
             source: Source::Defaults { dir_missing: true },
@@ -718,7 +856,7 @@ pub fn load(s: &Settings) -> Result<Loaded> {
     }
     Ok(Loaded {
         config,
-        source: Source::Files(entries.into_iter().map(|(p, _)| p).collect()),
+        source: Source::Files(entries.iter().map(|(p, _)| p.clone()).collect()),
         conflicts,
         notices,
     })
@@ -947,6 +1085,9 @@ pub struct MasqJob {
     /// Built at startup before the backend opened; handed to the loop's first call.
     primed: Option<Ruleset>,
     last: Option<Loaded>,
+    /// The files read (`None`: no config dir) and the table built from them at the last
+    /// successful load: while they stay byte for byte the same, neither is redone.
+    cache: Option<(Option<Vec<RawFile>>, Ruleset)>,
     report_path: Option<PathBuf>,
     report: Report,
 }
@@ -974,12 +1115,32 @@ impl MasqJob {
             table: table.to_string(),
             primed: None,
             last: None,
+            cache: None,
         }
     }
 
     fn reload(&mut self) -> Result<Ruleset> {
         let started = std::time::Instant::now();
-        match load(&self.settings) {
+        let raw = match read_config_dir(&self.settings.config_dir) {
+            Ok(raw) => raw,
+            Err(e) => return Err(self.config_error(e)),
+        };
+        if let (Some((cached, rs)), Some(l)) = (&self.cache, &self.last)
+            && *cached == raw
+        {
+            // Same files, same settings: the same Loaded and table as last time.
+            let rs = rs.clone();
+            tracing::debug!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "config read and built"
+            );
+            if self.report.config_error.is_some() {
+                let r = self.report_for(l);
+                self.set_report(r);
+            }
+            return Ok(rs);
+        }
+        match load_from(&self.settings, raw.as_deref()) {
             Ok(l) => {
                 if self.last.as_ref() != Some(&l) {
                     if self.last.is_some() {
@@ -992,25 +1153,35 @@ impl MasqJob {
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "config read and built"
                 );
-                let mut r = self.report.clone();
-                r.files = match &l.source {
-                    Source::Files(f) => f.iter().map(|p| p.display().to_string()).collect(),
-                    Source::Defaults { .. } => Vec::new(),
-                };
-                r.defaults = matches!(l.source, Source::Defaults { .. });
-                r.conflicts = l.conflicts.clone();
-                r.config_error = None;
+                let r = self.report_for(&l);
                 self.set_report(r);
                 self.last = Some(l);
+                self.cache = Some((raw, rs.clone()));
                 Ok(rs)
             }
-            Err(e) => {
-                let mut r = self.report.clone();
-                r.config_error = Some(e.to_string());
-                self.set_report(r);
-                Err(e)
-            }
+            Err(e) => Err(self.config_error(e)),
         }
+    }
+
+    /// The report after loading `l` successfully.
+    fn report_for(&self, l: &Loaded) -> Report {
+        let mut r = self.report.clone();
+        r.files = match &l.source {
+            Source::Files(f) => f.iter().map(|p| p.display().to_string()).collect(),
+            Source::Defaults { .. } => Vec::new(),
+        };
+        r.defaults = matches!(l.source, Source::Defaults { .. });
+        r.conflicts = l.conflicts.clone();
+        r.config_error = None;
+        r
+    }
+
+    /// Report the config error `e` (the last good rules stay) and hand it back.
+    fn config_error(&mut self, e: Error) -> Error {
+        let mut r = self.report.clone();
+        r.config_error = Some(e.to_string());
+        self.set_report(r);
+        e
     }
 
     fn set_report(&mut self, r: Report) {
@@ -1037,9 +1208,15 @@ impl daemon::Job for MasqJob {
 /// The desired table for `verify` and `--dry-run` (logs like a run would).
 pub fn desired(args: &MasqueradeArgs, table: &str) -> Result<Ruleset> {
     let s = settings(args)?;
+    let started = std::time::Instant::now();
     let l = load(&s)?;
+    let rs = build(&l.config, &s, table);
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "config read and built"
+    );
     log_loaded(&l, &s);
-    Ok(build(&l.config, &s, table))
+    Ok(rs)
 }
 
 /// `nftkit masquerade`: validate everything first (exit 2 touches nothing), then apply
@@ -1174,6 +1351,86 @@ mod tests {
             }
         }
         assert!(cidr("x", "fd00::/8", true).is_ok());
+    }
+
+    #[test]
+    fn ipv4_cidr_reads_what_ipnet_reads() {
+        for ok in [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "255.255.255.255/32",
+            "172.16.0.0/30",
+            "010.001.0.00/08",
+            "1.2.3.4/00",
+        ] {
+            assert_eq!(
+                ipv4_cidr(ok).map(IpNet::V4),
+                Some(ok.parse().unwrap()),
+                "{ok}"
+            );
+        }
+        for other in [
+            "",
+            "/8",
+            "1.2.3/8",
+            "1.2.3.4",
+            "1.2.3.4/",
+            "1.2.3.4/33",
+            "1.2.3.4/008",
+            "256.0.0.0/8",
+            "1.2.3.0004/8",
+            "1.2.3.4/8/",
+            "1.2.3.4 /8",
+            " 1.2.3.4/8",
+            "1.2.3.4/8 ",
+            "::/0",
+            "::ffff:1.2.3.4/96",
+            "1.2.3.4/+8",
+            "+1.2.3.4/8",
+            "1..3.4/8",
+            "1.2.3.4.5/8",
+        ] {
+            assert_eq!(ipv4_cidr(other), None, "{other:?}");
+        }
+        // Random near-CIDRs (1-4 digit numbers, mostly the right separators): whenever it
+        // reads one, ipnet reads the same; whenever it declines, ipnet reads no IPv4 CIDR.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut agreed = 0;
+        for _ in 0..100_000 {
+            let mut t = String::new();
+            for part in 0..5 {
+                if part > 0 {
+                    t.push_str(match (part, next(20)) {
+                        (_, 0) => "",
+                        (_, 1) => "..",
+                        (4, _) => "/",
+                        _ => ".",
+                    });
+                }
+                let digits = [1, 1, 2, 2, 3, 3, 0, 4][next(8) as usize];
+                for _ in 0..digits {
+                    let d = if next(3) == 0 { 0 } else { next(10) };
+                    t.push(char::from(b'0' + d as u8));
+                }
+            }
+            if next(20) == 0 {
+                t.push(['/', '.', 'x', ' '][next(4) as usize]);
+            }
+            let ipnet = t.parse::<IpNet>().ok();
+            if let Some(n) = ipv4_cidr(&t) {
+                assert_eq!(Some(IpNet::V4(n)), ipnet, "{t:?}");
+                agreed += 1;
+            } else {
+                assert!(!matches!(ipnet, Some(IpNet::V4(_))), "{t:?} declined");
+            }
+        }
+        assert!(agreed > 2000, "{agreed}");
     }
 
     #[test]
@@ -1679,5 +1936,227 @@ mod tests {
                 .any(|l| l.contains("conflict: CIDR 10.0.0.0/8")),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn unchanged_files_reuse_the_last_table() {
+        let d = Dir::new();
+        d.write("ip-masq-agent", "nonMasqueradeCIDRs:\n  - 10.0.0.0/8\n");
+        let state = Dir::new();
+        let sdir = state.0.display().to_string();
+        let env = move |k: &str| (k == "NFTKIT_STATE_DIR").then(|| sdir.clone());
+        let mut job = MasqJob::new(
+            st(&d.0, false, false),
+            "nftkit-masquerade",
+            state_path("nftkit-masquerade", &env),
+            false,
+        );
+        let first = job.reload().unwrap();
+        assert_eq!(first.set(SET_V4).unwrap().elements.len(), 1);
+        // Mark the kept table: an unchanged config dir hands it back without a rebuild.
+        job.cache.as_mut().unwrap().1.comment = "kept".into();
+        assert_eq!(job.reload().unwrap().comment, "kept");
+        // Any byte changed: read, parsed and built again.
+        d.write("ip-masq-agent", "nonMasqueradeCIDRs:\n  - 10.0.0.0/8 \n");
+        assert_eq!(job.reload().unwrap(), first);
+        job.cache.as_mut().unwrap().1.comment = "kept".into();
+        // A bad config is reported; back to the same files: ready again, the kept table.
+        d.write("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.1/8]");
+        assert!(job.reload().is_err());
+        assert!(status_lines("nftkit-masquerade", &env)[0].contains("NOT READY"));
+        d.write("ip-masq-agent", "nonMasqueradeCIDRs:\n  - 10.0.0.0/8 \n");
+        assert_eq!(job.reload().unwrap().comment, "kept");
+        let lines = status_lines("nftkit-masquerade", &env);
+        assert!(
+            lines[0].contains("ready") && !lines[0].contains("NOT"),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        // A new file: a new table.
+        d.write("ip-masq-b", "nonMasqueradeCIDRs: [192.0.2.0/24]");
+        let rs = job.reload().unwrap();
+        assert_eq!(rs.set(SET_V4).unwrap().elements.len(), 2);
+        assert_eq!(rs.comment, first.comment);
+    }
+
+    /// `merge` before it sorted instead of hashing: the reference its output must match.
+    fn merge_reference(files: &[FileConfig]) -> (MasqConfig, Vec<String>) {
+        use std::collections::HashMap;
+        let mut cfg = MasqConfig::default();
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        let mut seen: HashMap<IpNet, Vec<usize>> = HashMap::new();
+        let mut order: Vec<IpNet> = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            for net in &f.cidrs {
+                let e = seen.entry(*net).or_default();
+                if e.is_empty() {
+                    order.push(*net);
+                    match net {
+                        IpNet::V4(n) => v4.push(*n),
+                        IpNet::V6(n) => v6.push(*n),
+                    }
+                }
+                e.push(i);
+            }
+            cfg.masq_link_local |= f.masq_link_local.unwrap_or(false);
+            cfg.masq_link_local_ipv6 |= f.masq_link_local_ipv6.unwrap_or(false);
+        }
+        cfg.v4 = Ipv4Net::aggregate(&v4);
+        cfg.v6 = Ipv6Net::aggregate(&v6);
+        let name = |i: usize| files[i].path.display().to_string();
+        // The boolean conflicts are unchanged code: take them from `merge`.
+        let mut conflicts: Vec<String> = merge(files)
+            .1
+            .into_iter()
+            .filter(|c| !c.starts_with("CIDR "))
+            .collect();
+        for net in order {
+            let listed = &seen[&net];
+            if listed.len() < 2 {
+                continue;
+            }
+            let mut where_: Vec<String> = Vec::new();
+            for &i in listed {
+                let n = listed.iter().filter(|&&j| j == i).count();
+                let s = if n > 1 {
+                    format!("{} ({n} times)", name(i))
+                } else {
+                    name(i)
+                };
+                if !where_.contains(&s) {
+                    where_.push(s);
+                }
+            }
+            conflicts.push(format!(
+                "CIDR {net} is listed {} times: in {}",
+                listed.len(),
+                where_.join(", ")
+            ));
+        }
+        (cfg, conflicts)
+    }
+
+    #[test]
+    fn aggregate_matches_ipnet() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (mut apart, mut rounds) = (0, 0);
+        for _ in 0..3000 {
+            // Few, spread-out blocks (often apart) or many dense ones (often merging);
+            // host bits sometimes set (ipnet truncates).
+            let few = next(2) == 0;
+            let n = 1 + next(if few { 4 } else { 40 });
+            let spread = [8, 16, 24][next(3) as usize];
+            let v4: Vec<Ipv4Net> = (0..n)
+                .map(|_| {
+                    let addr = (next(256) as u32) << spread | next(1 << 8) as u32;
+                    let len = [0, 1, 8, 16, 24, 30, 31, 32][next(8) as usize];
+                    Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap()
+                })
+                .collect();
+            let v6: Vec<Ipv6Net> = v4
+                .iter()
+                .map(|n| {
+                    let a = u128::from(u32::from(n.addr())) << next(97);
+                    Ipv6Net::new(Ipv6Addr::from(a), n.prefix_len() * 4).unwrap()
+                })
+                .collect();
+            let (mut s4, mut s6) = (v4.clone(), v6.clone());
+            s4.sort_unstable();
+            s6.sort_unstable();
+            let want = Ipv4Net::aggregate(&v4);
+            if want.len() == v4.len() {
+                apart += 1;
+            }
+            rounds += 1;
+            assert_eq!(aggregate_v4(s4), want, "{v4:?}");
+            assert_eq!(aggregate_v6(s6), Ipv6Net::aggregate(&v6), "{v6:?}");
+        }
+        assert!(
+            apart > rounds / 10 && apart < rounds * 9 / 10,
+            "{apart} of {rounds}"
+        );
+        assert_eq!(aggregate_v4(Vec::new()), []);
+        let all = ipv4net(Ipv4Addr::UNSPECIFIED, 0);
+        assert_eq!(aggregate_v4(vec![all]), [all]);
+        let top = ipv4net(Ipv4Addr::new(255, 255, 255, 255), 32);
+        let below = ipv4net(Ipv4Addr::new(255, 255, 255, 252), 31);
+        assert_eq!(
+            aggregate_v4(vec![below, top]),
+            Ipv4Net::aggregate(&vec![below, top])
+        );
+    }
+
+    #[test]
+    fn merge_matches_the_hashing_merge() {
+        // A small pseudo-random generator (xorshift): many repeats within and across
+        // files, IPv4 and IPv6, overlaps, files sharing a name.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..500 {
+            let nfiles = 1 + next(4) as usize;
+            let pool = 1 + next(if round % 2 == 0 { 6 } else { 60 });
+            let files: Vec<FileConfig> = (0..nfiles)
+                .map(|i| {
+                    let cidrs = (0..next(12))
+                        .map(|_| {
+                            let k = next(pool) as u32;
+                            if k % 5 == 4 {
+                                IpNet::V6(
+                                    Ipv6Net::new(
+                                        Ipv6Addr::new(0xfd00, k as u16, 0, 0, 0, 0, 0, 0),
+                                        32,
+                                    )
+                                    .unwrap(),
+                                )
+                            } else {
+                                let len = [8u8, 16, 24, 30][(k % 4) as usize];
+                                IpNet::V4(
+                                    Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (k << 8)), len)
+                                        .unwrap()
+                                        .trunc(),
+                                )
+                            }
+                        })
+                        .collect();
+                    let b = |v: u64| [None, Some(false), Some(true)][v as usize];
+                    FileConfig {
+                        path: PathBuf::from(format!("/d/ip-masq-{}", i % 3)),
+                        cidrs,
+                        masq_link_local: b(next(3)),
+                        masq_link_local_ipv6: b(next(3)),
+                    }
+                })
+                .collect();
+            assert_eq!(merge(&files), merge_reference(&files), "{files:?}");
+        }
+        // The benchmark's shape: thousands of distinct CIDRs, a few repeats.
+        let mut text = String::from("nonMasqueradeCIDRs:\n");
+        for i in 0..3000u32 {
+            text.push_str(&format!(
+                "  - {}/30\n",
+                Ipv4Addr::from(0xac10_0000 + (i % 2900) * 8)
+            ));
+        }
+        let f = parse_str(&text, false).unwrap();
+        let files = [f, fc("ip-masq-b", &["172.16.0.8/30"], None, None)];
+        let (c, k) = merge(&files);
+        assert_eq!((c.v4.len(), k.len()), (2900, 100));
+        assert_eq!(
+            k[1],
+            "CIDR 172.16.0.8/30 is listed 3 times: in /etc/config/ip-masq-agent (2 times), /d/ip-masq-b"
+        );
+        assert_eq!((c, k), merge_reference(&files));
     }
 }
