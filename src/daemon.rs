@@ -85,12 +85,19 @@ pub fn run(
         return Ok(stats);
     }
     tracing::info!(interval_s = opts.interval.as_secs_f64(), table = %good.table, "reconciling");
+    let mut in_sync = None;
     while sleep_unless_stopped(opts.interval, stop) {
-        step(backend, job, &mut good, &mut stats);
+        step_cached(backend, job, &mut good, &mut stats, &mut in_sync);
         publish(&stats, &good);
     }
     tracing::info!(table = %good.table, "stopping on signal");
     Ok(stats)
+}
+
+/// The kernel's ruleset generation at which the table was last found equal to `ruleset`.
+pub struct InSync {
+    generation: u64,
+    ruleset: Ruleset,
 }
 
 /// One reconcile pass; errors are logged and counted, never fatal.
@@ -99,6 +106,19 @@ pub fn step(
     job: &mut dyn Job,
     good: &mut Ruleset,
     stats: &mut LoopStats,
+) {
+    step_cached(backend, job, good, stats, &mut None)
+}
+
+/// [`step`], skipping the read-back and compare when neither side changed since the last
+/// pass found them equal: the same desired table, and the same kernel ruleset generation
+/// (every commit in the network namespace, by anyone, bumps it).
+pub fn step_cached(
+    backend: &mut dyn Backend,
+    job: &mut dyn Job,
+    good: &mut Ruleset,
+    stats: &mut LoopStats,
+    in_sync: &mut Option<InSync>,
 ) {
     match job.desired() {
         Ok(rs) => {
@@ -115,6 +135,15 @@ pub fn step(
         stats.errors += 1;
         tracing::error!(error = %e, "repair failed");
     }
+    let generation = backend.ruleset_generation();
+    if let (Some(g), Some(last)) = (generation, in_sync.as_ref())
+        && last.generation == g
+        && last.ruleset == *good
+    {
+        tracing::debug!(table = %good.table, generation = g, "in sync; nothing sent");
+        return;
+    }
+    *in_sync = None;
     let diff = match backend.read_back(&good.table) {
         Ok(observed) => snapshot::diff(&backend.expected(good), observed.as_ref()),
         Err(e) => {
@@ -125,6 +154,15 @@ pub fn step(
     };
     if diff.is_empty() {
         tracing::debug!(table = %good.table, "in sync; nothing sent");
+        // Trusted next time only if nothing was committed while we read and compared.
+        if let Some(g) = generation
+            && backend.ruleset_generation() == Some(g)
+        {
+            *in_sync = Some(InSync {
+                generation: g,
+                ruleset: good.clone(),
+            });
+        }
         return;
     }
     tracing::warn!(table = %good.table, drift = %diff.join("; "), "kernel differs from desired state; re-applying");
@@ -232,6 +270,42 @@ mod tests {
         b.tables.clear();
         step(&mut b, &mut job, &mut good, &mut stats);
         assert_eq!(b.applies, 3, "deleted table re-created");
+    }
+
+    #[test]
+    fn unchanged_kernel_and_config_skip_the_read_back_until_something_changes() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![Ok(table(80))],
+        };
+        let mut good = table(80);
+        let mut stats = LoopStats::default();
+        let mut in_sync = None;
+        crate::ops::apply_and_check(&mut b, &good).unwrap();
+        let reads = b.read_backs;
+        step_cached(&mut b, &mut job, &mut good, &mut stats, &mut in_sync);
+        assert_eq!(b.read_backs, reads + 1, "first pass reads back");
+        step_cached(&mut b, &mut job, &mut good, &mut stats, &mut in_sync);
+        step_cached(&mut b, &mut job, &mut good, &mut stats, &mut in_sync);
+        assert_eq!(b.read_backs, reads + 1, "nothing changed: no read-back");
+        // A hand edit changes the generation: read back, drift repaired (and the repair's
+        // own check reads back once more).
+        b.flush_chain("nftkit-test", "c");
+        step_cached(&mut b, &mut job, &mut good, &mut stats, &mut in_sync);
+        assert_eq!(
+            (b.read_backs, b.applies, stats.drift_repairs),
+            (reads + 3, 2, 1)
+        );
+        // A new desired table (config change) is compared even with the kernel unchanged.
+        step_cached(&mut b, &mut job, &mut good, &mut stats, &mut in_sync);
+        let reads = b.read_backs;
+        job.configs = vec![Ok(table(443))];
+        step_cached(&mut b, &mut job, &mut good, &mut stats, &mut in_sync);
+        assert_eq!(
+            (b.read_backs, b.applies),
+            (reads + 2, 3),
+            "read, applied, checked"
+        );
     }
 
     #[test]

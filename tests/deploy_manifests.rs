@@ -69,7 +69,7 @@ fn check_nftkit_container(c: &Container, file: &str) {
     assert_ne!(sc.privileged, Some(true), "{file}");
 }
 
-fn nftkit_containers<'a>(spec: &'a PodSpec) -> impl Iterator<Item = &'a Container> {
+fn nftkit_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
     spec.init_containers
         .iter()
         .flatten()

@@ -2,7 +2,6 @@
 //! text in tests/golden/redirect/<case>.nft, and `nft -c -f` (in a throwaway network
 //! namespace) accepts that text. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites them.
 
-#[allow(dead_code)]
 mod common;
 
 use std::process::Command;

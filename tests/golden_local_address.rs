@@ -3,7 +3,6 @@
 //! throwaway network namespace) accepts that text.
 //! `UPDATE_GOLDEN=1 cargo test --test golden_local_address` rewrites them.
 
-#[allow(dead_code)]
 mod common;
 
 use common::golden::{Golden, assert_invalid_dry_run, assert_matches_golden, assert_nft_accepts};

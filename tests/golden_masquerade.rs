@@ -3,7 +3,6 @@
 //! and `nft -c -f` (in a throwaway network namespace) accepts that text.
 //! `UPDATE_GOLDEN=1 cargo test --test golden_masquerade` rewrites the files.
 
-#[allow(dead_code)]
 mod common;
 
 use std::process::Command;

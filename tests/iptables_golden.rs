@@ -8,7 +8,6 @@
 //! flavours, reads back through iptables-save as exactly its own `-A` lines — so the text
 //! we render is iptables-save's canonical form, which is what makes `verify` exact.
 
-#[allow(dead_code)]
 mod common;
 
 use std::collections::BTreeMap;

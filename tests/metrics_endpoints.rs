@@ -1,7 +1,6 @@
 //! `--metrics-addr` on a real daemon: /healthz, /readyz and Prometheus /metrics scraped
 //! over TCP inside the daemon's network namespace, readiness dropping on a broken config.
 
-#[allow(dead_code)]
 mod common;
 
 use std::io::{Read, Write};

@@ -146,11 +146,10 @@ fn a_refused_message_late_in_a_big_batch_leaves_the_old_table_byte_identical() {
         }],
         action: nftkit::model::Action::Return,
     });
-    let before = in_ns(&ns, || {
+    in_ns(&ns, || {
         let mut b = NetlinkBackend::connect().unwrap();
         b.apply(&good).unwrap();
     });
-    let _ = before;
     let listed_before = ns.nft(&["list", "ruleset"]);
     let err = in_ns(&ns, || {
         NetlinkBackend::connect().unwrap().apply(&bad).unwrap_err()

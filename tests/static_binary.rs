@@ -5,7 +5,6 @@
 //! Builds it (glibc, crt-static; the toolchain here has no musl target) into target/static
 //! unless NFTKIT_STATIC_BIN names one already built.
 
-#[allow(dead_code)]
 mod common;
 
 use std::path::PathBuf;

@@ -1,7 +1,6 @@
 //! scripts/verify-ruleset.sh (nft -j + jq only) against a ruleset nftkit really applied,
 //! and against broken ones.
 
-#[allow(dead_code)]
 mod common;
 
 use common::Netns;

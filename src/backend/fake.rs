@@ -20,6 +20,8 @@ pub struct FakeBackend {
     pub foreign_drops: Vec<(crate::model::Hook, super::ForeignDrop)>,
     /// `--force`: replace or delete tables not marked as ours.
     pub force: bool,
+    /// Number of `read_back` calls.
+    pub read_backs: usize,
 }
 
 impl FakeBackend {
@@ -137,7 +139,17 @@ impl Backend for FakeBackend {
     }
 
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
+        self.read_backs += 1;
         Ok(self.tables.get(table).cloned())
+    }
+
+    /// Changes with any change to the tables, also tests' direct edits (as the kernel's
+    /// generation does with any commit): a hash of their content.
+    fn ruleset_generation(&mut self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{:?}", self.tables).hash(&mut h);
+        Some(h.finish())
     }
 
     fn delete(&mut self, table: &str) -> Result<bool> {

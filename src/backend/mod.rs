@@ -49,6 +49,13 @@ pub trait Backend {
         let observed = self.read_back(&rs.table)?;
         Ok(crate::snapshot::diff(&self.expected(rs), observed.as_ref()))
     }
+    /// A number that changes whenever the kernel's ruleset may have changed (nf_tables:
+    /// the ruleset generation, bumped by every commit in the network namespace). Lets a
+    /// daemon skip the read-back while neither the kernel nor the desired table changed
+    /// since they were last found equal. Default: None (unknown: always read back).
+    fn ruleset_generation(&mut self) -> Option<u64> {
+        None
+    }
     /// Remove table `table`; Ok(false) if it did not exist. Refuses a table not marked ours.
     fn delete(&mut self, table: &str) -> Result<bool>;
     /// Every table whose comment marks it as nftkit's.
