@@ -81,6 +81,28 @@ sample() {
 }
 ns_new() { ip netns del "$1" 2>/dev/null || true; ip netns add "$1"; ip -n "$1" link set lo up; NSS+=("$1"); }
 ns_del() { ip netns del "$1" 2>/dev/null || true; }
+# ns_del_settled NS: delete NS and give the kernel a moment to tear it down. Teardown
+# (freeing the previous tool's 10 000-element table, an RCU grace period) runs in a
+# kernel worker after `ip netns del` returns; without the pause it competes with the
+# next tool's timed run on this 2-core machine, and which tool it hits depends only on
+# the order of the rotation.
+ns_del_settled() { ns_del "$1"; quiesce; }
+# quiesce: wait (at most 5 s) until the CPUs were at least 90% idle over 100 ms, so a
+# namespace's teardown (its table, tens of thousands of conntrack entries after the
+# datapath workload) has finished before the next timed run.
+quiesce() {
+    local i a b
+    for ((i = 0; i < 50; i++)); do
+        a=$(head -1 /proc/stat)
+        sleep 0.1
+        b=$(head -1 /proc/stat)
+        awk -v a="$a" -v b="$b" 'BEGIN {
+            split(a, x); split(b, y); tot = 0
+            for (k = 2; k <= 11; k++) tot += y[k] - x[k]
+            idle = (y[5] - x[5]) + (y[6] - x[6])
+            exit !(tot > 0 && idle / tot >= 0.9) }' && return 0
+    done
+}
 
 # timed NS CMD...: run CMD inside NS, print its wall time in ms (taken inside the namespace).
 timed() {
@@ -157,7 +179,7 @@ S
                 iptables-nft-percmd) ms=$(timed "$ns" bash "$d/percmd.sh" iptables-nft ip6tables-nft) ;;
             esac
             sample 1-redirect "$name" - ms "$ms"
-            ns_del "$ns"
+            ns_del_settled "$ns"
         done
     done
 }
@@ -184,7 +206,7 @@ w2() {
                     nft-f-set) ms=$(timed "$ns" nft -f "$d/nft-set.nft") ;;
                 esac
                 sample 2-masquerade-apply "$name" "$n" ms "$ms"
-                ns_del "$ns"
+                ns_del_settled "$ns"
             done
         done
     done
@@ -343,7 +365,7 @@ w4() {
                 bps=$(ip netns exec "$c" timeout 10 iperf3 -c 10.99.2.2 -p 5201 -t "$DP_SECONDS" -J | jq '.end.sum_received.bits_per_second')
                 wait "$srv" 2>/dev/null || true
                 sample 4-datapath $kind "$n" mbps "$(awk -v b="$bps" 'BEGIN { printf "%.1f", b / 1e6 }')"
-                ns_del "$c"; ns_del "$r"; ns_del "$s"
+                ns_del "$c"; ns_del "$s"; ns_del_settled "$r"
             done
         done
     done
@@ -378,8 +400,8 @@ w6() {
     log "6: footprint (startup $STARTUP_RUNS runs, RSS at $n CIDRs $RSS_RUNS runs)"
     # The static image binary (scripts/build-image.sh), only if built from the current sources.
     local static
-    static=$(find target/static -type f -name nftkit -path '*release*' 2>/dev/null | head -1 || true)
-    if [ -n "$static" ] && [ -z "$(find src nft-compat/src Cargo.lock -newer "$static" -print -quit)" ]; then
+    static=target/x86_64-unknown-linux-gnu/release/nftkit
+    if [ -f "$static" ] && [ -z "$(find src nft-compat/src Cargo.lock -newer "$static" -print -quit)" ]; then
         sample 6-footprint "binary (static: ${static#target/})" - bytes "$(stat -c %s "$static")"
     else
         log "  no up-to-date static binary (scripts/build-image.sh builds it); its size is not reported"
