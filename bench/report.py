@@ -101,9 +101,9 @@ def paired(w, p, n, m, base_p):
     return statistics.median(x / y for x, y in zip(a, b) if y)
 
 
-for n in ("1000", "10000"):
-    target(f"4: nftkit cps @{n} / nftkit cps @0 (paired runs)",
-           paired("4-datapath", n, "nftkit", "cps", "0"), ">= 0.95", lambda v: v >= 0.95)
+# The target is at 10 000 CIDRs; 1 000 is shown next to it.
+target("4: nftkit cps @10000 / nftkit cps @0 (paired runs)",
+       paired("4-datapath", "10000", "nftkit", "cps", "0"), ">= 0.95", lambda v: v >= 0.95)
 target("5: nftkit verify / iptables-legacy-save", ratio(med("5-readback", "10000", "nftkit verify masquerade", "ms"),
        med("5-readback", "10000", "iptables-legacy-save", "ms")), "<= 0.7", lambda v: v <= 0.7)
 target("6: nftkit peak RSS / nft -f (50000)", ratio(med("6-footprint", "50000", "nftkit-masquerade", "rss_kb"),
@@ -121,8 +121,15 @@ kernel_share.append({"what": "5: element dump alone / iptables-legacy-save",
                      "value": ratio(med("5-readback", "10000", "nftkit: element dump alone", "ms"),
                                     med("5-readback", "10000", "iptables-legacy-save", "ms"))})
 
+# Ratios shown for context, not targets.
+context = [{"what": "4: nftkit cps @1000 / nftkit cps @0 (paired runs)",
+            "value": paired("4-datapath", "1000", "nftkit", "cps", "0")},
+           {"what": "4: iptables-legacy cps @10000 / @0 (paired runs)",
+            "value": paired("4-datapath", "10000", "iptables-legacy", "cps", "0")}]
+
 meta = json.load(open(meta_path))
-json.dump({**meta, "results": rows, "targets": targets, "kernel_share": kernel_share},
+json.dump({**meta, "results": rows, "targets": targets, "kernel_share": kernel_share,
+           "context": context},
           open(out_path, "w"), indent=1)
 
 
@@ -156,6 +163,10 @@ for t in targets:
     print(f"  {t['target']:<52} {v:>8}  (goal {t['goal']})  {mark}")
 print("kernel's share (the floor under nftkit's own time, same run):")
 for k in kernel_share:
+    v = "-" if k["value"] is None else f"{k['value']:.2f}"
+    print(f"  {k['what']:<52} {v:>8}")
+print("context (not targets):")
+for k in context:
     v = "-" if k["value"] is None else f"{k['value']:.2f}"
     print(f"  {k['what']:<52} {v:>8}")
 print(f"\nJSON: {out_path}")
