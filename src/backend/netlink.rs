@@ -818,16 +818,7 @@ fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 fn element_message(table: &str, set: &model::Set, elements: &[Element]) -> nft::RawMessage {
     const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
     let mut attrs = Vec::with_capacity(64 + elements.len() * if set.interval { 40 } else { 20 });
-    put_attr(
-        &mut attrs,
-        nft::NFTA_SET_ELEM_LIST_TABLE,
-        &nul_terminated(table),
-    );
-    put_attr(
-        &mut attrs,
-        nft::NFTA_SET_ELEM_LIST_SET,
-        &nul_terminated(&set.name),
-    );
+    put_element_list_head(&mut attrs, table, &set.name);
     let list = begin_nest(&mut attrs, nft::NFTA_SET_ELEM_LIST_ELEMENTS);
     let put_element = |attrs: &mut Vec<u8>, key: &[u8], flags: u32| {
         let elem = begin_nest(attrs, nft::NFTA_LIST_ELEM);
@@ -856,6 +847,12 @@ fn element_message(table: &str, set: &model::Set, elements: &[Element]) -> nft::
     nft::RawMessage::new(nft::NFT_MSG_NEWSETELEM, Family::Inet)
         .flags(libc::NLM_F_CREATE as u16)
         .attrs(attrs)
+}
+
+/// The table and set a NEWSETELEM's element list belongs to.
+fn put_element_list_head(buf: &mut Vec<u8>, table: &str, set: &str) {
+    put_attr(buf, nft::NFTA_SET_ELEM_LIST_TABLE, &nul_terminated(table));
+    put_attr(buf, nft::NFTA_SET_ELEM_LIST_SET, &nul_terminated(set));
 }
 
 /// Start a nested attribute of type `kind`; returns where its header is for `end_nest`.
@@ -1376,16 +1373,7 @@ fn dnat_map_messages(
             put_attr(&mut elements, nft::NFTA_LIST_ELEM | NLA_F_NESTED, &elem);
         }
         let mut attrs = Vec::new();
-        put_attr(
-            &mut attrs,
-            nft::NFTA_SET_ELEM_LIST_TABLE,
-            &nul_terminated(table),
-        );
-        put_attr(
-            &mut attrs,
-            nft::NFTA_SET_ELEM_LIST_SET,
-            &nul_terminated(ANON_MAP_NAME),
-        );
+        put_element_list_head(&mut attrs, table, ANON_MAP_NAME);
         put_attr(&mut attrs, NFTA_SET_ELEM_LIST_SET_ID, &set_id.to_be_bytes());
         put_attr(
             &mut attrs,

@@ -784,29 +784,46 @@ pub fn merge(files: &[FileConfig]) -> (MasqConfig, Vec<String>) {
 /// `Ipv4Net::aggregate(&sorted)`. When no two of the sorted CIDRs overlap or touch (the
 /// usual list), that only truncates each (ipnet sorts the same blocks into the same order
 /// and merges none), so do just that, in place.
-fn aggregate_v4(mut sorted: Vec<Ipv4Net>) -> Vec<Ipv4Net> {
-    let apart = sorted
-        .windows(2)
-        .all(|w| u32::from(w[0].broadcast()).saturating_add(1) < u32::from(w[1].network()));
-    if !apart {
-        return Ipv4Net::aggregate(&sorted);
-    }
-    for n in &mut sorted {
-        *n = n.trunc();
-    }
-    sorted
+fn aggregate_v4(sorted: Vec<Ipv4Net>) -> Vec<Ipv4Net> {
+    aggregate_sorted(
+        sorted,
+        |n| {
+            (
+                u32::from(n.network()).into(),
+                u32::from(n.broadcast()).into(),
+            )
+        },
+        Ipv4Net::trunc,
+        Ipv4Net::aggregate,
+    )
 }
 
 /// [`aggregate_v4`] for IPv6.
-fn aggregate_v6(mut sorted: Vec<Ipv6Net>) -> Vec<Ipv6Net> {
+fn aggregate_v6(sorted: Vec<Ipv6Net>) -> Vec<Ipv6Net> {
+    aggregate_sorted(
+        sorted,
+        |n| (n.network().into(), n.broadcast().into()),
+        Ipv6Net::trunc,
+        Ipv6Net::aggregate,
+    )
+}
+
+/// `aggregate(&sorted)`, or only `trunc` of each block when `span` (first and last
+/// address) shows that no two neighbours overlap or touch.
+fn aggregate_sorted<N>(
+    mut sorted: Vec<N>,
+    span: impl Fn(&N) -> (u128, u128),
+    trunc: impl Fn(&N) -> N,
+    aggregate: impl Fn(&Vec<N>) -> Vec<N>,
+) -> Vec<N> {
     let apart = sorted
         .windows(2)
-        .all(|w| u128::from(w[0].broadcast()).saturating_add(1) < u128::from(w[1].network()));
+        .all(|w| span(&w[0]).1.saturating_add(1) < span(&w[1]).0);
     if !apart {
-        return Ipv6Net::aggregate(&sorted);
+        return aggregate(&sorted);
     }
     for n in &mut sorted {
-        *n = n.trunc();
+        *n = trunc(n);
     }
     sorted
 }
@@ -1394,13 +1411,7 @@ mod tests {
         }
         // Random near-CIDRs (1-4 digit numbers, mostly the right separators): whenever it
         // reads one, ipnet reads the same; whenever it declines, ipnet reads no IPv4 CIDR.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut agreed = 0;
         for _ in 0..100_000 {
             let mut t = String::new();
@@ -1887,6 +1898,23 @@ mod tests {
         );
     }
 
+    /// The environment of a process whose NFTKIT_STATE_DIR is `state`.
+    fn state_env(state: &Dir) -> impl Fn(&str) -> Option<String> + use<> {
+        let sdir = state.0.display().to_string();
+        move |k: &str| (k == "NFTKIT_STATE_DIR").then(|| sdir.clone())
+    }
+
+    /// A daemon's job over config dir `d` keeping its status report in `state`.
+    fn job_with_report(d: &Dir, state: &Dir) -> MasqJob {
+        let env = state_env(state);
+        MasqJob::new(
+            st(&d.0, false, false),
+            "nftkit-masquerade",
+            state_path("nftkit-masquerade", &env),
+            false,
+        )
+    }
+
     #[test]
     fn job_reports_and_keeps_working_after_a_bad_config() {
         use crate::backend::fake::FakeBackend;
@@ -1894,14 +1922,8 @@ mod tests {
         let d = Dir::new();
         let state = Dir::new();
         d.write("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]");
-        let sdir = state.0.display().to_string();
-        let env = move |k: &str| (k == "NFTKIT_STATE_DIR").then(|| sdir.clone());
-        let mut job = MasqJob::new(
-            st(&d.0, false, false),
-            "nftkit-masquerade",
-            state_path("nftkit-masquerade", &env),
-            false,
-        );
+        let env = state_env(&state);
+        let mut job = job_with_report(&d, &state);
         let mut b = FakeBackend::new();
         let mut good = job.desired().unwrap();
         b.apply(&good).unwrap();
@@ -1943,14 +1965,8 @@ mod tests {
         let d = Dir::new();
         d.write("ip-masq-agent", "nonMasqueradeCIDRs:\n  - 10.0.0.0/8\n");
         let state = Dir::new();
-        let sdir = state.0.display().to_string();
-        let env = move |k: &str| (k == "NFTKIT_STATE_DIR").then(|| sdir.clone());
-        let mut job = MasqJob::new(
-            st(&d.0, false, false),
-            "nftkit-masquerade",
-            state_path("nftkit-masquerade", &env),
-            false,
-        );
+        let env = state_env(&state);
+        let mut job = job_with_report(&d, &state);
         let first = job.reload().unwrap();
         assert_eq!(first.set(SET_V4).unwrap().elements.len(), 1);
         // Mark the kept table: an unchanged config dir hands it back without a rebuild.
@@ -2037,15 +2053,19 @@ mod tests {
         (cfg, conflicts)
     }
 
-    #[test]
-    fn aggregate_matches_ipnet() {
-        let mut x = 0x1234_5678_9abc_def1u64;
-        let mut next = |n: u64| {
+    /// A small pseudo-random generator (xorshift): `next(n)` is in `0..n`.
+    fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x % n
-        };
+        }
+    }
+
+    #[test]
+    fn aggregate_matches_ipnet() {
+        let mut next = xorshift(0x1234_5678_9abc_def1);
         let (mut apart, mut rounds) = (0, 0);
         for _ in 0..3000 {
             // Few, spread-out blocks (often apart) or many dense ones (often merging);
@@ -2097,13 +2117,7 @@ mod tests {
     fn merge_matches_the_hashing_merge() {
         // A small pseudo-random generator (xorshift): many repeats within and across
         // files, IPv4 and IPv6, overlaps, files sharing a name.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for round in 0..500 {
             let nfiles = 1 + next(4) as usize;
             let pool = 1 + next(if round % 2 == 0 { 6 } else { 60 });
