@@ -34,7 +34,7 @@ use crate::backend::Backend;
 use crate::cli::Cli;
 use crate::daemon;
 use crate::error::{Error, Result};
-use crate::jobs::local_address::{ForeignDropWatch, go_bool};
+use crate::jobs::local_address::{ForeignDropWatch, GoDaemonArgs};
 use crate::model::*;
 use crate::ops;
 use crate::parse::{self, IdKind, IdRange};
@@ -68,42 +68,8 @@ pub struct DnatArgs {
     /// GIDs whose sockets are not DNATed (output hook)
     #[arg(long, value_name = "LIST")]
     pub accept_gids: Option<String>,
-    /// Keep reconciling every --sync-interval; --daemon=false applies once and exits
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_value = "true",
-        default_missing_value = "true",
-        value_parser = go_bool
-    )]
-    pub daemon: bool,
-    /// Remove the table on exit (SIGTERM/SIGINT, or after a --daemon=false run)
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_value = "false",
-        default_missing_value = "true",
-        value_parser = go_bool
-    )]
-    pub cleanup: bool,
-    /// How often to compare the table with the desired one (Go duration: 30s, 1m, 1m30s)
-    #[arg(long, value_name = "DURATION", default_value = "1m")]
-    pub sync_interval: String,
-    /// Keep the table when the daemon dies (default: it goes with the process)
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_value = "false",
-        default_missing_value = "true",
-        value_parser = go_bool
-    )]
-    pub persist: bool,
+    #[command(flatten)]
+    pub run: GoDaemonArgs,
 }
 
 /// One `--map` entry.
@@ -292,10 +258,10 @@ pub fn parse(args: &DnatArgs, db_root: &Path) -> Result<DnatConfig> {
         prerouting,
         accept_uids,
         accept_gids,
-        daemon: args.daemon,
-        cleanup: args.cleanup,
-        interval: parse::go_duration("--sync-interval", &args.sync_interval)?,
-        persist: args.persist,
+        daemon: args.run.daemon,
+        cleanup: args.run.cleanup,
+        interval: parse::go_duration("--sync-interval", &args.run.sync_interval)?,
+        persist: args.run.persist,
     })
 }
 

@@ -69,6 +69,14 @@ pub struct LocalAddressArgs {
         value_parser = go_bool
     )]
     pub setup_iptables: bool,
+    #[command(flatten)]
+    pub run: GoDaemonArgs,
+}
+
+/// The daemon flags `local-address` and `dnat` share, in Go's boolean forms
+/// (`--daemon`, `--daemon=false`), as the Go tools they replace parse them.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct GoDaemonArgs {
     /// Keep reconciling every --sync-interval; --daemon=false applies once and exits
     #[arg(
         long,
@@ -80,8 +88,8 @@ pub struct LocalAddressArgs {
         value_parser = go_bool
     )]
     pub daemon: bool,
-    /// On exit (SIGTERM/SIGINT, or after a --daemon=false run) remove the address and the
-    /// table; never the interface
+    /// On exit (SIGTERM/SIGINT, or after a --daemon=false run) remove what the command set
+    /// up: the table, and for local-address the address (never the interface)
     #[arg(
         long,
         value_name = "BOOL",
@@ -92,7 +100,8 @@ pub struct LocalAddressArgs {
         value_parser = go_bool
     )]
     pub cleanup: bool,
-    /// How often to check the address and the rules (Go duration: 30s, 1m, 1m30s)
+    /// How often to compare the kernel (table, address) with the desired state (Go
+    /// duration: 30s, 1m, 1m30s)
     #[arg(long, value_name = "DURATION", default_value = "1m")]
     pub sync_interval: String,
     /// Keep the table when the daemon dies (default: the kernel removes a daemon's table
@@ -186,10 +195,10 @@ pub fn parse(args: &LocalAddressArgs) -> Result<LocalAddressConfig> {
         interface: interface_name("--interface", &args.interface)?,
         port: parse::port("--port", &args.port)?,
         rules: args.setup_iptables,
-        daemon: args.daemon,
-        cleanup: args.cleanup,
-        interval: parse::go_duration("--sync-interval", &args.sync_interval)?,
-        persist: args.persist,
+        daemon: args.run.daemon,
+        cleanup: args.run.cleanup,
+        interval: parse::go_duration("--sync-interval", &args.run.sync_interval)?,
+        persist: args.run.persist,
     })
 }
 
