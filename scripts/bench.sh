@@ -226,29 +226,8 @@ nft_monitor() {
     ip netns exec "$1" nft monitor >"$2" 2>/dev/null &
     echo $!
 }
-# resync_times LOG: ms of the last $RUNS no-op resyncs in an nftkit daemon's json LOG
-# (from its "resync" line to its "in sync; nothing sent" line).
-resync_times() {
-    python3 - "$1" "$RUNS" <<'EOF'
-import json, sys
-from datetime import datetime
-start, out = None, []
-for line in open(sys.argv[1]):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    msg = e.get("fields", {}).get("message", "")
-    t = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
-    if msg == "resync":
-        start = t
-    elif msg == "in sync; nothing sent" and start is not None:
-        out.append((t - start).total_seconds() * 1000)
-        start = None
-for ms in out[-int(sys.argv[2]):]:
-    print(f"{ms:.3f}")
-EOF
-}
+# resync_times LOG: ms of the last $RUNS no-op resyncs in an nftkit daemon's json LOG.
+resync_times() { python3 "$BENCH/resync_times.py" "$1" "$RUNS"; }
 w3() {
     local n=10000 d=$W/n10000 i
     nftkit_scripts $n

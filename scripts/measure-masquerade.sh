@@ -126,25 +126,7 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 kill -TERM "$DAEMON"; wait "$DAEMON" || true; DAEMON=
-python3 - "$WORK/daemon.log" "$ROUNDS" <<'EOF' >"$WORK/resync"
-import json, sys
-from datetime import datetime
-start, out = None, []
-for line in open(sys.argv[1]):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    msg = e.get("fields", {}).get("message", "")
-    t = datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
-    if msg == "resync":
-        start = t
-    elif msg == "in sync; nothing sent" and start is not None:
-        out.append((t - start).total_seconds() * 1000)
-        start = None
-for ms in out[: int(sys.argv[2])]:
-    print(f"{ms:.3f}")
-EOF
+python3 bench/resync_times.py "$WORK/daemon.log" "$ROUNDS" --first >"$WORK/resync"
 [ -s "$WORK/resync" ] || { echo "no resync found in the daemon log:" >&2; cat "$WORK/daemon.log" >&2; exit 1; }
 
 fresh_ns
