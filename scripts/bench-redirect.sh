@@ -17,35 +17,11 @@ trap 'ip netns del $ns 2>/dev/null || true; rm -rf "$work"' EXIT
 # The same ruleset in each tool's input language.
 "$NFTKIT" -q --dry-run redirect > "$work/replace.nft"          # nftkit's replace idiom
 sed '1,2d' "$work/replace.nft" > "$work/create.nft"              # create-only
-cat > "$work/v4.restore" <<'R'
-*nat
-:OUTPUT ACCEPT [0:0]
--A OUTPUT -d 127.0.0.0/8 -p tcp -j ACCEPT
--A OUTPUT -d 10.0.0.0/8 -p tcp -j ACCEPT
--A OUTPUT -d 172.16.0.0/12 -p tcp -j ACCEPT
--A OUTPUT -d 192.168.0.0/16 -p tcp -j ACCEPT
--A OUTPUT -p tcp -m tcp --dport 80 -m owner --uid-owner 1010 -j ACCEPT
--A OUTPUT -p tcp -m tcp --dport 80 -m owner --gid-owner 1010 -j ACCEPT
--A OUTPUT -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 10080
--A OUTPUT -p tcp -m tcp --dport 443 -m owner --uid-owner 1010 -j ACCEPT
--A OUTPUT -p tcp -m tcp --dport 443 -m owner --gid-owner 1010 -j ACCEPT
--A OUTPUT -p tcp -m tcp --dport 443 -j REDIRECT --to-ports 10443
-COMMIT
-R
-sed -e 's#127.0.0.0/8#::1/128#; s#10.0.0.0/8#fc00::/7#; /172.16.0.0/d; /192.168.0.0/d' "$work/v4.restore" > "$work/v6.restore"
-# Upstream's docker-entrypoint.sh: one iptables/ip6tables call per rule.
-percmd() {
-    local ipt=$1 ip6=$2
-    for b in 127.0.0.0/8 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16; do $ipt -t nat -A OUTPUT -p tcp -d $b -j ACCEPT; done
-    for b in ::1/128 fc00::/7; do $ip6 -t nat -A OUTPUT -p tcp -d $b -j ACCEPT; done
-    for t in $ipt $ip6; do
-        for m in 10080:80 10443:443; do
-            $t -t nat -A OUTPUT -p tcp --dport ${m#*:} -m owner --uid-owner 1010 -j ACCEPT
-            $t -t nat -A OUTPUT -p tcp --dport ${m#*:} -m owner --gid-owner 1010 -j ACCEPT
-            $t -t nat -A OUTPUT -p tcp --dport ${m#*:} -j REDIRECT --to-ports ${m%:*}
-        done
-    done
-}
+# The other tools' inputs (shared with scripts/bench.sh).
+cp bench/qpoint-v4.restore "$work/v4.restore"
+cp bench/qpoint-v6.restore "$work/v6.restore"
+export QPOINT_PERCMD=$PWD/bench/qpoint-percmd.sh
+percmd() { bash "$QPOINT_PERCMD" "$@"; }
 export -f percmd
 
 declare -A cmd=(
