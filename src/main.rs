@@ -28,6 +28,24 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// One line, as every other input error: clap's first paragraph without its prefix, its
+/// lines joined, so "required arguments were not provided:" keeps the names that follow.
+fn one_line_usage_error(text: &str) -> String {
+    let first = text.split("\n\n").next().unwrap_or_default();
+    let joined: Vec<&str> = first
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = joined.join(" ");
+    let line = line.trim_start_matches("error: ");
+    if line.is_empty() {
+        "invalid arguments".into()
+    } else {
+        line.to_string()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -41,14 +59,10 @@ fn main() -> ExitCode {
             ) {
                 e.exit();
             }
-            // One line, as every other input error: clap's first line without its prefix.
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("nftkit: {first} (see nftkit --help)");
+            eprintln!(
+                "nftkit: {} (see nftkit --help)",
+                one_line_usage_error(&e.to_string())
+            );
             return ExitCode::from(2);
         }
     };

@@ -67,15 +67,16 @@ pub fn desired(
 }
 
 fn log_redirect(cfg: &redirect::RedirectConfig, t: &redirect::Targets) {
-    let fmt = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    // Values as users write them in the env vars (`1010`, `10080:80`, CIDRs).
+    use crate::parse::comma_list as list;
     tracing::info!(
         ipv4_target = %t.v4.map(|a| a.to_string()).unwrap_or_else(|| "REDIRECT (local)".into()),
         ipv6_target = %t.v6.map(|a| a.to_string()).unwrap_or_else(|| "REDIRECT (local)".into()),
-        accept_uids = %fmt(&cfg.accept_uids),
-        accept_gids = %fmt(&cfg.accept_gids),
-        port_mapping = %fmt(&cfg.mappings),
-        ipv4_accept_blocks = %fmt(&cfg.blocks_v4.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
-        ipv6_accept_blocks = %fmt(&cfg.blocks_v6.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+        accept_uids = %list(&cfg.accept_uids),
+        accept_gids = %list(&cfg.accept_gids),
+        port_mapping = %list(&cfg.mappings),
+        ipv4_accept_blocks = %list(&cfg.blocks_v4),
+        ipv6_accept_blocks = %list(&cfg.blocks_v6),
         "redirect configuration"
     );
 }

@@ -97,6 +97,10 @@ pub fn ipv6(what: &str, raw: &str) -> Result<Ipv6Addr> {
 
 /// A Go-style duration (`time.ParseDuration`): `1m`, `30s`, `1m30s`, `1.5h`, `500ms`.
 /// Must be positive.
+/// The longest interval accepted (1e9 s): longer ones are typos, and it keeps every
+/// deadline computed from it far from `Instant` overflow.
+const MAX_DURATION_SECS: f64 = 1e9;
+
 pub fn go_duration(what: &str, raw: &str) -> Result<std::time::Duration> {
     let bad = || Error::invalid(what, raw, "expected a duration such as 30s, 1m or 1m30s");
     let mut rest = raw.trim();
@@ -125,7 +129,14 @@ pub fn go_duration(what: &str, raw: &str) -> Result<std::time::Duration> {
         total += value * scale;
         rest = &rest[unit_len..];
     }
-    if !(total > 0.0 && total < 1e9) {
+    if !total.is_finite() || total >= MAX_DURATION_SECS {
+        return Err(Error::invalid(
+            what,
+            raw,
+            "duration too large: at most 277777h (about 31 years)",
+        ));
+    }
+    if total <= 0.0 {
         return Err(Error::invalid(what, raw, "duration must be positive"));
     }
     Ok(std::time::Duration::from_secs_f64(total))
@@ -136,6 +147,35 @@ pub fn go_duration(what: &str, raw: &str) -> Result<std::time::Duration> {
 pub struct IdRange {
     pub first: u32,
     pub last: u32,
+}
+
+/// Why an IPv4-mapped IPv6 address (`::ffff:10.96.0.2`) is refused where rules match on
+/// it: the kernel sees IPv4 traffic as IPv4, so ip6 rules for such an address never match.
+/// None for any other address.
+pub fn ipv4_mapped_refusal(ip: std::net::IpAddr) -> Option<String> {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| {
+            format!("an IPv4-mapped IPv6 address never matches IPv4 traffic: write {v4}")
+        }),
+        std::net::IpAddr::V4(_) => None,
+    }
+}
+
+/// A list as users write it in flags and env vars: items joined by commas (`1010,2000-2999`).
+pub fn comma_list<T: std::fmt::Display>(items: &[T]) -> String {
+    let shown: Vec<String> = items.iter().map(T::to_string).collect();
+    shown.join(",")
+}
+
+/// As users write it: `1010`, or `1000-1999`.
+impl std::fmt::Display for IdRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
 }
 
 /// Which account database names resolve against.
@@ -292,6 +332,45 @@ pub fn check_yaml_size(text: &[u8]) -> std::result::Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn values_print_as_users_write_them() {
+        use super::{IdRange, comma_list};
+        let ids = [
+            IdRange {
+                first: 1010,
+                last: 1010,
+            },
+            IdRange {
+                first: 2000,
+                last: 2999,
+            },
+        ];
+        assert_eq!(comma_list(&ids), "1010,2000-2999");
+    }
+
+    #[test]
+    fn durations_too_large_say_so() {
+        use super::go_duration;
+        for raw in [
+            "1h99999999999999999h",
+            "300000h",
+            "99999999999999999999999h",
+        ] {
+            let e = go_duration("--x", raw).unwrap_err();
+            assert!(e.to_string().contains("too large"), "{raw}: {e}");
+        }
+        assert!(
+            go_duration("--x", "0s")
+                .unwrap_err()
+                .to_string()
+                .contains("positive")
+        );
+        assert_eq!(
+            go_duration("--x", "277777h").unwrap().as_secs(),
+            277777 * 3600
+        );
+    }
+
     #[test]
     fn flow_depth_counts_nesting_outside_quotes_and_comments() {
         use super::flow_depth;

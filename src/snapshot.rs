@@ -52,8 +52,9 @@ pub fn diff(expected: &Snapshot, observed: Option<&Snapshot>) -> Vec<String> {
     let mut out = Vec::new();
     if expected.comment != observed.comment {
         out.push(format!(
-            "~ table comment: expected {:?}, found {:?}",
-            expected.comment, observed.comment
+            "~ table comment: expected {}, found {}",
+            shown(&expected.comment),
+            shown(&observed.comment)
         ));
     }
     for ec in &expected.chains {
@@ -62,8 +63,10 @@ pub fn diff(expected: &Snapshot, observed: Option<&Snapshot>) -> Vec<String> {
             Some(oc) => {
                 if ec.base != oc.base {
                     out.push(format!(
-                        "~ chain {}: expected {:?}, found {:?}",
-                        ec.name, ec.base, oc.base
+                        "~ chain {}: expected {}, found {}",
+                        ec.name,
+                        base_shown(&ec.base),
+                        base_shown(&oc.base)
                     ));
                 }
                 if ec.rules != oc.rules {
@@ -133,9 +136,48 @@ pub fn diff(expected: &Snapshot, observed: Option<&Snapshot>) -> Vec<String> {
     out
 }
 
+/// A comment as nft prints it, quoted, or `no comment`.
+fn shown(comment: &Option<String>) -> String {
+    match comment {
+        Some(c) => format!("\"{c}\""),
+        None => "no comment".into(),
+    }
+}
+
+/// A chain's base as nft writes it, or `a regular chain`.
+fn base_shown(base: &Option<String>) -> String {
+    match base {
+        Some(b) => format!("\"{b}\""),
+        None => "a regular chain".into(),
+    }
+}
+
+/// An element as users write it: an address range `a-b` becomes the CIDRs covering it
+/// (`10.0.0.0/8`), a single address or port stays as it is, a port range `a-b` too.
+fn element_shown(e: &str) -> String {
+    use std::net::IpAddr;
+    let Some((a, b)) = e.split_once('-') else {
+        return e.to_string();
+    };
+    let cidrs: Vec<String> = match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+        (Ok(IpAddr::V4(a)), Ok(IpAddr::V4(b))) => ipnet::Ipv4Subnets::new(a, b, 0)
+            .map(|n| n.to_string())
+            .collect(),
+        (Ok(IpAddr::V6(a)), Ok(IpAddr::V6(b))) => ipnet::Ipv6Subnets::new(a, b, 0)
+            .map(|n| n.to_string())
+            .collect(),
+        _ => return e.to_string(),
+    };
+    if cidrs.is_empty() {
+        e.to_string()
+    } else {
+        cidrs.join(", ")
+    }
+}
+
 /// At most 10 items, then a count, so a 50 000-element drift stays readable.
 fn preview(items: &[&String]) -> String {
-    let shown: Vec<&str> = items.iter().take(10).map(|s| s.as_str()).collect();
+    let shown: Vec<String> = items.iter().take(10).map(|s| element_shown(s)).collect();
     if items.len() > 10 {
         format!("{} elements: {}, ...", items.len(), shown.join(", "))
     } else {
@@ -170,6 +212,25 @@ mod tests {
     }
 
     #[test]
+    fn set_differences_show_cidrs_not_ranges() {
+        let want = snap(
+            &[],
+            &[
+                "10.0.0.0-10.255.255.255",
+                "192.0.2.7",
+                "2001:db8::-2001:db8::ffff",
+            ],
+        );
+        let have = snap(&[], &["192.0.2.8-192.0.2.11", "80-90"]);
+        let d = diff(&want, Some(&have)).join("\n");
+        assert!(
+            d.contains("lacks 10.0.0.0/8, 192.0.2.7, 2001:db8::/112")
+                && d.contains("also holds 192.0.2.8/30, 80-90"),
+            "{d}"
+        );
+    }
+
+    #[test]
     fn equal_snapshots_have_no_diff() {
         let a = snap(&["r1", "r2"], &["10.0.0.0-10.255.255.255"]);
         assert!(diff(&a, Some(&a.clone())).is_empty());
@@ -186,6 +247,18 @@ mod tests {
         );
         assert_eq!(diff(&a, None), vec!["- table inet t is missing"]);
         let reordered = snap(&["r2", "r1"], &["1", "2"]);
+        let mut no_comment = a.clone();
+        no_comment.comment = None;
+        no_comment.chains[0].base = None;
+        let d = diff(&a, Some(&no_comment)).join("\n");
+        assert!(
+            d.contains("expected \"managed by nftkit x\", found no comment")
+                && d.contains(
+                    "expected \"type nat hook output priority -100\", found a regular chain"
+                )
+                && !d.contains("Some("),
+            "{d}"
+        );
         assert!(
             diff(&a, Some(&reordered))
                 .join("\n")

@@ -77,3 +77,26 @@ fn json_logs_are_one_object_per_line_with_consistent_fields() {
     let out = nftkit(&["--dry-run", "redirect"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
 }
+
+/// A missing required argument is one line that names what is missing (clap puts the
+/// names on the lines after "required arguments were not provided:").
+#[test]
+fn missing_arguments_are_named_on_one_line() {
+    for (args, names) in [
+        (&["completions"][..], &["<SHELL>"][..]),
+        (&["delete"][..], &["<COMMAND>"][..]),
+    ] {
+        let out = nftkit(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line:\n{err}"
+        );
+        assert!(!err.trim_end().ends_with(':'), "{args:?}: {err}");
+        for n in names {
+            assert!(err.contains(n), "{args:?}: should name {n}:\n{err}");
+        }
+    }
+}

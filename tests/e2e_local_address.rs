@@ -438,11 +438,11 @@ fn foreign_drop_chain_is_named_in_a_warning() {
     );
 }
 
-/// Without --persist the table carries the owner flag: nobody else can delete it, and the
-/// kernel removes it when the daemon dies (SIGKILL: no cleanup code runs). The address,
+/// With --persist=false the table carries the owner flag: nobody else can delete it, and
+/// the kernel removes it when the daemon dies (SIGKILL: no cleanup code runs). The address,
 /// not covered by the flag, stays.
 #[test]
-fn daemon_table_dies_with_the_process_unless_persist() {
+fn daemon_table_dies_with_the_process_with_persist_false() {
     require_root();
     let lab = Lab::new();
     let mut d = NftkitDaemon::start(
@@ -453,6 +453,7 @@ fn daemon_table_dies_with_the_process_unless_persist() {
             IP4,
             "--setup-iptables",
             "--sync-interval=1s",
+            "--persist=false",
         ],
     );
     d.wait_log("reconciling", Duration::from_secs(10));
@@ -470,4 +471,86 @@ fn daemon_table_dies_with_the_process_unless_persist() {
         "owned table outlived its process"
     );
     assert!(lab.addr_on("lo", IP4), "address stays without --cleanup");
+}
+
+/// Fail safe by default (CONTRACT.md "Rules outlive the process"): without any --persist
+/// flag, a SIGKILLed daemon leaves its table (no owner flag) and the traffic to IP:443
+/// stays untracked; a restarted daemon adopts the table without a gap.
+#[test]
+fn daemon_table_survives_sigkill_by_default() {
+    require_root();
+    let lab = Lab::new();
+    let args = [
+        "local-address",
+        "--ip-address",
+        IP4,
+        "--setup-iptables",
+        "--sync-interval=1s",
+    ];
+    let mut d = NftkitDaemon::start(&lab.node, &args);
+    d.wait_log("reconciling", Duration::from_secs(10));
+    let before = lab.node.table("inet", TABLE).expect("table");
+    assert!(
+        !before.contains("flags owner"),
+        "default must persist:\n{before}"
+    );
+    d.stop_with(libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        lab.node.table("inet", TABLE).as_deref(),
+        Some(before.as_str()),
+        "table changed or vanished with its SIGKILLed daemon"
+    );
+    let _srv = lab.servers(IP4);
+    assert_eq!(
+        tcp_tag(&lab.client, 1001, 1001, ip(IP4), 443).as_deref(),
+        Some("apiserver:443")
+    );
+    assert!(
+        lab.conntrack(IP4, 443).is_empty(),
+        "rules of the dead daemon must still untrack IP:443: {:?}",
+        lab.conntrack(IP4, 443)
+    );
+    // A restart re-adopts it: same table, still no owner flag.
+    let mut d = NftkitDaemon::start(&lab.node, &args);
+    d.wait_log("reconciling", Duration::from_secs(10));
+    assert_eq!(
+        lab.node.table("inet", TABLE).as_deref(),
+        Some(before.as_str())
+    );
+    assert_eq!(d.stop_with(libc::SIGTERM), Some(0), "{}", d.log());
+    assert!(
+        table_present(&lab.node),
+        "SIGTERM without --cleanup keeps the table"
+    );
+}
+
+/// `--cleanup` removes only an address this process added: one that was on the interface
+/// before nftkit started stays (the table, which is ours, goes).
+#[test]
+fn cleanup_keeps_an_address_that_was_there_before() {
+    require_root();
+    let lab = Lab::new();
+    lab.node
+        .must(&["ip", "addr", "add", &format!("{IP4}/32"), "dev", "lo"]);
+    let mut d = NftkitDaemon::start(
+        &lab.node,
+        &[
+            "local-address",
+            "--ip-address",
+            IP4,
+            "--setup-iptables",
+            "--sync-interval=1s",
+            "--cleanup",
+        ],
+    );
+    d.wait_log("reconciling", Duration::from_secs(10));
+    assert!(d.log().contains("address already present"), "{}", d.log());
+    assert_eq!(d.stop_with(libc::SIGTERM), Some(0), "{}", d.log());
+    assert!(
+        lab.addr_on("lo", IP4),
+        "a pre-existing address must stay:\n{}",
+        d.log()
+    );
+    assert!(!table_present(&lab.node), "our table goes with --cleanup");
 }

@@ -347,10 +347,14 @@ impl Daemon {
     }
 
     fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
         if let Some(c) = &self.child {
             // SAFETY: plain kill(2) of our own child.
             unsafe {
-                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+                libc::kill(c.id() as libc::pid_t, sig);
             }
         }
     }
@@ -448,7 +452,9 @@ fn defaults_masquerade_outside_rfc1918_and_delete_restores() {
         "--nomasq-all-reserved-ranges",
     ]);
     assert_eq!(v.code, Some(3), "{v}");
-    assert!(v.stdout.contains("198.51.100.0-198.51.100.255"), "{v}");
+    // Elements as users write them: CIDRs, not the kernel's inclusive ranges.
+    assert!(v.stdout.contains("198.51.100.0/24"), "{v}");
+    assert!(!v.stdout.contains("198.51.100.0-198.51.100.255"), "{v}");
     let s = lab.nftkit(&["status"]);
     assert!(s.success() && s.stdout.contains(TABLE), "{s}");
     // A one-shot run leaves no daemon report.
@@ -605,7 +611,7 @@ fn disagreeing_files_are_reported() {
     lab.expect(PRIVATE, false);
 
     // A daemon also reports them in `status` while it runs.
-    let mut d = Daemon::start(&lab, &[]);
+    let mut d = Daemon::start(&lab, &["--persist=false"]);
     d.wait_log("reconciling", Duration::from_secs(10));
     assert!(d.log().contains("conflicting configuration"), "{}", d.log());
     let s = lab.nftkit(&["status"]);
@@ -627,7 +633,7 @@ fn disagreeing_files_are_reported() {
         "{v}"
     );
     assert_eq!(d.stop(), Some(0), "{}", d.log());
-    // Its report goes with it (as its table does without --persist).
+    // Its report goes with it (as its table does with --persist=false).
     assert_eq!(
         std::fs::read_dir(lab.state.path())
             .unwrap()
@@ -707,14 +713,15 @@ fn fifty_thousand_cidrs_apply() {
 
 /// Config changes are picked up within one interval; a broken config later keeps the
 /// last good rules (logged naming the file, status NOT READY) and the daemon keeps
-/// running; the owned table resists outside deletion and dies with the process.
+/// running; with --persist=false the owned table resists outside deletion and dies with
+/// the process.
 #[test]
 fn daemon_follows_config_and_keeps_last_good_rules() {
     let lab = Lab::new();
     // Every update goes through the ConfigMap volume layout, as in a real DaemonSet.
     lab.config
         .configmap(&[("ip-masq-agent", "nonMasqueradeCIDRs: [203.0.113.0/24]\n")]);
-    let mut d = Daemon::start(&lab, &[]);
+    let mut d = Daemon::start(&lab, &["--persist=false"]);
     d.wait_log("reconciling", Duration::from_secs(10));
     lab.expect(OUTSIDE, false);
     lab.expect(PRIVATE, true);
@@ -777,7 +784,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
         d.log()
     );
 
-    // Without --persist the table is the process's: others cannot delete it ...
+    // With --persist=false the table is the process's: others cannot delete it ...
     let del = lab.router.nft(&["delete", "table", "inet", TABLE]);
     assert!(
         !del.success(),
@@ -875,6 +882,39 @@ fn daemon_repairs_drift_and_noop_resync_is_silent() {
     assert_eq!(v.code, Some(0), "{v}");
     assert!(lab.nftkit(&["delete", "masquerade"]).success());
     assert!(lab.table().is_none());
+}
+
+/// Fail safe by default: a SIGKILLed daemon (no flag) leaves its table, so traffic is
+/// still masqueraded and exemptions still hold; a restarted daemon adopts the table.
+#[test]
+fn daemon_table_survives_sigkill_by_default() {
+    let lab = Lab::new();
+    lab.config
+        .configmap(&[("ip-masq-agent", "nonMasqueradeCIDRs: [203.0.113.0/24]\n")]);
+    let mut d = Daemon::start(&lab, &[]);
+    d.wait_log("reconciling", Duration::from_secs(10));
+    let before = lab.table().expect("table");
+    assert!(
+        !before.contains("flags owner"),
+        "default must persist:\n{before}"
+    );
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        lab.table().as_deref(),
+        Some(before.as_str()),
+        "table lost with its daemon"
+    );
+    lab.expect(OUTSIDE, false);
+    lab.expect(PRIVATE, true);
+    let mut d = Daemon::start(&lab, &[]);
+    d.wait_log("reconciling", Duration::from_secs(10));
+    assert_eq!(lab.table().as_deref(), Some(before.as_str()));
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+    assert!(lab.table().is_some(), "SIGTERM keeps a persisting table");
+    lab.expect(PRIVATE, true);
+    assert!(lab.nftkit(&["delete", "masquerade"]).success());
 }
 
 /// A bad config at daemon start is exit 2 and nothing is applied.

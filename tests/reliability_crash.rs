@@ -219,9 +219,14 @@ fn dnat_args(n: usize, port_base: u16, persist: bool) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(","),
     ];
-    if persist {
-        v.push("--persist".into());
-    }
+    v.push(
+        if persist {
+            "--persist"
+        } else {
+            "--persist=false"
+        }
+        .into(),
+    );
     v
 }
 
@@ -298,7 +303,32 @@ fn sigkilled_dnat_daemons_leave_old_or_new_and_a_restart_repairs() {
         d.wait_exit(Duration::from_secs(10));
         assert_eq!(table_json(&ns, table).as_ref(), Some(&reference[want]));
     }
-    // Without --persist the kernel's owner flag ties the table to the process: SIGKILL
+    // No flag at all: tables persist by default (CONTRACT.md), so a SIGKILLed daemon
+    // leaves the whole table it applied, without the owner flag.
+    let mut default_args = dnat_args(2000, 81, true);
+    default_args.pop();
+    let mut d = NftkitDaemon::start(&ns, &default_args);
+    assert!(
+        poll_until(Duration::from_secs(10), || {
+            table_json(&ns, table).as_ref() == Some(&reference[1])
+        }),
+        "default daemon did not apply:\n{}",
+        d.log()
+    );
+    assert!(
+        !ns.table("inet", table)
+            .unwrap_or_default()
+            .contains("flags owner")
+    );
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        table_json(&ns, table).as_ref(),
+        Some(&reference[1]),
+        "a default daemon's table must outlive SIGKILL"
+    );
+    // With --persist=false the kernel's owner flag ties the table to the process: SIGKILL
     // takes all of it away, never part of it.
     let mut d = NftkitDaemon::start(&ns, &dnat_args(2000, 81, false));
     d.wait_log("reconciling", Duration::from_secs(10));

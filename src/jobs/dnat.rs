@@ -135,6 +135,9 @@ fn endpoint(entry: &str, raw: &str, which: &str) -> Result<SocketAddr> {
     if ip.is_unspecified() || ip.is_multicast() {
         return Err(bad(format!("{which} {raw:?}: expected a unicast address")));
     }
+    if let Some(why) = parse::ipv4_mapped_refusal(ip) {
+        return Err(bad(format!("{which} {raw:?}: {why}")));
+    }
     let port = match port.parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) && port.bytes().all(|b| b.is_ascii_digit()) => p as u16,
         _ => {
@@ -443,8 +446,8 @@ pub fn run(
         protocol = cfg.proto.nft_name(),
         output = cfg.output,
         prerouting = cfg.prerouting,
-        accept_uids = ?cfg.accept_uids,
-        accept_gids = ?cfg.accept_gids,
+        accept_uids = %parse::comma_list(&cfg.accept_uids),
+        accept_gids = %parse::comma_list(&cfg.accept_gids),
         daemon = cfg.daemon,
         cleanup = cfg.cleanup,
         sync_interval_s = cfg.interval.as_secs_f64(),

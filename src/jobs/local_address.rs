@@ -104,14 +104,14 @@ pub struct GoDaemonArgs {
     /// duration: 30s, 1m, 1m30s)
     #[arg(long, value_name = "DURATION", default_value = "1m")]
     pub sync_interval: String,
-    /// Keep the table when the daemon dies (default: the kernel removes a daemon's table
-    /// with its process, through the table owner flag)
+    /// Keep the table when the daemon dies (SIGKILL, OOM, restart), as upstream's iptables
+    /// rules stay; --persist=false ties it to the process (kernel table owner flag)
     #[arg(
         long,
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
-        default_value = "false",
+        default_value = "true",
         default_missing_value = "true",
         value_parser = go_bool
     )]
@@ -158,6 +158,9 @@ pub fn host_address(what: &str, raw: &str) -> Result<IpAddr> {
         && a.is_broadcast()
     {
         return Err(bad("expected a unicast address"));
+    }
+    if let Some(why) = parse::ipv4_mapped_refusal(ip) {
+        return Err(bad(&why));
     }
     Ok(ip)
 }
@@ -351,6 +354,9 @@ struct Job {
     checker: Option<Box<dyn Backend>>,
     watch: ForeignDropWatch,
     started: bool,
+    /// Whether this process put the address on the interface (at start or as a repair):
+    /// `--cleanup` removes only such an address, never one that was there before us.
+    added: bool,
 }
 
 impl Job {
@@ -359,6 +365,7 @@ impl Job {
         let t = Instant::now();
         let result = self.addrs.ensure(ifname, ip)?;
         let elapsed_us = t.elapsed().as_micros() as u64;
+        self.added |= result == Ensured::Added;
         match (result, self.started) {
             (Ensured::Added, false) => {
                 tracing::info!(address = %ip, interface = ifname, elapsed_us, "address added")
@@ -463,11 +470,12 @@ pub fn run(
         checker: None,
         watch: ForeignDropWatch::default(),
         started: false,
+        added: false,
     };
     let mut backend = None;
     let result = if cfg.rules {
         let mut b = backend_for()?;
-        // A daemon's table dies with it unless --persist; a one-shot run leaves it.
+        // Tables persist by default; --persist=false ties a daemon's table to it.
         b.set_process_owned(cfg.daemon && !cfg.persist);
         job.checker = Some(backend_for()?);
         let r = daemon::run(
@@ -485,7 +493,7 @@ pub fn run(
         address_only_loop(&mut job, &stop)
     };
     if cfg.cleanup {
-        let cleaned = cleanup(&cfg, &table, &job.addrs, backend.as_mut());
+        let cleaned = cleanup(&cfg, &table, &job.addrs, job.added, backend.as_mut());
         result.and(cleaned)
     } else {
         result
@@ -511,22 +519,25 @@ fn address_only_loop(job: &mut Job, stop: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// `--cleanup`: remove the address and the table. Both are tried; errors are joined.
+/// `--cleanup`: remove the table, and the address if this process added it (`added`; one
+/// that was on the interface before we started stays). Both are tried; errors are joined.
 fn cleanup(
     cfg: &LocalAddressConfig,
     table: &str,
     addrs: &AddrManager,
+    added: bool,
     backend: Option<&mut Box<dyn Backend>>,
 ) -> Result<()> {
     let mut errors = Vec::new();
-    match addrs.remove(&cfg.interface, cfg.ip) {
-        Ok(true) => {
-            tracing::info!(address = %cfg.ip, interface = %cfg.interface, "address removed")
+    let (ip, ifname) = (cfg.ip, cfg.interface.as_str());
+    if !added {
+        tracing::info!(address = %ip, interface = ifname, "address was there before nftkit started; leaving it");
+    } else {
+        match addrs.remove(ifname, ip) {
+            Ok(true) => tracing::info!(address = %ip, interface = ifname, "address removed"),
+            Ok(false) => tracing::info!(address = %ip, interface = ifname, "address was not there"),
+            Err(e) => errors.push(e.to_string()),
         }
-        Ok(false) => {
-            tracing::info!(address = %cfg.ip, interface = %cfg.interface, "address was not there")
-        }
-        Err(e) => errors.push(e.to_string()),
     }
     if let Some(b) = backend {
         match b.delete(table) {
@@ -632,7 +643,15 @@ mod tests {
         assert!(!c.rules);
         assert!(c.daemon);
         assert!(!c.cleanup);
-        assert!(!c.persist);
+        assert!(
+            c.persist,
+            "tables outlive the daemon by default (CONTRACT.md)"
+        );
+        assert!(
+            !cfg(&["--ip-address", "10.96.0.2", "--persist=false"])
+                .unwrap()
+                .persist
+        );
         assert_eq!(c.interval, Duration::from_secs(60));
     }
 
@@ -711,6 +730,27 @@ mod tests {
             assert!(msg.contains(flag), "{argv:?}: {msg}");
             assert!(!msg.contains('\n'), "one line: {msg}");
         }
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_and_huge_intervals_are_refused_with_the_reason() {
+        let e = cfg(&["--ip-address", "::ffff:10.96.0.2"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("--ip-address")
+                && e.to_string().contains("::ffff:10.96.0.2")
+                && e.to_string().contains("write 10.96.0.2"),
+            "{e}"
+        );
+        let e = cfg(&[
+            "--ip-address",
+            "10.96.0.2",
+            "--sync-interval",
+            "1h99999999999999999h",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+        assert!(!e.to_string().contains("positive"), "{e}");
     }
 
     #[test]

@@ -125,8 +125,11 @@ pub struct MasqueradeArgs {
           default_value = "false", default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub random_fully: bool,
-    /// Keep the table when the process exits (default: the kernel removes it with us)
-    #[arg(long)]
+    /// Keep the table when the daemon dies (SIGKILL, OOM, restart), as upstream's iptables
+    /// rules stay; --persist=false ties it to the process (kernel table owner flag)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "true", default_missing_value = "true",
+          value_parser = crate::jobs::local_address::go_bool)]
     pub persist: bool,
     /// klog verbosity of upstream manifests (`--v=2`); accepted and ignored, use -v
     #[arg(long = "v", value_name = "LEVEL", hide = true)]
@@ -147,7 +150,7 @@ impl Default for MasqueradeArgs {
             config_dir: PathBuf::from("/etc/config"),
             once: false,
             random_fully: false,
-            persist: false,
+            persist: true,
             klog_v: None,
             logtostderr: None,
         }
@@ -1038,11 +1041,26 @@ fn state_path(table: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<PathB
 fn write_report(path: &Option<PathBuf>, r: &Report) {
     let Some(path) = path else { return };
     let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(r).unwrap_or_default())?;
+        // The state directory may be shared: a temporary name of our own, created fresh
+        // (O_EXCL) and never through a symlink someone planted (O_NOFOLLOW).
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(r).unwrap_or_default())?;
+        drop(f);
         std::fs::rename(&tmp, path)
     };
     if let Err(e) = write() {
@@ -1051,9 +1069,16 @@ fn write_report(path: &Option<PathBuf>, r: &Report) {
 }
 
 /// The report of the last run for `table` in this network namespace, if any.
+/// A report whose pid is not a process id (0 or over i32::MAX: kill(2) would signal a
+/// process group) is not ours: ignored, as a file that does not parse.
 pub fn read_report(table: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<Report> {
     let path = state_path(table, env)?;
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    let r: Report = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    if r.pid == 0 || r.pid > i32::MAX as u32 {
+        tracing::warn!(path = %path.display(), pid = r.pid, "status report names no valid process id; ignored");
+        return None;
+    }
+    Some(r)
 }
 
 /// `status` lines for `table` (indented), from the report a run left.
@@ -1272,7 +1297,7 @@ fn run_job(
 ) -> Result<()> {
     let stop = daemon::stop_on_signals()?;
     let mut backend = backend_for()?;
-    // A one-shot run must leave its table behind; a daemon's dies with it unless --persist.
+    // Tables persist by default; --persist=false ties a daemon's table to it.
     backend.set_process_owned(!args.once && !args.persist);
     let result = daemon::run(
         backend.as_mut(),
@@ -1958,6 +1983,46 @@ mod tests {
                 .any(|l| l.contains("conflict: CIDR 10.0.0.0/8")),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn status_reports_with_bad_pids_or_planted_links_are_not_trusted() {
+        let state = Dir::new();
+        let env = state_env(&state);
+        let path = state_path("nftkit-masquerade", &env).unwrap();
+        let report = |pid: u64| {
+            format!(
+                r#"{{"pid":{pid},"persist":true,"config_dir":"/c","files":[],"defaults":true,"config_error":null,"conflicts":[]}}"#
+            )
+        };
+        // pid 0 would make kill(0, 0) ask about our own process group: "running".
+        for pid in [0u64, i32::MAX as u64 + 1, u32::MAX as u64] {
+            std::fs::write(&path, report(pid)).unwrap();
+            assert!(
+                read_report("nftkit-masquerade", &env).is_none(),
+                "pid {pid}"
+            );
+            assert!(
+                status_lines("nftkit-masquerade", &env).is_empty(),
+                "pid {pid}"
+            );
+        }
+        std::fs::write(&path, report(1)).unwrap();
+        assert_eq!(read_report("nftkit-masquerade", &env).unwrap().pid, 1);
+
+        // A symlink planted at the temporary name is replaced, never written through.
+        let victim = state.0.join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let job = job_with_report(&Dir::new(), &state);
+        write_report(&job.report_path, &job.report);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(
+            read_report("nftkit-masquerade", &env).unwrap().pid,
+            std::process::id()
+        );
+        assert!(!tmp.exists());
     }
 
     #[test]

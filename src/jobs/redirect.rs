@@ -80,6 +80,16 @@ pub struct PortMapping {
     pub dest: Option<u16>,
 }
 
+/// As PORT_MAPPING writes it: `10080:80`, or a lone `10080`.
+impl std::fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.dest {
+            Some(d) => write!(f, "{}:{d}", self.to),
+            None => write!(f, "{}", self.to),
+        }
+    }
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectConfig {
