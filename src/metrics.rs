@@ -22,7 +22,6 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,8 +38,8 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// Connections served at once. One more closes the oldest (most likely an idle or slow
 /// client) rather than waiting behind it.
 pub const MAX_CONNECTIONS: usize = 32;
-/// Serving threads, including those of connections closed but not yet finished: at this
-/// many, new connections are closed at once.
+/// Serving threads, including those of connections closed but not yet finished (an
+/// evicted client's thread is ending): at this many, new connections are closed at once.
 const MAX_THREADS: usize = 2 * MAX_CONNECTIONS;
 /// Stack of a serving thread: it holds the head buffer and renders a few KB of text.
 const THREAD_STACK: usize = 128 * 1024;
@@ -185,31 +184,29 @@ pub fn serve(addr: SocketAddr, state: Shared) -> Result<SocketAddr> {
     Ok(bound)
 }
 
-/// The connections being served, oldest first, and the number of serving threads.
-#[derive(Default)]
-struct Connections {
-    open: Mutex<VecDeque<(u64, TcpStream)>>,
-    threads: AtomicUsize,
-}
+/// The connections being served, oldest first.
+type Open = Arc<Mutex<VecDeque<(u64, TcpStream)>>>;
 
-/// One serving thread's place in [`Connections`], given back on drop (also on panic, or
-/// when the thread could not be spawned).
+/// A serving thread's entry in the open list, removed on drop (also on panic, or when the
+/// thread could not be spawned).
 struct Slot {
-    conns: Arc<Connections>,
+    open: Open,
     id: u64,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.conns.open.lock() {
+        if let Ok(mut open) = self.open.lock() {
             open.retain(|(id, _)| *id != self.id);
         }
-        self.conns.threads.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 fn accept_loop(listener: TcpListener, state: Shared) {
-    let conns = Arc::new(Connections::default());
+    let open = Open::default();
+    // Serving threads; finished ones are joined (so they have really exited) before a
+    // new one is counted against MAX_THREADS.
+    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
     for stream in listener.incoming() {
         let stream = match stream {
@@ -222,36 +219,40 @@ fn accept_loop(listener: TcpListener, state: Shared) {
             }
         };
         let deadline = Instant::now() + REQUEST_DEADLINE;
-        if conns.threads.load(Ordering::Relaxed) >= MAX_THREADS {
+        let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
+        threads = running;
+        for t in done {
+            let _ = t.join();
+        }
+        if threads.len() >= MAX_THREADS {
             continue; // dropped: closed at once
         }
         next_id += 1;
-        if let Ok(mut open) = conns.open.lock() {
+        if let Ok(mut open) = open.lock() {
             if open.len() >= MAX_CONNECTIONS
                 && let Some((_, oldest)) = open.pop_front()
             {
-                // Wakes its thread's blocked read; the thread then ends.
+                // Wakes its thread's blocked read or write; the thread then ends.
                 let _ = oldest.shutdown(Shutdown::Both);
             }
             if let Ok(handle) = stream.try_clone() {
                 open.push_back((next_id, handle));
             }
         }
-        conns.threads.fetch_add(1, Ordering::Relaxed);
         let slot = Slot {
-            conns: conns.clone(),
+            open: open.clone(),
             id: next_id,
         };
         let state = state.clone();
-        let spawned = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("metrics-conn".into())
             .stack_size(THREAD_STACK)
             .spawn(move || {
                 let _slot = slot;
                 let _ = answer(&stream, &state, deadline);
-            });
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "metrics connection thread");
+            }) {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::debug!(error = %e, "metrics connection thread"),
         }
     }
 }
