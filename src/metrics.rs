@@ -257,15 +257,19 @@ fn accept_loop(listener: TcpListener, state: Shared) {
     }
 }
 
-/// Where the request head ends (after its blank line), if it is complete.
-fn head_complete(head: &[u8]) -> bool {
-    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+/// Whether `head` holds a whole request head (up to its blank line), looking only at
+/// the bytes from `from` on and the three before them, so that a head arriving a byte
+/// per read costs linear time, not quadratic.
+fn head_complete(head: &[u8], from: usize) -> bool {
+    let tail = &head[from.saturating_sub(3)..];
+    tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n")
 }
 
 fn answer(stream: &TcpStream, state: &Shared, deadline: Instant) -> std::io::Result<()> {
     let mut head = [0u8; HEAD_LIMIT];
-    let mut len = 0;
-    while !head_complete(&head[..len]) {
+    let (mut len, mut scanned) = (0, 0);
+    while !head_complete(&head[..len], scanned) {
+        scanned = len;
         if len == HEAD_LIMIT {
             return respond(
                 stream,
@@ -460,6 +464,26 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_head_ends_at_its_blank_line_however_it_arrives() {
+        for head in [
+            &b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            &b"GET / HTTP/1.0\n\n"[..],
+        ] {
+            for chunk in 1..=head.len() {
+                // As `answer` reads: `chunk` bytes at a time, scanning only the new ones.
+                let (mut len, mut scanned) = (0, 0);
+                while !head_complete(&head[..len], scanned) {
+                    assert!(len < head.len(), "end missed, chunks of {chunk}");
+                    scanned = len;
+                    len = (len + chunk).min(head.len());
+                }
+                assert_eq!(len, head.len(), "ended early, chunks of {chunk}");
+            }
+        }
+        assert!(!head_complete(b"GET / HTTP/1.0\r\nX: y\r\n", 0));
     }
 
     #[test]
