@@ -52,8 +52,8 @@ pub struct LoopStats {
     pub last_apply: Option<Duration>,
     /// Apply or verify (read-back) attempts that failed in a row; a success resets it.
     pub failed_attempts: u32,
-    /// The last read-back found a table of our name without nftkit's ownership comment
-    /// (and no apply has replaced it since).
+    /// The last apply failed on a table of our name without nftkit's ownership comment
+    /// (someone else's; replaced only with `--force`).
     pub table_not_ours: bool,
     /// When an apply last succeeded or the kernel was last found in sync.
     pub last_success: Option<SystemTime>,
@@ -218,13 +218,14 @@ pub fn step_cached(
         return;
     }
     *in_sync = None;
-    let diff = match backend.read_back(&good.table) {
-        Ok(observed) => {
-            stats.table_not_ours = observed
+    // A table of our name without our comment: the apply below is refused unless --force.
+    let (foreign, diff) = match backend.read_back(&good.table) {
+        Ok(observed) => (
+            observed
                 .as_ref()
-                .is_some_and(|o| !crate::backend::is_owned_comment(o.comment.as_deref()));
-            snapshot::diff(&backend.expected(good), observed.as_ref())
-        }
+                .is_some_and(|o| !crate::backend::is_owned_comment(o.comment.as_deref())),
+            snapshot::diff(&backend.expected(good), observed.as_ref()),
+        ),
         Err(e) => {
             stats.errors += 1;
             stats.record_failure();
@@ -258,6 +259,7 @@ pub fn step_cached(
         Err(e) => {
             stats.errors += 1;
             stats.record_failure();
+            stats.table_not_ours = foreign;
             tracing::error!(error = %e, failed_attempts = stats.failed_attempts, "re-apply failed; will retry next interval");
         }
     }
