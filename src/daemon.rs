@@ -6,10 +6,16 @@
 //! read the kernel back and compare. Equal: nothing is sent (a no-op resync is read-only).
 //! Different (config changed, or someone edited or deleted the table): log the drift and
 //! re-apply atomically. SIGTERM/SIGINT end the loop after the current step.
+//!
+//! Readiness follows the kernel, not just the config ([`LoopStats::is_ready`]): a daemon
+//! is not ready while its last [`NOT_READY_AFTER_FAILURES`] apply or verify attempts all
+//! failed, or while the kernel's table of our name is not ours. Each pass is published to
+//! the metrics state ([`crate::metrics::publish`]), which is also the tick `/healthz`
+//! watches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::Backend;
 use crate::error::Result;
@@ -28,15 +34,68 @@ pub trait Job {
     }
 }
 
-/// Counters for logs, status and (later) metrics.
+/// Consecutive failed apply or verify (read-back) attempts after which a daemon reports
+/// not ready (`/readyz` 503, `nftkit_ready 0`). Three, so that one refused batch or one
+/// failed dump (EBUSY, a concurrent replace) does not flap readiness, while a kernel that
+/// keeps refusing shows within three intervals. The next success makes it ready again.
+pub const NOT_READY_AFTER_FAILURES: u32 = 3;
+
+/// Counters for logs, status and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LoopStats {
     pub applies: u64,
     pub drift_repairs: u64,
     pub errors: u64,
-    /// True once a table was applied and the last config read was valid.
+    /// Config side of readiness: true once a table was applied and the last config read
+    /// was valid. The daemon's readiness also needs the kernel side: [`Self::is_ready`].
     pub ready: bool,
     pub last_apply: Option<Duration>,
+    /// Apply or verify (read-back) attempts that failed in a row; a success resets it.
+    pub failed_attempts: u32,
+    /// The last apply failed on a table of our name without nftkit's ownership comment
+    /// (someone else's; replaced only with `--force`).
+    pub table_not_ours: bool,
+    /// When an apply last succeeded or the kernel was last found in sync.
+    pub last_success: Option<SystemTime>,
+}
+
+impl LoopStats {
+    /// Ready for `/readyz` and `nftkit_ready`: applied with a valid config ([`Self::ready`]),
+    /// fewer than [`NOT_READY_AFTER_FAILURES`] failed attempts in a row, and the table ours.
+    pub fn is_ready(&self) -> bool {
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why [`Self::is_ready`] is false, for `/readyz`'s body; None when ready.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.table_not_ours {
+            Some("the table of our name is not managed by nftkit".into())
+        } else if self.failed_attempts >= NOT_READY_AFTER_FAILURES {
+            Some(format!(
+                "the last {} apply or verify attempts failed",
+                self.failed_attempts
+            ))
+        } else if !self.ready {
+            Some("not applied yet, or the last configuration was invalid".into())
+        } else {
+            None
+        }
+    }
+
+    /// An apply was committed and checked, or the kernel was found equal to the desired
+    /// table: resets the failure streak and stamps `nftkit_last_success_timestamp_seconds`.
+    /// Loops of their own (netpol live) call this after each successful apply.
+    pub fn record_success(&mut self) {
+        self.failed_attempts = 0;
+        self.table_not_ours = false;
+        self.last_success = Some(SystemTime::now());
+    }
+
+    /// An apply or a read-back failed (count the error in `errors` as well). Loops of their
+    /// own (netpol live) call this after each failed apply.
+    pub fn record_failure(&mut self) {
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+    }
 }
 
 pub struct LoopOptions {
@@ -64,15 +123,28 @@ pub fn run(
     opts: &LoopOptions,
     stop: &AtomicBool,
 ) -> Result<LoopStats> {
-    let mut stats = LoopStats::default();
-    let mut good = job.desired()?;
+    let good = job.desired()?;
     // Health endpoints come up before the first apply: /healthz answers, /readyz says 503.
     let published = if opts.once {
         crate::metrics::Shared::default()
     } else {
-        crate::metrics::start_if_configured()?
+        crate::metrics::start(opts.interval)?
     };
-    let publish = |stats: &LoopStats, rs: &Ruleset| crate::metrics::publish(&published, stats, rs);
+    run_published(backend, job, opts, stop, good, &published)
+}
+
+/// [`run`] after the first build, publishing to `published` after every pass (which is
+/// also the tick `/healthz` watches).
+pub fn run_published(
+    backend: &mut dyn Backend,
+    job: &mut dyn Job,
+    opts: &LoopOptions,
+    stop: &AtomicBool,
+    mut good: Ruleset,
+    published: &crate::metrics::Shared,
+) -> Result<LoopStats> {
+    let mut stats = LoopStats::default();
+    let publish = |stats: &LoopStats, rs: &Ruleset| crate::metrics::publish(published, stats, rs);
     publish(&stats, &good);
     job.repair()?;
     let started = Instant::now();
@@ -80,6 +152,7 @@ pub fn run(
     stats.applies += 1;
     stats.last_apply = Some(started.elapsed());
     stats.ready = true;
+    stats.record_success();
     publish(&stats, &good);
     if opts.once {
         return Ok(stats);
@@ -141,19 +214,28 @@ pub fn step_cached(
         && last.ruleset == *good
     {
         tracing::debug!(table = %good.table, generation = g, "in sync; nothing sent");
+        stats.record_success();
         return;
     }
     *in_sync = None;
-    let diff = match backend.read_back(&good.table) {
-        Ok(observed) => snapshot::diff(&backend.expected(good), observed.as_ref()),
+    // A table of our name without our comment: the apply below is refused unless --force.
+    let (foreign, diff) = match backend.read_back(&good.table) {
+        Ok(observed) => (
+            observed
+                .as_ref()
+                .is_some_and(|o| !crate::backend::is_owned_comment(o.comment.as_deref())),
+            snapshot::diff(&backend.expected(good), observed.as_ref()),
+        ),
         Err(e) => {
             stats.errors += 1;
-            tracing::error!(error = %e, "read-back failed");
+            stats.record_failure();
+            tracing::error!(error = %e, failed_attempts = stats.failed_attempts, "read-back failed");
             return;
         }
     };
     if diff.is_empty() {
         tracing::debug!(table = %good.table, "in sync; nothing sent");
+        stats.record_success();
         // Trusted next time only if nothing was committed while we read and compared.
         if let Some(g) = generation
             && backend.ruleset_generation() == Some(g)
@@ -172,10 +254,13 @@ pub fn step_cached(
             stats.applies += 1;
             stats.drift_repairs += 1;
             stats.last_apply = Some(started.elapsed());
+            stats.record_success();
         }
         Err(e) => {
             stats.errors += 1;
-            tracing::error!(error = %e, "re-apply failed; will retry next interval");
+            stats.record_failure();
+            stats.table_not_ours = foreign;
+            tracing::error!(error = %e, failed_attempts = stats.failed_attempts, "re-apply failed; will retry next interval");
         }
     }
 }
@@ -401,5 +486,218 @@ mod tests {
         )
         .unwrap();
         assert_eq!(stats.applies, 1);
+    }
+
+    /// The loop after a successful first apply of `table(80)`.
+    fn started(b: &mut FakeBackend, job: &mut Scripted) -> LoopStats {
+        run(
+            b,
+            job,
+            &LoopOptions {
+                interval: Duration::ZERO,
+                once: true,
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn first_apply_is_ready_and_stamps_the_last_success() {
+        let mut b = FakeBackend::new();
+        let before = SystemTime::now();
+        let stats = started(
+            &mut b,
+            &mut Scripted {
+                configs: vec![Ok(table(80))],
+            },
+        );
+        assert!(stats.is_ready());
+        assert!(stats.last_success.unwrap() >= before);
+    }
+
+    #[test]
+    fn not_ready_after_3_failed_applies_in_a_row_and_ready_after_the_next_success() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![Ok(table(80))],
+        };
+        let mut stats = started(&mut b, &mut job);
+        let mut good = table(80);
+        let first_success = stats.last_success;
+        for failed in 1..=NOT_READY_AFTER_FAILURES {
+            assert!(stats.is_ready(), "ready after {} failures", failed - 1);
+            b.tables.clear();
+            b.fail_next = Some("EBUSY".into());
+            step(&mut b, &mut job, &mut good, &mut stats);
+            assert_eq!(stats.failed_attempts, failed);
+        }
+        assert!(!stats.is_ready(), "still ready after 3 failed applies");
+        assert!(stats.ready, "the config side is fine");
+        assert_eq!(stats.last_success, first_success, "no success since");
+        assert_eq!(
+            stats.not_ready_reason().unwrap(),
+            "the last 3 apply or verify attempts failed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert!(stats.is_ready());
+        assert_eq!((stats.failed_attempts, b.applies), (0, 2));
+        assert!(stats.last_success > first_success);
+    }
+
+    #[test]
+    fn a_foreign_table_of_our_name_is_not_ready_at_once_until_it_is_gone() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![Ok(table(80))],
+        };
+        let mut stats = started(&mut b, &mut job);
+        let mut good = table(80);
+        b.tables.clear();
+        b.insert_foreign("nftkit-test");
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert!(stats.table_not_ours && !stats.is_ready());
+        assert_eq!(stats.failed_attempts, 1, "the refused apply counts too");
+        assert!(
+            stats
+                .not_ready_reason()
+                .unwrap()
+                .contains("not managed by nftkit"),
+            "{:?}",
+            stats.not_ready_reason()
+        );
+        b.tables.clear();
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert!(stats.is_ready() && !stats.table_not_ours);
+    }
+
+    #[test]
+    fn in_sync_checks_stamp_the_last_success() {
+        let mut b = FakeBackend::new();
+        let mut job = Scripted {
+            configs: vec![Ok(table(80))],
+        };
+        let mut stats = started(&mut b, &mut job);
+        let mut good = table(80);
+        let mut in_sync = None;
+        let mut last = stats.last_success;
+        // The first pass reads back, the next ones trust the generation: both stamp.
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(2));
+            step_cached(&mut b, &mut job, &mut good, &mut stats, &mut in_sync);
+            assert!(stats.last_success > last);
+            last = stats.last_success;
+        }
+        assert_eq!(b.applies, 1);
+    }
+
+    /// A fake whose read-backs fail while `failing` is set.
+    struct FailingReads {
+        inner: FakeBackend,
+        failing: bool,
+    }
+
+    impl Backend for FailingReads {
+        fn name(&self) -> &'static str {
+            "failing-reads"
+        }
+        fn apply(&mut self, rs: &Ruleset) -> Result<()> {
+            self.inner.apply(rs)
+        }
+        fn expected(&self, rs: &Ruleset) -> crate::snapshot::Snapshot {
+            self.inner.expected(rs)
+        }
+        fn read_back(&mut self, table: &str) -> Result<Option<crate::snapshot::Snapshot>> {
+            if self.failing {
+                return Err(Error::runtime("dump interrupted"));
+            }
+            self.inner.read_back(table)
+        }
+        fn delete(&mut self, table: &str) -> Result<bool> {
+            self.inner.delete(table)
+        }
+        fn list_owned(&mut self) -> Result<Vec<crate::backend::OwnedTable>> {
+            self.inner.list_owned()
+        }
+    }
+
+    #[test]
+    fn failed_verifies_count_like_failed_applies() {
+        let mut b = FailingReads {
+            inner: FakeBackend::new(),
+            failing: false,
+        };
+        let mut job = Scripted {
+            configs: vec![Ok(table(80))],
+        };
+        let mut stats = run(
+            &mut b,
+            &mut job,
+            &LoopOptions {
+                interval: Duration::ZERO,
+                once: true,
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let mut good = table(80);
+        b.failing = true;
+        for _ in 0..NOT_READY_AFTER_FAILURES {
+            assert!(stats.is_ready());
+            step(&mut b, &mut job, &mut good, &mut stats);
+        }
+        assert!(!stats.is_ready());
+        assert_eq!(stats.errors, u64::from(NOT_READY_AFTER_FAILURES));
+        b.failing = false;
+        step(&mut b, &mut job, &mut good, &mut stats);
+        assert!(stats.is_ready());
+    }
+
+    /// Stops the loop at its `passes`-th build, noting when.
+    struct Counting {
+        builds: u32,
+        passes: u32,
+        stop: Arc<AtomicBool>,
+        last_pass: Option<Instant>,
+    }
+
+    impl Job for Counting {
+        fn desired(&mut self) -> Result<Ruleset> {
+            self.builds += 1;
+            if self.builds > self.passes {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            self.last_pass = Some(Instant::now());
+            Ok(table(80))
+        }
+    }
+
+    #[test]
+    fn every_pass_ticks_the_published_state_with_the_loop_interval() {
+        let mut b = FakeBackend::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut job = Counting {
+            builds: 0,
+            passes: 3,
+            stop: stop.clone(),
+            last_pass: None,
+        };
+        let published = crate::metrics::Shared::default();
+        let opts = LoopOptions {
+            interval: Duration::from_millis(10),
+            once: false,
+        };
+        crate::metrics::set_interval(&published, opts.interval);
+        let first = job.desired().unwrap();
+        let stats = run_published(&mut b, &mut job, &opts, &stop, first, &published).unwrap();
+        let state = published.lock().unwrap().clone();
+        assert_eq!(job.builds, 4, "three passes after the first build");
+        assert!(
+            state.last_tick.unwrap() >= job.last_pass.unwrap(),
+            "the last pass did not tick"
+        );
+        assert_eq!(state.interval, Some(Duration::from_millis(10)));
+        assert_eq!(state.stats, stats);
     }
 }
