@@ -12,7 +12,7 @@ use crate::error::Result;
 /// another reason than a missing nf_tables (e.g. no CAP_NET_ADMIN): guessing then would
 /// pick a backend that fails the same way.
 pub fn gather() -> Result<Evidence> {
-    gather_with(&SystemExec, super::netlink::probe)
+    gather_with(&SystemExec::default(), super::netlink::probe)
 }
 
 pub fn gather_with(

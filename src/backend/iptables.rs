@@ -27,9 +27,10 @@
 //! before (best effort, logged). IPv4 and IPv6 are two runs, as with any iptables tool.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use nft_compat::naming;
 use nft_compat::save::{self, Save};
@@ -62,10 +63,26 @@ pub trait Exec {
     fn find(&self, program: &str) -> Option<PathBuf>;
 }
 
-/// The real thing: `$PATH` plus the sbin directories.
-pub struct SystemExec;
+/// How long an iptables tool may run before it is killed (exit 1 naming it). Restores
+/// wait up to `-w` seconds for the xtables lock first; this bounds everything else (a
+/// hung kernel call, a stuck wrapper script), so a daemon's loop never blocks forever.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The real thing: `$PATH` plus the sbin directories; each run is bounded by `timeout`.
+pub struct SystemExec {
+    pub timeout: Duration,
+}
+
+impl Default for SystemExec {
+    fn default() -> Self {
+        SystemExec {
+            timeout: TOOL_TIMEOUT,
+        }
+    }
+}
 
 impl Exec for SystemExec {
+    /// Err(TimedOut) when the program outlives `timeout`; it is killed and reaped.
     fn run(
         &self,
         program: &str,
@@ -82,8 +99,9 @@ impl Exec for SystemExec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        // Feed stdin from a thread: a large restore input would otherwise deadlock
-        // against a full stdout/stderr pipe.
+        // Feed stdin and drain stdout/stderr from threads: a large restore input would
+        // otherwise deadlock against a full pipe, and the wait below must stay free to
+        // notice the deadline.
         let feeder = match (stdin, child.stdin.take()) {
             (Some(text), Some(mut pipe)) => {
                 let text = text.to_string();
@@ -91,13 +109,49 @@ impl Exec for SystemExec {
             }
             _ => None,
         };
-        let out = child.wait_with_output()?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out_reader = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let err_reader = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The readers end with the pipes (the tool has no children of its own);
+                // they are not joined, so nothing here can block again.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "did not finish within {} s and was killed",
+                        self.timeout.as_secs_f64()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let stdout = out_reader.join().unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
         if let Some(f) = feeder {
             // A write error (EPIPE) means the tool stopped reading: its exit status and
             // stderr say why.
             let _ = f.join();
         }
-        Ok(out)
+        Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     fn find(&self, program: &str) -> Option<PathBuf> {
@@ -141,7 +195,7 @@ impl IptablesBackend {
                 flavour.name()
             )));
         }
-        Self::with_exec(flavour, Box::new(SystemExec))
+        Self::with_exec(flavour, Box::new(SystemExec::default()))
     }
 
     pub fn with_exec(flavour: Flavour, exec: Box<dyn Exec>) -> Result<Self> {
@@ -190,7 +244,7 @@ impl IptablesBackend {
         let out = self
             .exec
             .run(&bin, &[], None)
-            .map_err(|e| Error::runtime(format!("{bin}: cannot run: {e}")))?;
+            .map_err(|e| run_error(&bin, &e))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(Error::runtime(format!(
@@ -209,7 +263,7 @@ impl IptablesBackend {
         let out = self
             .exec
             .run(&bin, &["-w", LOCK_WAIT_SECONDS, "--noflush"], Some(input))
-            .map_err(|e| Error::runtime(format!("{bin}: cannot run: {e}")))?;
+            .map_err(|e| run_error(&bin, &e))?;
         if out.status.success() {
             return Ok(());
         }
@@ -256,6 +310,15 @@ impl IptablesBackend {
             }
         };
         Ok([v4, v6])
+    }
+}
+
+/// Exit 1 for a tool that could not be started or was killed at its deadline.
+fn run_error(bin: &str, e: &std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        Error::runtime(format!("{bin} {e}"))
+    } else {
+        Error::runtime(format!("{bin}: cannot run: {e}"))
     }
 }
 
@@ -574,6 +637,59 @@ mod tests {
             assert!(msg.contains(f.name()), "{msg}");
             assert!(msg.contains(&f.restore_binary(IpVersion::V6)), "{msg}");
             assert!(msg.contains("Debian package \"iptables\""), "{msg}");
+        }
+    }
+
+    /// Every tool "installed"; each run is `sleep 10` through the real SystemExec.
+    struct Slow(SystemExec);
+
+    impl Exec for Slow {
+        fn run(&self, _: &str, _: &[&str], stdin: Option<&str>) -> std::io::Result<Output> {
+            self.0.run("sleep", &["10"], stdin)
+        }
+        fn find(&self, program: &str) -> Option<PathBuf> {
+            Some(PathBuf::from(program))
+        }
+    }
+
+    #[test]
+    fn a_hung_tool_is_killed_at_its_deadline() {
+        let quick = SystemExec {
+            timeout: Duration::from_millis(300),
+        };
+        let started = Instant::now();
+        let e = quick.run("sleep", &["10"], None).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Output and stdin still pass through for a tool that finishes in time.
+        let out = quick.run("cat", &[], Some("restore input\n")).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"restore input\n");
+
+        // Through the backend: exit 1 naming the tool.
+        for f in [Flavour::Legacy, Flavour::Nft] {
+            let mut b = IptablesBackend::with_exec(
+                f,
+                Box::new(Slow(SystemExec {
+                    timeout: Duration::from_millis(200),
+                })),
+            )
+            .unwrap();
+            let started = Instant::now();
+            let e = b.read_back("nftkit-t").unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(5));
+            assert_eq!(e.exit_code(), 1);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&f.save_binary(IpVersion::V4)) && msg.contains("killed"),
+                "{msg}"
+            );
+            let e = b.delete("nftkit-t").unwrap_err();
+            assert!(e.to_string().contains("killed"), "{e}");
         }
     }
 
