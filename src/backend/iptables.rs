@@ -182,6 +182,8 @@ pub struct IptablesBackend {
     exec: Box<dyn Exec>,
     /// Full paths: (save, restore) per family.
     tools: [(PathBuf, PathBuf); 2],
+    /// `--force`: take over or delete chains named like ours that lack our comment.
+    force: bool,
 }
 
 impl IptablesBackend {
@@ -230,6 +232,7 @@ impl IptablesBackend {
             flavour,
             exec,
             tools,
+            force: false,
         })
     }
 
@@ -285,7 +288,8 @@ impl IptablesBackend {
     /// Put our chains of family `ip` back as they were (`before`); best effort.
     fn rollback(&self, ip: IpVersion, before: &FamilyState, prefix: &str) {
         let result = self.save(ip).and_then(|now| {
-            let now = FamilyState::from_save(&now, prefix);
+            // Ours now, plus whatever `before` held (chains taken over with --force).
+            let now = FamilyState::from_save_claiming(&now, prefix, |t, n| before.has_chain(t, n));
             if &now == before {
                 return Ok(false);
             }
@@ -298,19 +302,92 @@ impl IptablesBackend {
         }
     }
 
-    /// Owned state of `prefix` in both families (a family whose save fails and that holds
-    /// nothing of ours is simply empty; errors only when neither family can be read).
-    fn current(&self, prefix: &str) -> Result<[FamilyState; 2]> {
-        let v4 = FamilyState::from_save(&self.save(IpVersion::V4)?, prefix);
+    /// Saves of both families; the IPv4 one must be readable, an unreadable IPv6 one is
+    /// None (no IPv6 tables in this kernel).
+    fn saves(&self) -> Result<[Option<Save>; 2]> {
+        let v4 = self.save(IpVersion::V4)?;
         let v6 = match self.save(IpVersion::V6) {
-            Ok(s) => FamilyState::from_save(&s, prefix),
+            Ok(s) => Some(s),
             Err(e) => {
                 tracing::debug!(error = %e, "no IPv6 tables to read");
-                FamilyState::default()
+                None
             }
         };
-        Ok([v4, v6])
+        Ok([Some(v4), v6])
     }
+
+    /// Owned state of `prefix` in both families (proven by the comment; a family whose
+    /// save fails is simply empty; errors only when the IPv4 tables cannot be read).
+    fn current(&self, prefix: &str) -> Result<[FamilyState; 2]> {
+        let [v4, v6] = self.saves()?;
+        let of = |s: Option<Save>| {
+            s.map(|s| FamilyState::from_save(&s, prefix))
+                .unwrap_or_default()
+        };
+        Ok([of(v4), of(v6)])
+    }
+
+    /// The refusal for objects named like ours that are not provably ours
+    /// (CONTRACT.md "Ownership"): exit 1 naming them, their table and the way out.
+    fn refuse(&self, clashes: &[String], table: &str, replace: bool) -> Error {
+        const SHOWN: usize = 5;
+        let mut list = clashes
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        if clashes.len() > SHOWN {
+            list.push_str(&format!("; and {} more", clashes.len() - SHOWN));
+        }
+        Error::runtime(format!(
+            "backend {}: {list}: named like nftkit table {table}'s chains ({}-*) but not managed by nftkit (no ownership comment on it or on a rule that enters it); refusing to {} (--force {})",
+            self.flavour.name(),
+            naming::prefix(table),
+            if replace { "replace it" } else { "delete it" },
+            if replace {
+                "takes it over"
+            } else {
+                "deletes by name"
+            },
+        ))
+    }
+}
+
+/// `chain NAME in table T (iptables/ip6tables)` for each foreign chain of `foreign` that
+/// `pick` selects, and `rule "-A B SPEC" in table T (...)` for each foreign jump it selects.
+fn describe(
+    ip: IpVersion,
+    foreign: &FamilyState,
+    chain: impl Fn(Table, &str) -> bool,
+    jump: impl Fn(Table, &str) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &foreign.tables {
+        for c in t.chains.iter().filter(|c| chain(t.table, &c.name)) {
+            out.push(format!(
+                "chain {} in table {} ({})",
+                c.name,
+                t.table.name(),
+                ip.command()
+            ));
+        }
+        for j in &t.jumps {
+            let target = nft_compat::rule::target_of(&j.spec)
+                .map(|(_, t)| t)
+                .unwrap_or_default();
+            if jump(t.table, &target) {
+                out.push(format!(
+                    "rule \"-A {} {}\" in table {} ({})",
+                    j.from,
+                    j.spec,
+                    t.table.name(),
+                    ip.command()
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Exit 1 for a tool that could not be started or was killed at its deadline.
@@ -382,32 +459,63 @@ impl Backend for IptablesBackend {
     fn apply(&mut self, rs: &Ruleset) -> Result<()> {
         let desired = lower(rs, self.flavour.name())?;
         let prefix = naming::prefix(&rs.table);
-        let mut done: Vec<(IpVersion, FamilyState)> = Vec::new();
+        // Read both families and settle ownership before writing anything, so a refusal
+        // leaves every table as it was.
+        let mut befores: Vec<(IpVersion, &FamilyState, FamilyState)> = Vec::new();
+        let mut clashes = Vec::new();
         for (ip, want) in IpVersion::BOTH.into_iter().zip(desired.iter()) {
-            let before = match self.save(ip) {
-                Ok(s) => FamilyState::from_save(&s, &prefix),
+            let save = match self.save(ip) {
+                Ok(s) => s,
                 // Nothing to write and nothing readable (e.g. no IPv6 in this kernel).
                 Err(_) if want.is_empty() => continue,
-                Err(e) => {
-                    for (ip2, b) in done.iter().rev() {
-                        self.rollback(*ip2, b, &prefix);
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
+            };
+            let ours = FamilyState::from_save(&save, &prefix);
+            let foreign = FamilyState::foreign(&save, &prefix);
+            // A foreign chain we would write, or a foreign rule entering one of our
+            // chains that this apply deletes (it would keep the chain referenced).
+            let stale = |t: Table, n: &str| ours.has_chain(t, n) && !want.has_chain(t, n);
+            let found = describe(
+                ip,
+                &foreign,
+                |t, n| want.has_chain(t, n),
+                |t, n| want.has_chain(t, n) && !ours.has_chain(t, n) || stale(t, n),
+            );
+            let before = if found.is_empty() {
+                ours
+            } else if self.force {
+                tracing::warn!(
+                    backend = self.flavour.name(),
+                    taken_over = %found.join("; "),
+                    "replacing chains and rules not managed by nftkit (--force)"
+                );
+                FamilyState::from_save_claiming(&save, &prefix, |t, n| {
+                    want.has_chain(t, n) || ours.has_chain(t, n)
+                })
+            } else {
+                clashes.extend(found);
+                ours
             };
             if want.is_empty() && before.is_empty() {
                 continue;
             }
-            let input = state::plan(want, &before);
+            befores.push((ip, want, before));
+        }
+        if !clashes.is_empty() {
+            return Err(self.refuse(&clashes, &rs.table, true));
+        }
+        let mut done: Vec<(IpVersion, &FamilyState)> = Vec::new();
+        for (ip, want, before) in &befores {
+            let input = state::plan(want, before);
             tracing::debug!(family = ip.label(), input = %input, "iptables-restore input");
-            if let Err(e) = self.restore(ip, &input) {
-                self.rollback(ip, &before, &prefix);
+            if let Err(e) = self.restore(*ip, &input) {
+                self.rollback(*ip, before, &prefix);
                 for (ip2, b) in done.iter().rev() {
                     self.rollback(*ip2, b, &prefix);
                 }
                 return Err(e);
             }
-            done.push((ip, before));
+            done.push((*ip, before));
         }
         Ok(())
     }
@@ -438,16 +546,33 @@ impl Backend for IptablesBackend {
         Ok(Some(snapshot(table, comment, &fams)))
     }
 
+    /// Removes the chains and jump rules proven ours. Anything else named like them (a
+    /// foreign chain, a rule without our comment entering our chain) is refused, as the
+    /// nftables backend refuses a table without the comment; `--force` deletes by name.
     fn delete(&mut self, table: &str) -> Result<bool> {
         let prefix = naming::prefix(table);
-        let fams = self.current(&prefix)?;
-        let mut any = false;
-        for (ip, have) in IpVersion::BOTH.into_iter().zip(fams.iter()) {
-            if have.is_empty() {
-                continue;
+        let saves = self.saves()?;
+        let mut plans = Vec::new();
+        let mut clashes = Vec::new();
+        for (ip, save) in IpVersion::BOTH.into_iter().zip(saves.iter()) {
+            let Some(save) = save else { continue };
+            let have = if self.force {
+                FamilyState::from_save_claiming(save, &prefix, |_, _| true)
+            } else {
+                let foreign = FamilyState::foreign(save, &prefix);
+                clashes.extend(describe(ip, &foreign, |_, _| true, |_, _| true));
+                FamilyState::from_save(save, &prefix)
+            };
+            if !have.is_empty() {
+                plans.push((ip, state::plan(&FamilyState::default(), &have)));
             }
-            self.restore(ip, &state::plan(&FamilyState::default(), have))?;
-            any = true;
+        }
+        if !clashes.is_empty() {
+            return Err(self.refuse(&clashes, table, false));
+        }
+        let any = !plans.is_empty();
+        for (ip, input) in plans {
+            self.restore(ip, &input)?;
         }
         Ok(any)
     }
@@ -478,6 +603,10 @@ impl Backend for IptablesBackend {
             });
         }
         Ok(out)
+    }
+
+    fn set_force(&mut self, on: bool) {
+        self.force = on;
     }
 
     fn set_process_owned(&mut self, on: bool) {

@@ -11,8 +11,9 @@ pub mod fake;
 pub mod iptables;
 pub mod netlink;
 
-/// Comment prefix that marks a table as ours (CONTRACT.md "Ownership").
-pub const OWNER_PREFIX: &str = "managed by nftkit";
+/// Comment prefix that marks a table (nftables) or a rule (iptables) as ours
+/// (CONTRACT.md "Ownership").
+pub const OWNER_PREFIX: &str = nft_compat::state::OWNER_PREFIX;
 
 /// An owned table as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

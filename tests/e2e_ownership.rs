@@ -1,0 +1,271 @@
+//! Ownership on every backend (CONTRACT.md "Ownership and atomicity"), in real network
+//! namespaces with the real binary and real iptables-legacy / iptables-nft:
+//!
+//! - a chain named like ours but without nftkit's comment (kube-proxy's `KUBE-*` under
+//!   `--table kube`) is refused by `delete` and by an apply, exit 1 naming it, every
+//!   table byte-identical; `--force` proceeds.
+//!
+//! Needs root; run through scripts/test.sh.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+
+const FLAVOURS: [&str; 2] = ["iptables-legacy", "iptables-nft"];
+
+/// Every iptables save of both flavours and both families (without the `#` lines, which
+/// carry a time) and the nft ruleset.
+fn everything(ns: &Netns) -> String {
+    let mut s = String::new();
+    for f in FLAVOURS {
+        let suffix = f.trim_start_matches("iptables-");
+        for fam in ["iptables", "ip6tables"] {
+            let tool = format!("{fam}-{suffix}-save");
+            let out = ns.must(&[tool.as_str()]);
+            s.push_str(&format!("--- {tool} ---\n"));
+            for l in out.stdout.lines().filter(|l| !l.starts_with('#')) {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+    }
+    s.push_str("--- nft list ruleset ---\n");
+    s.push_str(&ns.ruleset());
+    s
+}
+
+/// kube-proxy's nat chains, as `iptables-save` shows them on a node: `KUBE-SERVICES`
+/// entered from PREROUTING and OUTPUT, `KUBE-POSTROUTING` from POSTROUTING, none of it
+/// with nftkit's comment.
+fn kube_proxy_chains(ns: &Netns, flavour: &str) {
+    let t = flavour;
+    for args in [
+        &["-t", "nat", "-N", "KUBE-SERVICES"][..],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "KUBE-SERVICES",
+            "-d",
+            "192.0.2.1/32",
+            "-p",
+            "tcp",
+            "--dport",
+            "443",
+            "-j",
+            "RETURN",
+        ],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+        &["-t", "nat", "-N", "KUBE-POSTROUTING"],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "KUBE-POSTROUTING",
+            "-m",
+            "mark",
+            "!",
+            "--mark",
+            "0x4000/0x4000",
+            "-j",
+            "RETURN",
+        ],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes postrouting rules",
+            "-j",
+            "KUBE-POSTROUTING",
+        ],
+    ] {
+        let mut v = vec![t];
+        v.extend_from_slice(args);
+        ns.must(&v);
+    }
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("{}-{what}", unique_name()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn s(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn assert_refused(out: &Out, chain: &str, backend: &str) {
+    assert_eq!(out.code, Some(1), "expected a refusal:\n{out}");
+    let err = out.stderr.trim();
+    assert!(
+        err.contains(chain)
+            && err.contains("table nat")
+            && err.contains(backend)
+            && err.contains("--force"),
+        "the refusal names the chain, its table, the backend and --force:\n{out}"
+    );
+    assert!(!err.contains("panicked"), "{out}");
+}
+
+/// `--table kube` on a node where kube-proxy runs: `delete masquerade` and
+/// `masquerade --once` refuse kube-proxy's chains (exit 1 naming the chain and table),
+/// leaving every table byte-identical; with `--force` the apply takes over only the
+/// chain it writes, and a forced delete removes by name.
+#[test]
+fn chains_named_like_ours_without_the_comment_are_refused() {
+    require_root();
+    for flavour in FLAVOURS {
+        let ns = Netns::new();
+        kube_proxy_chains(&ns, flavour);
+        let cfg = TempDir::new("masq-cfg");
+        let state = TempDir::new("masq-state");
+        let st = state.s();
+        let env = [("NFTKIT_TABLE", "kube"), ("NFTKIT_STATE_DIR", st.as_str())];
+        let before = everything(&ns);
+
+        let out = ns.nftkit(
+            &[],
+            &[
+                "--backend",
+                flavour,
+                "--table",
+                "kube",
+                "delete",
+                "masquerade",
+            ],
+        );
+        assert_refused(&out, "KUBE-SERVICES", flavour);
+        assert_eq!(
+            everything(&ns),
+            before,
+            "[{flavour}] delete changed the kernel"
+        );
+
+        let dir = cfg.s();
+        let masq = [
+            "--backend",
+            flavour,
+            "masquerade",
+            "--once",
+            "--config-dir",
+            &dir,
+        ];
+        let out = ns.nftkit(&env, &masq);
+        assert_refused(&out, "KUBE-POSTROUTING", flavour);
+        assert!(
+            !out.stderr.contains("KUBE-SERVICES"),
+            "only what the apply would write clashes:\n{out}"
+        );
+        assert_eq!(
+            everything(&ns),
+            before,
+            "[{flavour}] apply changed the kernel"
+        );
+
+        // --force: KUBE-POSTROUTING becomes ours; KUBE-SERVICES and its jumps stay.
+        let mut forced = masq.to_vec();
+        forced.push("--force");
+        let out = ns.nftkit(&env, &forced);
+        assert!(
+            out.success(),
+            "[{flavour}] --force:\n{out}\n{}",
+            everything(&ns)
+        );
+        let save = everything(&ns);
+        let c = "-m comment --comment \"managed by nftkit masquerade\"";
+        assert!(
+            save.contains(&format!("-A POSTROUTING {c} -j KUBE-POSTROUTING")),
+            "{save}"
+        );
+        assert!(
+            !save.contains("-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\""),
+            "the taken-over chain's foreign jump is replaced:\n{save}"
+        );
+        for kept in [
+            "-A KUBE-SERVICES -d 192.0.2.1/32 -p tcp -m tcp --dport 443 -j RETURN",
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+            "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+        ] {
+            assert!(save.contains(kept), "[{flavour}] lost {kept:?}:\n{save}");
+        }
+        let st = ns.nftkit_ok(&[], &["--backend", flavour, "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(st.stdout.trim()).expect("JSON");
+        assert!(
+            v["tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["table"] == "kube" && t["backend"] == flavour),
+            "{v}"
+        );
+
+        // KUBE-SERVICES still clashes for delete; --force deletes by name.
+        let snap = everything(&ns);
+        let out = ns.nftkit(
+            &[],
+            &[
+                "--backend",
+                flavour,
+                "--table",
+                "kube",
+                "delete",
+                "masquerade",
+            ],
+        );
+        assert_refused(&out, "KUBE-SERVICES", flavour);
+        assert_eq!(everything(&ns), snap);
+        ns.nftkit_ok(
+            &[],
+            &[
+                "--backend",
+                flavour,
+                "--table",
+                "kube",
+                "--force",
+                "delete",
+                "masquerade",
+            ],
+        );
+        let save = everything(&ns);
+        assert!(!save.contains("KUBE-"), "[{flavour}] {save}");
+    }
+}
