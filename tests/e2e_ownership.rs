@@ -3,7 +3,8 @@
 //!
 //! - a chain named like ours but without nftkit's comment (kube-proxy's `KUBE-*` under
 //!   `--table kube`) is refused by `delete` and by an apply, exit 1 naming it, every
-//!   table byte-identical; `--force` proceeds.
+//!   table byte-identical; `--force` proceeds;
+//! - `--backend auto` does not count nftkit's own iptables-legacy rules.
 //!
 //! Needs root; run through scripts/test.sh.
 
@@ -268,4 +269,34 @@ fn chains_named_like_ours_without_the_comment_are_refused() {
         let save = everything(&ns);
         assert!(!save.contains("KUBE-"), "[{flavour}] {save}");
     }
+}
+
+/// One `--backend iptables-legacy` run does not make `auto` pick legacy: nftkit's own
+/// legacy rules are not evidence, and the next `auto` apply programs nftables.
+#[test]
+fn auto_does_not_count_nftkits_own_legacy_rules() {
+    require_root();
+    let ns = Netns::new();
+    ns.nftkit_ok(&[], &["--backend", "iptables-legacy", "redirect"]);
+    let legacy = ns.must(&["iptables-legacy-save", "-t", "nat"]).stdout;
+    assert!(legacy.contains("-j NFTKIT-REDIRECT-OUTPUT"), "{legacy}");
+
+    let out = ns.nftkit_ok(&[], &["detect", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert_eq!(j["backend"], "nftables", "{j}");
+    assert_eq!(j["evidence"]["iptables_legacy"]["rules"], 0, "{j}");
+    assert!(
+        j["evidence"]["iptables_legacy"]["nftkit_rules"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{j}"
+    );
+
+    let out = ns.nftkit_ok(&[], &["redirect"]);
+    assert!(out.stderr.contains("backend selected (auto)"), "{out}");
+    assert!(
+        ns.table("inet", "nftkit-redirect").is_some(),
+        "{}",
+        ns.ruleset()
+    );
 }
