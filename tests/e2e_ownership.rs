@@ -4,7 +4,9 @@
 //! - a chain named like ours but without nftkit's comment (kube-proxy's `KUBE-*` under
 //!   `--table kube`) is refused by `delete` and by an apply, exit 1 naming it, every
 //!   table byte-identical; `--force` proceeds;
-//! - `--backend auto` does not count nftkit's own iptables-legacy rules.
+//! - `--backend auto` does not count nftkit's own iptables-legacy rules;
+//! - one job lives on one backend: an apply removes the job's copy from the other
+//!   backends; `status` lists every backend's entries, `delete` works on all of them.
 //!
 //! Needs root; run through scripts/test.sh.
 
@@ -272,7 +274,8 @@ fn chains_named_like_ours_without_the_comment_are_refused() {
 }
 
 /// One `--backend iptables-legacy` run does not make `auto` pick legacy: nftkit's own
-/// legacy rules are not evidence, and the next `auto` apply programs nftables.
+/// legacy rules are not evidence. `status` (on nftables) still shows them, and the next
+/// `auto` apply moves the job to nftables.
 #[test]
 fn auto_does_not_count_nftkits_own_legacy_rules() {
     require_root();
@@ -292,6 +295,22 @@ fn auto_does_not_count_nftkits_own_legacy_rules() {
         "{j}"
     );
 
+    let st = ns.nftkit_ok(&[], &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(st.stdout.trim()).expect("JSON");
+    assert_eq!(v["backend"], "nftables", "{v}");
+    let tables = v["tables"].as_array().unwrap();
+    assert!(
+        tables
+            .iter()
+            .any(|t| t["table"] == "nftkit-redirect" && t["backend"] == "iptables-legacy"),
+        "status shows the legacy copy: {v}"
+    );
+    let text = ns.nftkit_ok(&[], &["status"]);
+    assert!(
+        text.stdout.contains("nftkit-redirect") && text.stdout.contains("backend=iptables-legacy"),
+        "{text}"
+    );
+
     let out = ns.nftkit_ok(&[], &["redirect"]);
     assert!(out.stderr.contains("backend selected (auto)"), "{out}");
     assert!(
@@ -299,4 +318,116 @@ fn auto_does_not_count_nftkits_own_legacy_rules() {
         "{}",
         ns.ruleset()
     );
+    let legacy = ns.must(&["iptables-legacy-save"]).stdout;
+    assert!(
+        !legacy.contains("NFTKIT"),
+        "the legacy copy stays:\n{legacy}"
+    );
+}
+
+fn status_entries(ns: &Netns, backend: &str) -> Vec<(String, String)> {
+    let st = ns.nftkit_ok(&[], &["--backend", backend, "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(st.stdout.trim()).expect("JSON");
+    assert_eq!(v["backend"], backend, "{v}");
+    let mut out: Vec<(String, String)> = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["backend"]
+                    .as_str()
+                    .expect("each entry names its backend")
+                    .to_string(),
+                t["table"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn has_chains(ns: &Netns, save_tool: &str, prefix: &str) -> bool {
+    ns.must(&[save_tool])
+        .stdout
+        .contains(&format!(":{prefix}-"))
+}
+
+/// A job moved from one backend to another leaves no copy behind (removed only after
+/// the new apply succeeded); another job's table on another backend is left alone;
+/// `status --json` lists every backend's entries, each naming its backend; `delete JOB`
+/// and `delete --all` work on every backend.
+#[test]
+fn one_job_lives_on_one_backend() {
+    require_root();
+    let ns = Netns::new();
+    let pair = |b: &str, t: &str| (b.to_string(), t.to_string());
+
+    ns.nftkit_ok(&[], &["--backend", "iptables-legacy", "redirect"]);
+    assert!(has_chains(&ns, "iptables-legacy-save", "NFTKIT-REDIRECT"));
+    assert_eq!(
+        status_entries(&ns, "nftables"),
+        [pair("iptables-legacy", "nftkit-redirect")]
+    );
+
+    // A refused apply elsewhere keeps the old copy.
+    ns.nft_load("table inet nftkit-redirect {\n}\n");
+    let out = ns.nftkit(&[], &["--backend", "nftables", "redirect"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(has_chains(&ns, "iptables-legacy-save", "NFTKIT-REDIRECT"));
+    ns.must(&["nft", "delete", "table", "inet", "nftkit-redirect"]);
+
+    let out = ns.nftkit_ok(&[], &["--backend", "nftables", "redirect"]);
+    assert!(
+        out.stderr
+            .contains("removed this job's copy from another backend"),
+        "{out}"
+    );
+    assert!(ns.table("inet", "nftkit-redirect").is_some());
+    assert!(
+        !has_chains(&ns, "iptables-legacy-save", "NFTKIT-REDIRECT"),
+        "{}",
+        ns.must(&["iptables-legacy-save"]).stdout
+    );
+    assert_eq!(
+        status_entries(&ns, "nftables"),
+        [pair("nftables", "nftkit-redirect")]
+    );
+
+    ns.nftkit_ok(&[], &["--backend", "iptables-nft", "redirect"]);
+    assert!(
+        ns.table("inet", "nftkit-redirect").is_none(),
+        "{}",
+        ns.ruleset()
+    );
+    assert!(has_chains(&ns, "iptables-nft-save", "NFTKIT-REDIRECT"));
+
+    // Another table of the same command on another backend is another job.
+    ns.nftkit_ok(
+        &[],
+        &[
+            "--backend",
+            "iptables-legacy",
+            "--table",
+            "nftkit-other",
+            "redirect",
+        ],
+    );
+    assert!(has_chains(&ns, "iptables-nft-save", "NFTKIT-REDIRECT"));
+    let want = [
+        pair("iptables-legacy", "nftkit-other"),
+        pair("iptables-nft", "nftkit-redirect"),
+    ];
+    for selected in ["nftables", "iptables-nft", "iptables-legacy"] {
+        assert_eq!(status_entries(&ns, selected), want, "status on {selected}");
+    }
+
+    // delete JOB on every backend where it exists; the other job stays.
+    ns.nftkit_ok(&[], &["--backend", "nftables", "delete", "redirect"]);
+    assert!(!has_chains(&ns, "iptables-nft-save", "NFTKIT-REDIRECT"));
+    assert!(has_chains(&ns, "iptables-legacy-save", "NFTKIT-OTHER"));
+    ns.nftkit_ok(&[], &["--backend", "nftables", "redirect"]);
+    ns.nftkit_ok(&[], &["--backend", "nftables", "delete", "--all"]);
+    let all = everything(&ns);
+    assert!(!all.contains("NFTKIT") && !all.contains("nftkit"), "{all}");
 }

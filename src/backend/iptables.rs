@@ -609,6 +609,10 @@ impl Backend for IptablesBackend {
         self.force = on;
     }
 
+    fn other_backends(&self) -> Vec<Box<dyn Backend>> {
+        super::usable_backends(Some(self.flavour.name()))
+    }
+
     fn set_process_owned(&mut self, on: bool) {
         if on {
             tracing::warn!(
