@@ -355,7 +355,8 @@ pub fn run(
                 };
                 for t in theirs {
                     match other.delete(&t) {
-                        Ok(_) => tracing::info!(backend = name, table = %t, "deleted"),
+                        Ok(true) => tracing::info!(backend = name, table = %t, "deleted"),
+                        Ok(false) => {}
                         Err(e) => {
                             tracing::error!(backend = name, table = %t, error = %e, "not deleted");
                             first_error.get_or_insert(e);

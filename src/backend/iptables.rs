@@ -826,6 +826,99 @@ mod tests {
         }
     }
 
+    /// Replays one IPv4 save (IPv6: empty) and records every restore input.
+    struct Recorder {
+        save_v4: String,
+        restores: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+    }
+
+    impl Exec for Recorder {
+        fn run(&self, p: &str, _: &[&str], stdin: Option<&str>) -> std::io::Result<Output> {
+            use std::os::unix::process::ExitStatusExt;
+            let stdout = if p == "iptables-nft-save" {
+                self.save_v4.clone().into_bytes()
+            } else {
+                Vec::new()
+            };
+            if let Some(input) = stdin {
+                self.restores.borrow_mut().push(input.to_string());
+            }
+            Ok(Output {
+                status: std::process::ExitStatus::from_raw(0),
+                stdout,
+                stderr: Vec::new(),
+            })
+        }
+        fn find(&self, program: &str) -> Option<PathBuf> {
+            Some(PathBuf::from(program))
+        }
+    }
+
+    /// kube-proxy's chains under `--table kube`: an apply writing KUBE-POSTROUTING and a
+    /// delete are refused before any restore runs; --force takes over only the chain it
+    /// writes.
+    #[test]
+    fn clashing_foreign_chains_are_refused_before_anything_is_written() {
+        use crate::model::{Action, BaseChain, Chain, ChainType, Hook, Rule, priority};
+        let save_v4 = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+             :KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n\
+             -A PREROUTING -j KUBE-SERVICES\n-A POSTROUTING -j KUBE-POSTROUTING\n\
+             -A KUBE-SERVICES -d 192.0.2.1/32 -j RETURN\n\
+             -A KUBE-POSTROUTING -j RETURN\nCOMMIT\n";
+        let restores = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut b = IptablesBackend::with_exec(
+            Flavour::Nft,
+            Box::new(Recorder {
+                save_v4: save_v4.into(),
+                restores: restores.clone(),
+            }),
+        )
+        .unwrap();
+        let rs = Ruleset {
+            table: "kube".into(),
+            comment: "managed by nftkit masquerade".into(),
+            sets: vec![],
+            chains: vec![Chain {
+                name: "nat-postrouting".into(),
+                base: Some(BaseChain {
+                    kind: ChainType::Nat,
+                    hook: Hook::Postrouting,
+                    priority: priority::SRCNAT,
+                }),
+                rules: vec![Rule {
+                    matches: vec![crate::model::Match::NfProto(crate::model::IpFamily::V4)],
+                    action: Action::Masquerade {
+                        fully_random: false,
+                    },
+                }],
+            }],
+        };
+        let msg = b.apply(&rs).unwrap_err().to_string();
+        assert!(
+            msg.contains("chain KUBE-POSTROUTING in table nat (iptables)")
+                && msg.contains("iptables-nft")
+                && msg.contains("--force")
+                && !msg.contains("KUBE-SERVICES"),
+            "{msg}"
+        );
+        let msg = b.delete("kube").unwrap_err().to_string();
+        assert!(
+            msg.contains("chain KUBE-SERVICES in table nat") && msg.contains("--force"),
+            "{msg}"
+        );
+        assert!(restores.borrow().is_empty(), "{:?}", restores.borrow());
+
+        b.set_force(true);
+        b.apply(&rs).unwrap();
+        let input = restores.borrow()[0].clone();
+        assert!(input.contains(":KUBE-POSTROUTING - [0:0]"), "{input}");
+        assert!(
+            input.contains("-D POSTROUTING -j KUBE-POSTROUTING"),
+            "{input}"
+        );
+        assert!(!input.contains("KUBE-SERVICES"), "{input}");
+    }
+
     #[test]
     fn failed_line_is_found() {
         assert_eq!(failed_line("iptables-restore: line 4 failed"), Some(4));
