@@ -21,6 +21,15 @@
 //!   replacement would need a second protocol, and iptables-nft cannot embed it. The cost
 //!   is linear matching; our sets are small (redirect) or applied rarely (masquerade).
 //!
+//! Ownership (CONTRACT.md): every rule we write carries `managed by nftkit <command>`, and
+//! only what that proves is ours (nft-compat `state`: a chain entered by a commented rule,
+//! or non-empty with every rule commented; a jump with the comment). A chain or rule named
+//! like ours without it is refused, before either family is written: an apply that would
+//! write such a chain, a delete while one exists (exit 1 naming it; `--force` takes over
+//! the chains an apply writes, or deletes by name).
+//!
+//! Every run of a tool is bounded by [`TOOL_TIMEOUT`] (then killed, exit 1 naming it).
+//!
 //! Atomicity: one `iptables-restore` run per family. Each `*table` block commits on its
 //! own (both flavours commit per table), so if a later table or the second family is
 //! refused, the tables already committed are rolled back to what iptables-save showed
