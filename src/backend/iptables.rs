@@ -118,18 +118,29 @@ impl Exec for SystemExec {
             }
             _ => None,
         };
+        // Each reader reports when its pipe closes, which is (almost always) when the tool
+        // exits: the wait below wakes then instead of polling on a fixed tick.
+        let (closed, pipe_closed) = std::sync::mpsc::channel::<()>();
         let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            let closed = closed.clone();
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 if let Some(mut p) = pipe {
                     let _ = p.read_to_end(&mut buf);
                 }
+                let _ = closed.send(());
                 buf
             })
         };
         let out_reader = drain(child.stdout.take().map(|p| Box::new(p) as _));
         let err_reader = drain(child.stderr.take().map(|p| Box::new(p) as _));
         let deadline = Instant::now() + self.timeout;
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pipe_closed.recv_timeout(left).is_err() {
+                break;
+            }
+        }
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break status;
@@ -147,7 +158,7 @@ impl Exec for SystemExec {
                     ),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         };
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
