@@ -135,6 +135,62 @@ pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     Ok(())
 }
 
+/// One job lives on one backend (CONTRACT.md "Ownership"): after `table` was applied on
+/// `active`, remove that job's owned state (same table name / chain prefix) from every
+/// other usable backend, so a host never keeps two copies. Call it after the first
+/// successful apply of a run, never before (a failed apply must leave the old copy in
+/// place). Only what is provably ours there is removed; anything else is left and
+/// logged. Best effort: the apply succeeded, so a failure here is a warning, not an error.
+/// Returns the backends the copy was removed from.
+pub fn remove_from_other_backends(active: &dyn Backend, table: &str) -> Vec<&'static str> {
+    let mut removed = Vec::new();
+    for mut other in active.other_backends() {
+        let name = other.name();
+        let ours = match other.read_back(table) {
+            Ok(snap) => snap.is_some_and(|s| backend::is_owned_comment(s.comment.as_deref())),
+            Err(e) => {
+                tracing::debug!(backend = name, table, error = %e, "cannot read; not consulted");
+                false
+            }
+        };
+        if !ours {
+            continue;
+        }
+        match other.delete(table) {
+            Ok(true) => {
+                tracing::info!(
+                    backend = name,
+                    table,
+                    active = active.name(),
+                    "removed this job's copy from another backend"
+                );
+                removed.push(name);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                backend = name,
+                table,
+                error = %e,
+                "could not remove this job's copy from another backend"
+            ),
+        }
+    }
+    removed
+}
+
+/// Owned state on `b` and on every other usable backend, `b`'s first. The other
+/// backends are consulted, not required: one that cannot be read is left out (logged).
+fn owned_everywhere(b: &mut dyn Backend) -> Result<Vec<backend::OwnedTable>> {
+    let mut owned = b.list_owned()?;
+    for mut other in b.other_backends() {
+        match other.list_owned() {
+            Ok(t) => owned.extend(t),
+            Err(e) => tracing::debug!(backend = other.name(), error = %e, "cannot list; left out"),
+        }
+    }
+    Ok(owned)
+}
+
 /// Compare the kernel with `rs`: Ok if equal, Error::Drift with the diff otherwise.
 pub fn verify(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     backend.check(rs)?;
@@ -193,7 +249,9 @@ pub fn run(
                 return w(out, &render::nft_script(&rs));
             }
             let mut b = backend_for()?;
-            apply_and_check(b.as_mut(), &rs)
+            apply_and_check(b.as_mut(), &rs)?;
+            remove_from_other_backends(b.as_ref(), &rs.table);
+            Ok(())
         }
         Command::Masquerade(args) => {
             let table = table_name(cli, masquerade::COMMAND)?;
@@ -273,14 +331,41 @@ pub fn run(
             } else {
                 tables
             };
-            for t in tables {
-                if b.delete(&t)? {
-                    tracing::info!(table = %t, "deleted");
+            for t in &tables {
+                if b.delete(t)? {
+                    tracing::info!(backend = b.name(), table = %t, "deleted");
                 } else {
-                    tracing::info!(table = %t, "not present; nothing to delete");
+                    tracing::info!(backend = b.name(), table = %t, "not present; nothing to delete");
                 }
             }
-            Ok(())
+            // The same on every other backend where it exists (never forced there): a
+            // job lives on one backend, but a host may still hold an older copy.
+            let mut first_error = None;
+            for mut other in b.other_backends() {
+                let name = other.name();
+                let theirs: Vec<String> = match other.list_owned() {
+                    Ok(owned) => owned
+                        .into_iter()
+                        .map(|o| o.table)
+                        .filter(|o| *all || tables.contains(o))
+                        .collect(),
+                    Err(e) => {
+                        tracing::debug!(backend = name, error = %e, "cannot list; not consulted");
+                        continue;
+                    }
+                };
+                for t in theirs {
+                    match other.delete(&t) {
+                        Ok(true) => tracing::info!(backend = name, table = %t, "deleted"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(backend = name, table = %t, error = %e, "not deleted");
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            first_error.map_or(Ok(()), Err)
         }
         Command::Completions { shell } => {
             let mut buf = Vec::new();
@@ -303,7 +388,7 @@ pub fn run(
         }
         Command::Status { json } => {
             let mut b = backend_for()?;
-            let owned = b.list_owned()?;
+            let owned = owned_everywhere(b.as_mut())?;
             if *json {
                 let reports: serde_json::Map<String, serde_json::Value> = owned
                     .iter()
@@ -320,9 +405,18 @@ pub fn run(
                 text.push_str("no nftkit tables\n");
             }
             for t in owned {
+                let what = if t.backend.starts_with("iptables") {
+                    format!(
+                        "table {} (chains {}-*)",
+                        t.table,
+                        nft_compat::naming::prefix(&t.table)
+                    )
+                } else {
+                    format!("table inet {}", t.table)
+                };
                 text.push_str(&format!(
-                    "table inet {}  ({})  chains={} rules={} sets={} elements={}\n",
-                    t.table, t.comment, t.chains, t.rules, t.sets, t.elements
+                    "{what}  ({})  backend={} chains={} rules={} sets={} elements={}\n",
+                    t.comment, t.backend, t.chains, t.rules, t.sets, t.elements
                 ));
                 for line in masquerade::status_lines(&t.table, env) {
                     text.push_str(&line);

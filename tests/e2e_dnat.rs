@@ -350,3 +350,53 @@ fn invalid_maps_change_nothing() {
     }
     assert_eq!(lab.node.ruleset(), before);
 }
+
+/// The node's FORWARD policy is drop (Docker sets it), on each iptables backend with that
+/// backend's own binaries: a routed pod's DNATed connection still completes, in both
+/// families, because the target's replies are accepted too; other forwarded traffic stays
+/// dropped by the policy.
+#[test]
+fn pod_connection_completes_behind_a_forward_drop_policy() {
+    require_root();
+    for (backend, v4, v6) in [
+        ("iptables-legacy", "iptables-legacy", "ip6tables-legacy"),
+        ("iptables-nft", "iptables-nft", "ip6tables-nft"),
+    ] {
+        let lab = Lab::new();
+        let _srv = lab.servers();
+        lab.node.must(&[v4, "-P", "FORWARD", "DROP"]);
+        lab.node.must(&[v6, "-P", "FORWARD", "DROP"]);
+        lab.expect(&lab.pod, 1001, IMDS, 80, None);
+        lab.node.nftkit_ok(
+            &[],
+            &[
+                "--backend",
+                backend,
+                "dnat",
+                "--map",
+                &format!("{IMDS}:80={EMU}:8080"),
+                "--map",
+                &format!("[{IMDS6}]:80=[{EMU6}]:8080"),
+                "--daemon=false",
+            ],
+        );
+        let saves = || {
+            let a = lab.node.must(&[format!("{v4}-save")]).stdout;
+            let b = lab.node.must(&[format!("{v6}-save")]).stdout;
+            format!("{a}{b}")
+        };
+        for (dst, want) in [(IMDS, "emulator:8080"), (IMDS6, "emulator6:8080")] {
+            let got = tcp_tag(&lab.pod, 1001, 1001, ip(dst), 80);
+            assert_eq!(
+                got.as_deref(),
+                Some(want),
+                "[{backend}] pod -> {dst}:80 behind FORWARD DROP\n{}",
+                saves()
+            );
+        }
+        // Only the DNATed connections are let through.
+        lab.expect(&lab.pod, 1001, IMDS, 81, None);
+        lab.node
+            .nftkit_ok(&[], &["--backend", backend, "delete", "dnat"]);
+    }
+}

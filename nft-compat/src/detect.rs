@@ -14,7 +14,9 @@
 //!    the host programs legacy and our rules must live next to its.
 //!
 //! Rules in native nftables tables do not count for either side: only iptables-nft's
-//! tables are "the nft side" of iptables.
+//! tables are "the nft side" of iptables. nftkit's own rules (those carrying its
+//! ownership comment, [`crate::state::OWNER_PREFIX`]) count for neither side either: one
+//! run with `--backend iptables-legacy` must not make every later `auto` run pick legacy.
 
 use crate::save::Save;
 
@@ -27,8 +29,10 @@ pub const LEGACY_RULE_FACTOR: usize = 10;
 /// What one iptables flavour's save commands showed (both families).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SideEvidence {
-    /// `-A` lines over every table and both families.
+    /// `-A` lines over every table and both families, nftkit's own left out.
     pub rules: usize,
+    /// nftkit's own `-A` lines (ownership comment), shown but not weighed.
+    pub nftkit_rules: usize,
     /// Which of [`KUBE_MARKER_CHAINS`] exist in some table.
     pub kube_chains: Vec<String>,
 }
@@ -38,7 +42,14 @@ impl SideEvidence {
     pub fn from_saves(saves: &[&Save]) -> SideEvidence {
         let mut e = SideEvidence::default();
         for s in saves {
-            e.rules += s.rule_count();
+            let own = s
+                .tables
+                .iter()
+                .flat_map(|t| &t.rules)
+                .filter(|(_, spec)| crate::state::is_ours(spec))
+                .count();
+            e.rules += s.rule_count() - own;
+            e.nftkit_rules += own;
             for m in KUBE_MARKER_CHAINS {
                 if s.has_chain(m) && !e.kube_chains.iter().any(|k| k == m) {
                     e.kube_chains.push(m.to_string());
@@ -145,6 +156,7 @@ mod tests {
     fn side(rules: usize, kube: &[&str]) -> Option<SideEvidence> {
         Some(SideEvidence {
             rules,
+            nftkit_rules: 0,
             kube_chains: kube.iter().map(|s| s.to_string()).collect(),
         })
     }
@@ -241,5 +253,35 @@ mod tests {
             side(1, &["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"])
         );
         assert_eq!(decide(&e).choice, Choice::IptablesLegacy);
+    }
+
+    /// One `--backend iptables-legacy redirect` run on a clean host: its rules are
+    /// nftkit's own and tip nothing towards legacy.
+    #[test]
+    fn nftkits_own_legacy_rules_do_not_count() {
+        let c = "-m comment --comment \"managed by nftkit redirect\"";
+        let legacy_v4 = parse(&format!(
+            "*nat\n:OUTPUT ACCEPT [0:0]\n:NFTKIT-REDIRECT-OUTPUT - [0:0]\n\
+             -A OUTPUT {c} -j NFTKIT-REDIRECT-OUTPUT\n\
+             -A NFTKIT-REDIRECT-OUTPUT ! -p tcp {c} -j RETURN\n\
+             -A NFTKIT-REDIRECT-OUTPUT -p tcp -m tcp --dport 80 {c} -j REDIRECT --to-ports 10080\nCOMMIT\n"
+        ))
+        .unwrap();
+        let legacy = SideEvidence::from_saves(&[&legacy_v4]);
+        assert_eq!((legacy.rules, legacy.nftkit_rules), (0, 3));
+        let e = ev(Ok(()), Some(legacy), side(0, &[]));
+        assert_eq!(decide(&e).choice, Choice::Nftables);
+        // A foreign legacy rule next to them still counts.
+        let mixed = parse(&format!(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -d 192.0.2.1/32 -j ACCEPT\n\
+             -A INPUT {c} -j ACCEPT\nCOMMIT\n"
+        ))
+        .unwrap();
+        let legacy = SideEvidence::from_saves(&[&mixed]);
+        assert_eq!((legacy.rules, legacy.nftkit_rules), (1, 1));
+        assert_eq!(
+            decide(&ev(Ok(()), Some(legacy), side(0, &[]))).choice,
+            Choice::IptablesLegacy
+        );
     }
 }

@@ -7,8 +7,9 @@
 //! - [`rule`]: one iptables rule in the canonical form `iptables-save` prints, so text we
 //!   render compares equal with text we read back;
 //! - [`save`]: a parser for `iptables-save` output;
-//! - [`state`]: the chains and jump rules one nftkit table owns in one IP family, taken
-//!   from a save or built by nftkit, and the `iptables-restore --noflush` input that turns
+//! - [`state`]: the chains and jump rules one nftkit table owns in one IP family (proven
+//!   by the ownership comment, never by the name alone), taken from a save or built by
+//!   nftkit, and the `iptables-restore --noflush` input that turns
 //!   one state into another (apply, delete and rollback are all that one function);
 //! - [`detect`]: the evidence `--backend auto` weighs and the pure decision over it.
 //!

@@ -1,16 +1,34 @@
 //! What one nftkit table owns in one IP family, and the restore input between two states.
 //!
-//! Ownership is by name: the chains `PREFIX-…` (see [`crate::naming`]) in the tables raw,
-//! nat and filter, plus every rule of a built-in chain that jumps (or goes) to one of them.
-//! Nothing else is read as ours, and [`plan`] writes nothing else: foreign chains are
-//! never declared, foreign rules never deleted.
+//! Ownership is the comment, never the name alone. Candidates are the chains named
+//! `PREFIX-…` (see [`crate::naming`]) in the tables raw, nat and filter; of these a chain
+//! is nftkit's only when it can be proven (iptables chains carry no comment of their own):
+//!
+//! - a rule carrying the ownership comment ([`OWNER_PREFIX`]) jumps or goes to it (our
+//!   jump from a built-in chain, or a rule of another chain of ours), or
+//! - it is not empty and every one of its rules carries the comment.
+//!
+//! A jump rule of a built-in chain is ours only when it carries the comment too. An empty
+//! chain with our name that no commented rule enters is not provably ours. Anything else
+//! with a clashing name is foreign ([`FamilyState::foreign`]): the backend refuses to
+//! replace or delete it unless told to (`--force`, [`FamilyState::from_save_claiming`]).
+//! [`plan`] writes nothing but the two states it is given: chains outside them are never
+//! declared, rules outside them never deleted.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::Table;
 use crate::naming;
-use crate::save::Save;
+use crate::save::{Save, SavedTable};
+
+/// The comment prefix that marks a rule as nftkit's (`managed by nftkit <command>`).
+pub const OWNER_PREFIX: &str = "managed by nftkit";
+
+/// Whether a rule spec carries nftkit's ownership comment.
+pub fn is_ours(spec: &str) -> bool {
+    crate::rule::comment_of(spec).is_some_and(|c| c.starts_with(OWNER_PREFIX))
+}
 
 /// One owned chain and its rule specs (without `-A NAME`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,14 +92,26 @@ impl FamilyState {
         self.tables.iter().map(|t| t.chains.len()).sum()
     }
 
-    /// The owned part of `save` for chain prefix `prefix`.
+    /// The owned part of `save` for chain prefix `prefix`: the chains and jumps proven
+    /// ours by the comment (see the module documentation).
     ///
     /// Chains of another nftkit table whose prefix extends ours (`--table nftkit-redirect-x`
     /// next to `nftkit-redirect`) are left out: a chain entered from a built-in chain is a
     /// base chain, so its name tells its prefix, and that prefix's chains are not ours.
     pub fn from_save(save: &Save, prefix: &str) -> FamilyState {
+        Self::from_save_claiming(save, prefix, |_, _| false)
+    }
+
+    /// [`FamilyState::from_save`] plus the candidates `claim` accepts although they are
+    /// not provably ours (`--force`: take over a clashing name), together with every jump
+    /// into a claimed chain. `|_, _| true` is ownership by name alone.
+    pub fn from_save_claiming(
+        save: &Save,
+        prefix: &str,
+        claim: impl Fn(Table, &str) -> bool,
+    ) -> FamilyState {
         let longer = longer_prefixes(save, prefix);
-        let owned = |chain: &str| {
+        let named = |chain: &str| {
             naming::is_owned(prefix, chain) && !longer.iter().any(|p| naming::is_owned(p, chain))
         };
         let mut tables = Vec::new();
@@ -92,7 +122,9 @@ impl FamilyState {
             let chains: Vec<OwnedChain> = st
                 .chains
                 .iter()
-                .filter(|(n, policy)| policy.is_none() && owned(n))
+                .filter(|(n, policy)| {
+                    policy.is_none() && named(n) && (proven_ours(st, n) || claim(table, n))
+                })
                 .map(|(n, _)| OwnedChain {
                     name: n.clone(),
                     rules: st.rules_of(n).map(str::to_string).collect(),
@@ -102,7 +134,11 @@ impl FamilyState {
                 .rules
                 .iter()
                 .filter(|(c, _)| st.is_builtin(c))
-                .filter(|(_, spec)| crate::rule::target_of(spec).is_some_and(|(_, t)| owned(&t)))
+                .filter(|(_, spec)| {
+                    crate::rule::target_of(spec).is_some_and(|(_, t)| {
+                        chains.iter().any(|c| c.name == t) && (is_ours(spec) || claim(table, &t))
+                    })
+                })
                 .map(|(c, spec)| Jump {
                     from: c.clone(),
                     spec: spec.clone(),
@@ -118,6 +154,48 @@ impl FamilyState {
         }
         FamilyState { tables }
     }
+
+    /// What carries a name of `prefix` in `save` but is not provably ours: candidate
+    /// chains (with their rules) and jump rules without the comment that enter a
+    /// candidate chain (ours or not).
+    pub fn foreign(save: &Save, prefix: &str) -> FamilyState {
+        let ours = Self::from_save(save, prefix);
+        let all = Self::from_save_claiming(save, prefix, |_, _| true);
+        let tables = all
+            .tables
+            .into_iter()
+            .filter_map(|t| {
+                let mine = ours.table(t.table);
+                let chains: Vec<OwnedChain> = t
+                    .chains
+                    .into_iter()
+                    .filter(|c| mine.is_none_or(|m| m.chain(&c.name).is_none()))
+                    .collect();
+                let jumps: Vec<Jump> = t.jumps.into_iter().filter(|j| !is_ours(&j.spec)).collect();
+                (!chains.is_empty() || !jumps.is_empty()).then_some(TableState {
+                    table: t.table,
+                    chains,
+                    jumps,
+                })
+            })
+            .collect();
+        FamilyState { tables }
+    }
+
+    /// Whether table `t` has chain `name` in this state.
+    pub fn has_chain(&self, t: Table, name: &str) -> bool {
+        self.table(t).is_some_and(|s| s.chain(name).is_some())
+    }
+}
+
+/// Whether chain `name` of `st` is provably nftkit's: a commented rule enters it, or it
+/// has rules and all of them carry the comment.
+fn proven_ours(st: &SavedTable, name: &str) -> bool {
+    let entered = st.rules.iter().any(|(_, spec)| {
+        is_ours(spec) && crate::rule::target_of(spec).is_some_and(|(_, t)| t == name)
+    });
+    let mut rules = st.rules_of(name).peekable();
+    entered || (rules.peek().is_some() && rules.all(is_ours))
 }
 
 /// Prefixes of base chains in `save` (targets of built-in-chain rules) that extend
@@ -277,7 +355,8 @@ mod tests {
              -A NFTKIT-REDIRECT-PREROUTING -j NFTKIT-REDIRECT-OUTPUT\nCOMMIT\n"
         ))
         .unwrap();
-        let current = FamilyState::from_save(&save, "NFTKIT-REDIRECT");
+        // By name (`--force`): the jump without our comment is taken over too.
+        let current = FamilyState::from_save_claiming(&save, "NFTKIT-REDIRECT", |_, _| true);
         let text = plan(&desired(), &current);
         assert_eq!(
             text,
@@ -293,6 +372,83 @@ mod tests {
         let text = plan(&FamilyState::default(), &current);
         assert!(text.contains("-X NFTKIT-REDIRECT-OUTPUT"), "{text}");
         assert_eq!(text.matches("-D ").count(), 4, "{text}");
+    }
+
+    #[test]
+    fn ownership_is_the_comment_not_the_name() {
+        // kube-proxy's chains under `--table kube` (prefix KUBE): named like ours, no
+        // comment anywhere. Plus one chain of ours, one empty chain nobody enters, and a
+        // jump without the comment into our chain.
+        let save = parse(&format!(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+             :KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-EMPTY - [0:0]\n\
+             :KUBE-OUTPUT - [0:0]\n:KUBE-MINE - [0:0]\n:KUBE-MIXED - [0:0]\n\
+             -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -A OUTPUT -j KUBE-SERVICES\n-A POSTROUTING -j KUBE-POSTROUTING\n\
+             -A OUTPUT {C} -j KUBE-OUTPUT\n-A OUTPUT -j KUBE-OUTPUT\n\
+             -A KUBE-SERVICES -d 10.96.0.1/32 -j RETURN\n\
+             -A KUBE-POSTROUTING -j MASQUERADE\n\
+             -A KUBE-MINE {C} -j RETURN\n\
+             -A KUBE-MIXED {C} -j RETURN\n-A KUBE-MIXED -j RETURN\n\
+             -A KUBE-OUTPUT ! -p tcp {C} -j RETURN\nCOMMIT\n"
+        ))
+        .unwrap();
+        let ours = FamilyState::from_save(&save, "KUBE");
+        let nat = ours.table(Table::Nat).unwrap();
+        let names: Vec<&str> = nat.chains.iter().map(|c| c.name.as_str()).collect();
+        // KUBE-OUTPUT: entered by our jump; KUBE-MINE: every rule commented.
+        assert_eq!(names, ["KUBE-OUTPUT", "KUBE-MINE"]);
+        assert_eq!(
+            nat.jumps,
+            vec![Jump {
+                from: "OUTPUT".into(),
+                spec: format!("{C} -j KUBE-OUTPUT")
+            }]
+        );
+        let foreign = FamilyState::foreign(&save, "KUBE");
+        let f = foreign.table(Table::Nat).unwrap();
+        let names: Vec<&str> = f.chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "KUBE-SERVICES",
+                "KUBE-POSTROUTING",
+                "KUBE-EMPTY",
+                "KUBE-MIXED"
+            ]
+        );
+        let jumps: Vec<String> = f
+            .jumps
+            .iter()
+            .map(|j| format!("-A {} {}", j.from, j.spec))
+            .collect();
+        assert_eq!(
+            jumps,
+            [
+                "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+                "-A OUTPUT -j KUBE-SERVICES",
+                "-A POSTROUTING -j KUBE-POSTROUTING",
+                "-A OUTPUT -j KUBE-OUTPUT",
+            ]
+        );
+        // Deleting ours never names a foreign chain or rule.
+        let text = plan(&FamilyState::default(), &ours);
+        assert!(
+            !text.contains("SERVICES") && !text.contains("KUBE-POSTROUTING"),
+            "{text}"
+        );
+        assert!(!text.contains("-D OUTPUT -j KUBE-OUTPUT"), "{text}");
+        // Claiming one name (`--force` for a chain we write) takes it and its jumps.
+        let claimed =
+            FamilyState::from_save_claiming(&save, "KUBE", |_, n| n == "KUBE-POSTROUTING");
+        let nat = claimed.table(Table::Nat).unwrap();
+        assert!(nat.chain("KUBE-POSTROUTING").is_some());
+        assert!(nat.chain("KUBE-SERVICES").is_none());
+        assert!(nat.jumps.iter().any(|j| j.spec == "-j KUBE-POSTROUTING"));
+        // By name alone: everything.
+        let all = FamilyState::from_save_claiming(&save, "KUBE", |_, _| true);
+        assert_eq!(all.chain_count(), 6);
+        assert_eq!(all.tables[0].jumps.len(), 5);
     }
 
     #[test]

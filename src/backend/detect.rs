@@ -12,7 +12,7 @@ use crate::error::Result;
 /// another reason than a missing nf_tables (e.g. no CAP_NET_ADMIN): guessing then would
 /// pick a backend that fails the same way.
 pub fn gather() -> Result<Evidence> {
-    gather_with(&SystemExec, super::netlink::probe)
+    gather_with(&SystemExec::default(), super::netlink::probe)
 }
 
 pub fn gather_with(
@@ -48,7 +48,7 @@ fn side(exec: &dyn Exec, flavour: Flavour) -> Option<SideEvidence> {
 /// Whether this network namespace has any iptables-legacy table (IPv4 or IPv6); None if
 /// the kernel's lists cannot be read. Legacy tables appear here only once something used
 /// them, and reading the lists instantiates nothing.
-fn legacy_tables_present() -> Option<bool> {
+pub(crate) fn legacy_tables_present() -> Option<bool> {
     let mut any = false;
     for f in ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"] {
         match std::fs::read_to_string(f) {
@@ -81,7 +81,11 @@ pub fn detect(full: bool) -> Result<(Evidence, Decision)> {
 fn side_json(s: &Option<SideEvidence>) -> serde_json::Value {
     match s {
         None => serde_json::Value::Null,
-        Some(s) => serde_json::json!({ "rules": s.rules, "kube_chains": s.kube_chains }),
+        Some(s) => serde_json::json!({
+            "rules": s.rules,
+            "nftkit_rules": s.nftkit_rules,
+            "kube_chains": s.kube_chains,
+        }),
     }
 }
 
@@ -106,8 +110,9 @@ pub fn report_text(e: &Evidence, d: &Decision) -> String {
     let side = |s: &Option<SideEvidence>| match s {
         None => "not installed or unreadable".to_string(),
         Some(s) => format!(
-            "{} rules, Kubernetes marker chains: {}",
+            "{} rules (plus {} of nftkit's own, not counted), Kubernetes marker chains: {}",
             s.rules,
+            s.nftkit_rules,
             if s.kube_chains.is_empty() {
                 "none".to_string()
             } else {

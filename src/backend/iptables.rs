@@ -21,15 +21,25 @@
 //!   replacement would need a second protocol, and iptables-nft cannot embed it. The cost
 //!   is linear matching; our sets are small (redirect) or applied rarely (masquerade).
 //!
+//! Ownership (CONTRACT.md): every rule we write carries `managed by nftkit <command>`, and
+//! only what that proves is ours (nft-compat `state`: a chain entered by a commented rule,
+//! or non-empty with every rule commented; a jump with the comment). A chain or rule named
+//! like ours without it is refused, before either family is written: an apply that would
+//! write such a chain, a delete while one exists (exit 1 naming it; `--force` takes over
+//! the chains an apply writes, or deletes by name).
+//!
+//! Every run of a tool is bounded by [`TOOL_TIMEOUT`] (then killed, exit 1 naming it).
+//!
 //! Atomicity: one `iptables-restore` run per family. Each `*table` block commits on its
 //! own (both flavours commit per table), so if a later table or the second family is
 //! refused, the tables already committed are rolled back to what iptables-save showed
 //! before (best effort, logged). IPv4 and IPv6 are two runs, as with any iptables tool.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use nft_compat::naming;
 use nft_compat::save::{self, Save};
@@ -62,10 +72,26 @@ pub trait Exec {
     fn find(&self, program: &str) -> Option<PathBuf>;
 }
 
-/// The real thing: `$PATH` plus the sbin directories.
-pub struct SystemExec;
+/// How long an iptables tool may run before it is killed (exit 1 naming it). Restores
+/// wait up to `-w` seconds for the xtables lock first; this bounds everything else (a
+/// hung kernel call, a stuck wrapper script), so a daemon's loop never blocks forever.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The real thing: `$PATH` plus the sbin directories; each run is bounded by `timeout`.
+pub struct SystemExec {
+    pub timeout: Duration,
+}
+
+impl Default for SystemExec {
+    fn default() -> Self {
+        SystemExec {
+            timeout: TOOL_TIMEOUT,
+        }
+    }
+}
 
 impl Exec for SystemExec {
+    /// Err(TimedOut) when the program outlives `timeout`; it is killed and reaped.
     fn run(
         &self,
         program: &str,
@@ -82,8 +108,9 @@ impl Exec for SystemExec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        // Feed stdin from a thread: a large restore input would otherwise deadlock
-        // against a full stdout/stderr pipe.
+        // Feed stdin and drain stdout/stderr from threads: a large restore input would
+        // otherwise deadlock against a full pipe, and the wait below must stay free to
+        // notice the deadline.
         let feeder = match (stdin, child.stdin.take()) {
             (Some(text), Some(mut pipe)) => {
                 let text = text.to_string();
@@ -91,13 +118,60 @@ impl Exec for SystemExec {
             }
             _ => None,
         };
-        let out = child.wait_with_output()?;
+        // Each reader reports when its pipe closes, which is (almost always) when the tool
+        // exits: the wait below wakes then instead of polling on a fixed tick.
+        let (closed, pipe_closed) = std::sync::mpsc::channel::<()>();
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            let closed = closed.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                let _ = closed.send(());
+                buf
+            })
+        };
+        let out_reader = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let err_reader = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + self.timeout;
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pipe_closed.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The readers end with the pipes (the tool has no children of its own);
+                // they are not joined, so nothing here can block again.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "did not finish within {} s and was killed",
+                        self.timeout.as_secs_f64()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let stdout = out_reader.join().unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
         if let Some(f) = feeder {
             // A write error (EPIPE) means the tool stopped reading: its exit status and
             // stderr say why.
             let _ = f.join();
         }
-        Ok(out)
+        Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     fn find(&self, program: &str) -> Option<PathBuf> {
@@ -128,6 +202,8 @@ pub struct IptablesBackend {
     exec: Box<dyn Exec>,
     /// Full paths: (save, restore) per family.
     tools: [(PathBuf, PathBuf); 2],
+    /// `--force`: take over or delete chains named like ours that lack our comment.
+    force: bool,
 }
 
 impl IptablesBackend {
@@ -141,7 +217,7 @@ impl IptablesBackend {
                 flavour.name()
             )));
         }
-        Self::with_exec(flavour, Box::new(SystemExec))
+        Self::with_exec(flavour, Box::new(SystemExec::default()))
     }
 
     pub fn with_exec(flavour: Flavour, exec: Box<dyn Exec>) -> Result<Self> {
@@ -176,6 +252,7 @@ impl IptablesBackend {
             flavour,
             exec,
             tools,
+            force: false,
         })
     }
 
@@ -190,7 +267,7 @@ impl IptablesBackend {
         let out = self
             .exec
             .run(&bin, &[], None)
-            .map_err(|e| Error::runtime(format!("{bin}: cannot run: {e}")))?;
+            .map_err(|e| run_error(&bin, &e))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(Error::runtime(format!(
@@ -209,7 +286,7 @@ impl IptablesBackend {
         let out = self
             .exec
             .run(&bin, &["-w", LOCK_WAIT_SECONDS, "--noflush"], Some(input))
-            .map_err(|e| Error::runtime(format!("{bin}: cannot run: {e}")))?;
+            .map_err(|e| run_error(&bin, &e))?;
         if out.status.success() {
             return Ok(());
         }
@@ -231,7 +308,8 @@ impl IptablesBackend {
     /// Put our chains of family `ip` back as they were (`before`); best effort.
     fn rollback(&self, ip: IpVersion, before: &FamilyState, prefix: &str) {
         let result = self.save(ip).and_then(|now| {
-            let now = FamilyState::from_save(&now, prefix);
+            // Ours now, plus whatever `before` held (chains taken over with --force).
+            let now = FamilyState::from_save_claiming(&now, prefix, |t, n| before.has_chain(t, n));
             if &now == before {
                 return Ok(false);
             }
@@ -244,18 +322,100 @@ impl IptablesBackend {
         }
     }
 
-    /// Owned state of `prefix` in both families (a family whose save fails and that holds
-    /// nothing of ours is simply empty; errors only when neither family can be read).
-    fn current(&self, prefix: &str) -> Result<[FamilyState; 2]> {
-        let v4 = FamilyState::from_save(&self.save(IpVersion::V4)?, prefix);
+    /// Saves of both families; the IPv4 one must be readable, an unreadable IPv6 one is
+    /// None (no IPv6 tables in this kernel).
+    fn saves(&self) -> Result<[Option<Save>; 2]> {
+        let v4 = self.save(IpVersion::V4)?;
         let v6 = match self.save(IpVersion::V6) {
-            Ok(s) => FamilyState::from_save(&s, prefix),
+            Ok(s) => Some(s),
             Err(e) => {
                 tracing::debug!(error = %e, "no IPv6 tables to read");
-                FamilyState::default()
+                None
             }
         };
-        Ok([v4, v6])
+        Ok([Some(v4), v6])
+    }
+
+    /// Owned state of `prefix` in both families (proven by the comment; a family whose
+    /// save fails is simply empty; errors only when the IPv4 tables cannot be read).
+    fn current(&self, prefix: &str) -> Result<[FamilyState; 2]> {
+        let [v4, v6] = self.saves()?;
+        let of = |s: Option<Save>| {
+            s.map(|s| FamilyState::from_save(&s, prefix))
+                .unwrap_or_default()
+        };
+        Ok([of(v4), of(v6)])
+    }
+
+    /// The refusal for objects named like ours that are not provably ours
+    /// (CONTRACT.md "Ownership"): exit 1 naming them, their table and the way out.
+    fn refuse(&self, clashes: &[String], table: &str, replace: bool) -> Error {
+        const SHOWN: usize = 5;
+        let mut list = clashes
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        if clashes.len() > SHOWN {
+            list.push_str(&format!("; and {} more", clashes.len() - SHOWN));
+        }
+        Error::runtime(format!(
+            "backend {}: {list}: named like nftkit table {table}'s chains ({}-*) but not managed by nftkit (no ownership comment on it or on a rule that enters it); refusing to {} (--force {})",
+            self.flavour.name(),
+            naming::prefix(table),
+            if replace { "replace it" } else { "delete it" },
+            if replace {
+                "takes it over"
+            } else {
+                "deletes by name"
+            },
+        ))
+    }
+}
+
+/// `chain NAME in table T (iptables/ip6tables)` for each foreign chain of `foreign` that
+/// `pick` selects, and `rule "-A B SPEC" in table T (...)` for each foreign jump it selects.
+fn describe(
+    ip: IpVersion,
+    foreign: &FamilyState,
+    chain: impl Fn(Table, &str) -> bool,
+    jump: impl Fn(Table, &str) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &foreign.tables {
+        for c in t.chains.iter().filter(|c| chain(t.table, &c.name)) {
+            out.push(format!(
+                "chain {} in table {} ({})",
+                c.name,
+                t.table.name(),
+                ip.command()
+            ));
+        }
+        for j in &t.jumps {
+            let target = nft_compat::rule::target_of(&j.spec)
+                .map(|(_, t)| t)
+                .unwrap_or_default();
+            if jump(t.table, &target) {
+                out.push(format!(
+                    "rule \"-A {} {}\" in table {} ({})",
+                    j.from,
+                    j.spec,
+                    t.table.name(),
+                    ip.command()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Exit 1 for a tool that could not be started or was killed at its deadline.
+fn run_error(bin: &str, e: &std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        Error::runtime(format!("{bin} {e}"))
+    } else {
+        Error::runtime(format!("{bin}: cannot run: {e}"))
     }
 }
 
@@ -319,32 +479,63 @@ impl Backend for IptablesBackend {
     fn apply(&mut self, rs: &Ruleset) -> Result<()> {
         let desired = lower(rs, self.flavour.name())?;
         let prefix = naming::prefix(&rs.table);
-        let mut done: Vec<(IpVersion, FamilyState)> = Vec::new();
+        // Read both families and settle ownership before writing anything, so a refusal
+        // leaves every table as it was.
+        let mut befores: Vec<(IpVersion, &FamilyState, FamilyState)> = Vec::new();
+        let mut clashes = Vec::new();
         for (ip, want) in IpVersion::BOTH.into_iter().zip(desired.iter()) {
-            let before = match self.save(ip) {
-                Ok(s) => FamilyState::from_save(&s, &prefix),
+            let save = match self.save(ip) {
+                Ok(s) => s,
                 // Nothing to write and nothing readable (e.g. no IPv6 in this kernel).
                 Err(_) if want.is_empty() => continue,
-                Err(e) => {
-                    for (ip2, b) in done.iter().rev() {
-                        self.rollback(*ip2, b, &prefix);
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
+            };
+            let ours = FamilyState::from_save(&save, &prefix);
+            let foreign = FamilyState::foreign(&save, &prefix);
+            // A foreign chain we would write, or a foreign rule entering one of our
+            // chains that this apply deletes (it would keep the chain referenced).
+            let stale = |t: Table, n: &str| ours.has_chain(t, n) && !want.has_chain(t, n);
+            let found = describe(
+                ip,
+                &foreign,
+                |t, n| want.has_chain(t, n),
+                |t, n| want.has_chain(t, n) && !ours.has_chain(t, n) || stale(t, n),
+            );
+            let before = if found.is_empty() {
+                ours
+            } else if self.force {
+                tracing::warn!(
+                    backend = self.flavour.name(),
+                    taken_over = %found.join("; "),
+                    "replacing chains and rules not managed by nftkit (--force)"
+                );
+                FamilyState::from_save_claiming(&save, &prefix, |t, n| {
+                    want.has_chain(t, n) || ours.has_chain(t, n)
+                })
+            } else {
+                clashes.extend(found);
+                ours
             };
             if want.is_empty() && before.is_empty() {
                 continue;
             }
-            let input = state::plan(want, &before);
+            befores.push((ip, want, before));
+        }
+        if !clashes.is_empty() {
+            return Err(self.refuse(&clashes, &rs.table, true));
+        }
+        let mut done: Vec<(IpVersion, &FamilyState)> = Vec::new();
+        for (ip, want, before) in &befores {
+            let input = state::plan(want, before);
             tracing::debug!(family = ip.label(), input = %input, "iptables-restore input");
-            if let Err(e) = self.restore(ip, &input) {
-                self.rollback(ip, &before, &prefix);
+            if let Err(e) = self.restore(*ip, &input) {
+                self.rollback(*ip, before, &prefix);
                 for (ip2, b) in done.iter().rev() {
                     self.rollback(*ip2, b, &prefix);
                 }
                 return Err(e);
             }
-            done.push((ip, before));
+            done.push((*ip, before));
         }
         Ok(())
     }
@@ -375,16 +566,33 @@ impl Backend for IptablesBackend {
         Ok(Some(snapshot(table, comment, &fams)))
     }
 
+    /// Removes the chains and jump rules proven ours. Anything else named like them (a
+    /// foreign chain, a rule without our comment entering our chain) is refused, as the
+    /// nftables backend refuses a table without the comment; `--force` deletes by name.
     fn delete(&mut self, table: &str) -> Result<bool> {
         let prefix = naming::prefix(table);
-        let fams = self.current(&prefix)?;
-        let mut any = false;
-        for (ip, have) in IpVersion::BOTH.into_iter().zip(fams.iter()) {
-            if have.is_empty() {
-                continue;
+        let saves = self.saves()?;
+        let mut plans = Vec::new();
+        let mut clashes = Vec::new();
+        for (ip, save) in IpVersion::BOTH.into_iter().zip(saves.iter()) {
+            let Some(save) = save else { continue };
+            let have = if self.force {
+                FamilyState::from_save_claiming(save, &prefix, |_, _| true)
+            } else {
+                let foreign = FamilyState::foreign(save, &prefix);
+                clashes.extend(describe(ip, &foreign, |_, _| true, |_, _| true));
+                FamilyState::from_save(save, &prefix)
+            };
+            if !have.is_empty() {
+                plans.push((ip, state::plan(&FamilyState::default(), &have)));
             }
-            self.restore(ip, &state::plan(&FamilyState::default(), have))?;
-            any = true;
+        }
+        if !clashes.is_empty() {
+            return Err(self.refuse(&clashes, table, false));
+        }
+        let any = !plans.is_empty();
+        for (ip, input) in plans {
+            self.restore(ip, &input)?;
         }
         Ok(any)
     }
@@ -415,6 +623,14 @@ impl Backend for IptablesBackend {
             });
         }
         Ok(out)
+    }
+
+    fn set_force(&mut self, on: bool) {
+        self.force = on;
+    }
+
+    fn other_backends(&self) -> Vec<Box<dyn Backend>> {
+        super::usable_backends(Some(self.flavour.name()))
     }
 
     fn set_process_owned(&mut self, on: bool) {
@@ -575,6 +791,152 @@ mod tests {
             assert!(msg.contains(&f.restore_binary(IpVersion::V6)), "{msg}");
             assert!(msg.contains("Debian package \"iptables\""), "{msg}");
         }
+    }
+
+    /// Every tool "installed"; each run is `sleep 10` through the real SystemExec.
+    struct Slow(SystemExec);
+
+    impl Exec for Slow {
+        fn run(&self, _: &str, _: &[&str], stdin: Option<&str>) -> std::io::Result<Output> {
+            self.0.run("sleep", &["10"], stdin)
+        }
+        fn find(&self, program: &str) -> Option<PathBuf> {
+            Some(PathBuf::from(program))
+        }
+    }
+
+    #[test]
+    fn a_hung_tool_is_killed_at_its_deadline() {
+        let quick = SystemExec {
+            timeout: Duration::from_millis(300),
+        };
+        let started = Instant::now();
+        let e = quick.run("sleep", &["10"], None).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Output and stdin still pass through for a tool that finishes in time.
+        let out = quick.run("cat", &[], Some("restore input\n")).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"restore input\n");
+
+        // Through the backend: exit 1 naming the tool.
+        for f in [Flavour::Legacy, Flavour::Nft] {
+            let mut b = IptablesBackend::with_exec(
+                f,
+                Box::new(Slow(SystemExec {
+                    timeout: Duration::from_millis(200),
+                })),
+            )
+            .unwrap();
+            let started = Instant::now();
+            let e = b.read_back("nftkit-t").unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(5));
+            assert_eq!(e.exit_code(), 1);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&f.save_binary(IpVersion::V4)) && msg.contains("killed"),
+                "{msg}"
+            );
+            let e = b.delete("nftkit-t").unwrap_err();
+            assert!(e.to_string().contains("killed"), "{e}");
+        }
+    }
+
+    /// Replays one IPv4 save (IPv6: empty) and records every restore input.
+    struct Recorder {
+        save_v4: String,
+        restores: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+    }
+
+    impl Exec for Recorder {
+        fn run(&self, p: &str, _: &[&str], stdin: Option<&str>) -> std::io::Result<Output> {
+            use std::os::unix::process::ExitStatusExt;
+            let stdout = if p == "iptables-nft-save" {
+                self.save_v4.clone().into_bytes()
+            } else {
+                Vec::new()
+            };
+            if let Some(input) = stdin {
+                self.restores.borrow_mut().push(input.to_string());
+            }
+            Ok(Output {
+                status: std::process::ExitStatus::from_raw(0),
+                stdout,
+                stderr: Vec::new(),
+            })
+        }
+        fn find(&self, program: &str) -> Option<PathBuf> {
+            Some(PathBuf::from(program))
+        }
+    }
+
+    /// kube-proxy's chains under `--table kube`: an apply writing KUBE-POSTROUTING and a
+    /// delete are refused before any restore runs; --force takes over only the chain it
+    /// writes.
+    #[test]
+    fn clashing_foreign_chains_are_refused_before_anything_is_written() {
+        use crate::model::{Action, BaseChain, Chain, ChainType, Hook, Rule, priority};
+        let save_v4 = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+             :KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n\
+             -A PREROUTING -j KUBE-SERVICES\n-A POSTROUTING -j KUBE-POSTROUTING\n\
+             -A KUBE-SERVICES -d 192.0.2.1/32 -j RETURN\n\
+             -A KUBE-POSTROUTING -j RETURN\nCOMMIT\n";
+        let restores = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut b = IptablesBackend::with_exec(
+            Flavour::Nft,
+            Box::new(Recorder {
+                save_v4: save_v4.into(),
+                restores: restores.clone(),
+            }),
+        )
+        .unwrap();
+        let rs = Ruleset {
+            table: "kube".into(),
+            comment: "managed by nftkit masquerade".into(),
+            sets: vec![],
+            chains: vec![Chain {
+                name: "nat-postrouting".into(),
+                base: Some(BaseChain {
+                    kind: ChainType::Nat,
+                    hook: Hook::Postrouting,
+                    priority: priority::SRCNAT,
+                }),
+                rules: vec![Rule {
+                    matches: vec![crate::model::Match::NfProto(crate::model::IpFamily::V4)],
+                    action: Action::Masquerade {
+                        fully_random: false,
+                    },
+                }],
+            }],
+        };
+        let msg = b.apply(&rs).unwrap_err().to_string();
+        assert!(
+            msg.contains("chain KUBE-POSTROUTING in table nat (iptables)")
+                && msg.contains("iptables-nft")
+                && msg.contains("--force")
+                && !msg.contains("KUBE-SERVICES"),
+            "{msg}"
+        );
+        let msg = b.delete("kube").unwrap_err().to_string();
+        assert!(
+            msg.contains("chain KUBE-SERVICES in table nat") && msg.contains("--force"),
+            "{msg}"
+        );
+        assert!(restores.borrow().is_empty(), "{:?}", restores.borrow());
+
+        b.set_force(true);
+        b.apply(&rs).unwrap();
+        let input = restores.borrow()[0].clone();
+        assert!(input.contains(":KUBE-POSTROUTING - [0:0]"), "{input}");
+        assert!(
+            input.contains("-D POSTROUTING -j KUBE-POSTROUTING"),
+            "{input}"
+        );
+        assert!(!input.contains("KUBE-SERVICES"), "{input}");
     }
 
     #[test]

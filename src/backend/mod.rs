@@ -11,8 +11,9 @@ pub mod fake;
 pub mod iptables;
 pub mod netlink;
 
-/// Comment prefix that marks a table as ours (CONTRACT.md "Ownership").
-pub const OWNER_PREFIX: &str = "managed by nftkit";
+/// Comment prefix that marks a table (nftables) or a rule (iptables) as ours
+/// (CONTRACT.md "Ownership").
+pub const OWNER_PREFIX: &str = nft_compat::state::OWNER_PREFIX;
 
 /// An owned table as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -67,6 +68,13 @@ pub trait Backend {
     /// `--force`: replace or delete a same-named table that lacks our ownership comment
     /// (normally refused). Default: not supported, such tables stay refused.
     fn set_force(&mut self, _on: bool) {}
+    /// The other backends usable on this host (this network namespace), for `status`,
+    /// `delete` and removing a job's copy from them after it was applied here. Never
+    /// forced, never instantiating anything (see [`usable_backends`]). Default: none (the
+    /// fake has no siblings).
+    fn other_backends(&self) -> Vec<Box<dyn Backend>> {
+        Vec::new()
+    }
     /// Base chains of *other* tables at `hook` (families ip, ip6, inet) that can drop what
     /// our accept lets through: policy drop, or drop/reject rules. An accept ends only our
     /// own base chain, so these still win. `own_table` (inet) is left out. Read-only.
@@ -154,6 +162,43 @@ pub fn select(choice: BackendChoice) -> Result<Box<dyn Backend>> {
             }
         }
     }
+}
+
+/// Every backend usable here except the one named `except`: nftables when nf_tables
+/// answers over netlink; iptables-nft when its binaries are installed; iptables-legacy
+/// when its binaries are installed and some legacy table already exists (reading
+/// `/proc/net/ip*_tables_names`, which instantiates nothing). A backend that cannot be
+/// opened is left out (logged at debug): these are only consulted, never required.
+pub fn usable_backends(except: Option<&str>) -> Vec<Box<dyn Backend>> {
+    let mut out: Vec<Box<dyn Backend>> = Vec::new();
+    let wanted = |name: &str| except != Some(name);
+    if wanted("nftables") {
+        match netlink::probe() {
+            Ok(Ok(())) => match netlink::NetlinkBackend::connect() {
+                Ok(b) => out.push(Box::new(b)),
+                Err(e) => tracing::debug!(backend = "nftables", error = %e, "not usable"),
+            },
+            Ok(Err(why)) => tracing::debug!(backend = "nftables", reason = %why, "not usable"),
+            Err(e) => tracing::debug!(backend = "nftables", error = %e, "not usable"),
+        }
+    }
+    for flavour in [nft_compat::Flavour::Nft, nft_compat::Flavour::Legacy] {
+        if !wanted(flavour.name()) {
+            continue;
+        }
+        if flavour == nft_compat::Flavour::Legacy && detect::legacy_tables_present() != Some(true) {
+            tracing::debug!(
+                backend = flavour.name(),
+                "no legacy table exists; not consulted"
+            );
+            continue;
+        }
+        match iptables::IptablesBackend::new(flavour) {
+            Ok(b) => out.push(Box::new(b)),
+            Err(e) => tracing::debug!(backend = flavour.name(), error = %e, "not usable"),
+        }
+    }
+    out
 }
 
 /// Whether a table comment marks the table as nftkit's.

@@ -558,6 +558,10 @@ impl Backend for NetlinkBackend {
         self.force = on;
     }
 
+    fn other_backends(&self) -> Vec<Box<dyn Backend>> {
+        super::usable_backends(Some("nftables"))
+    }
+
     fn set_process_owned(&mut self, on: bool) {
         self.process_owned = on;
     }

@@ -14,14 +14,20 @@
 //!     meta skuid @accept-uids return                 # -m owner --uid-owner U -j RETURN
 //!     ip daddr 169.254.169.254 tcp dport 80 dnat ip to 198.51.100.5:8080 }
 //! chain filter-forward { type filter hook forward priority 0;
-//!     ip daddr 198.51.100.5 tcp dport 8080 ct state established,related,new accept }
+//!     ip daddr 198.51.100.5 tcp dport 8080 ct state established,related,new accept
+//!     ip saddr 198.51.100.5 tcp sport 8080 ct state established,related accept }
 //! ```
 //! Several maps of one family become one rule over an anonymous map:
 //! `dnat ip to ip daddr . tcp dport map { 169.254.169.254 . 80 : 198.51.100.5 . 8080, ... }`.
 //! iptables equivalent: `-t nat -A OUTPUT|PREROUTING -d ORIG -p tcp --dport P -j DNAT
 //! --to-destination TARGET:PORT` and `-A FORWARD -d TARGET -p tcp --dport PORT -m state
-//! --state NEW,ESTABLISHED,RELATED -j ACCEPT` (the port is kept; upstream's PR #360 lost it).
-//! The forward accept is one rule per target: a few targets, and the model has no
+//! --state NEW,ESTABLISHED,RELATED -j ACCEPT` (the port is kept; upstream's PR #360 lost it)
+//! plus the replies, `-A FORWARD -s TARGET -p tcp --sport PORT -m state --state
+//! ESTABLISHED,RELATED -j ACCEPT`: with `iptables -P FORWARD DROP` (Docker sets it) the
+//! target's answers are forwarded too, so a pod's DNATed connection completes. (The reply
+//! is seen in forward with the target's address: the source of a reply to a DNATed
+//! connection is rewritten back to ORIG only at postrouting.)
+//! The forward accepts are two rules per target: a few targets, and the model has no
 //! concatenated sets (an address set and a port set would also accept their cross product).
 
 use std::net::{IpAddr, SocketAddr};
@@ -371,18 +377,40 @@ pub fn build(cfg: &DnatConfig, table: &str) -> Ruleset {
             hook: Hook::Forward,
             priority: priority::FILTER,
         }),
+        // Both directions: a FORWARD policy of drop (Docker sets one) would otherwise drop
+        // the target's replies, and the DNATed connection never completes.
         rules: targets
             .iter()
-            .map(|t| Rule {
-                matches: vec![
-                    Match::Daddr(ipnet::IpNet::from(t.ip())),
-                    Match::Dport {
-                        proto: cfg.proto,
-                        port: t.port(),
+            .flat_map(|t| {
+                let addr = ipnet::IpNet::from(t.ip());
+                [
+                    Rule {
+                        matches: vec![
+                            Match::Daddr(addr),
+                            Match::Dport {
+                                proto: cfg.proto,
+                                port: t.port(),
+                            },
+                            Match::CtState(vec![
+                                CtState::Established,
+                                CtState::Related,
+                                CtState::New,
+                            ]),
+                        ],
+                        action: Action::Accept,
                     },
-                    Match::CtState(vec![CtState::Established, CtState::Related, CtState::New]),
-                ],
-                action: Action::Accept,
+                    Rule {
+                        matches: vec![
+                            Match::Saddr(addr),
+                            Match::Sport {
+                                proto: cfg.proto,
+                                port: t.port(),
+                            },
+                            Match::CtState(vec![CtState::Established, CtState::Related]),
+                        ],
+                        action: Action::Accept,
+                    },
+                ]
             })
             .collect(),
     });
@@ -545,7 +573,10 @@ mod tests {
         assert_eq!(rules(&rs, "nat-output"), vec![dnat]);
         assert_eq!(
             rules(&rs, "filter-forward"),
-            vec!["ip daddr 198.51.100.5 tcp dport 8080 ct state established,related,new accept"]
+            vec![
+                "ip daddr 198.51.100.5 tcp dport 8080 ct state established,related,new accept",
+                "ip saddr 198.51.100.5 tcp sport 8080 ct state established,related accept",
+            ]
         );
         assert!(rs.sets.is_empty());
     }
@@ -571,7 +602,8 @@ mod tests {
                 "ip6 daddr 2001:db8::254 udp dport 80 dnat ip6 to [2001:db8::5]:8080",
             ]
         );
-        assert_eq!(rules(&rs, "filter-forward").len(), 3);
+        // Three targets, each accepted in both directions.
+        assert_eq!(rules(&rs, "filter-forward").len(), 6);
     }
 
     #[test]
