@@ -154,6 +154,9 @@ pub fn run_published(
     stats.ready = true;
     stats.record_success();
     publish(&stats, &good);
+    // One job lives on one backend: only now that this copy is in place, the job's copy
+    // on another backend (an earlier run with another --backend) goes.
+    ops::remove_from_other_backends(&*backend, &good.table);
     if opts.once {
         return Ok(stats);
     }

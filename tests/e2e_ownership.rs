@@ -431,3 +431,42 @@ fn one_job_lives_on_one_backend() {
     let all = everything(&ns);
     assert!(!all.contains("NFTKIT") && !all.contains("nftkit"), "{all}");
 }
+
+/// The daemons too: a `dnat` daemon on nftables removes the copy an earlier
+/// `--backend iptables-legacy` run left, once its own first apply is in place (and the
+/// nftables table survives the daemon: tables persist by default).
+#[test]
+fn a_daemon_moves_its_job_to_its_backend_after_its_first_apply() {
+    require_root();
+    let ns = Netns::new();
+    let map = ["dnat", "--map", "169.254.169.254:80=198.51.100.5:8080"];
+    let mut once = map.to_vec();
+    once.push("--daemon=false");
+    ns.nftkit_ok(
+        &[],
+        &[&["--backend", "iptables-legacy"][..], &once].concat(),
+    );
+    assert!(has_chains(&ns, "iptables-legacy-save", "NFTKIT-DNAT"));
+    let mut args = vec!["--backend", "nftables"];
+    args.extend(map);
+    args.push("--sync-interval=1s");
+    let mut d = NftkitDaemon::start(&ns, &args);
+    d.wait_log("reconciling", std::time::Duration::from_secs(10));
+    assert!(
+        d.log()
+            .contains("removed this job's copy from another backend"),
+        "{}",
+        d.log()
+    );
+    assert!(
+        !has_chains(&ns, "iptables-legacy-save", "NFTKIT-DNAT"),
+        "{}",
+        ns.must(&["iptables-legacy-save"]).stdout
+    );
+    assert_eq!(d.stop_with(libc::SIGTERM), Some(0), "{}", d.log());
+    assert!(ns.table("inet", "nftkit-dnat").is_some());
+    assert_eq!(
+        status_entries(&ns, "nftables"),
+        [("nftables".to_string(), "nftkit-dnat".to_string())]
+    );
+}
