@@ -9,9 +9,12 @@
 //! Sources: `--from-file` (a `kubectl get pods,namespaces,networkpolicies -A -o yaml`
 //! List, YAML or JSON), applied once; otherwise the API server (`--kubeconfig`,
 //! `KUBECONFIG`, `~/.kube/config` or in-cluster), watched continuously (`netpol::live`):
-//! debounced updates, each one atomic batch, a periodic drift check, table owner flag
-//! unless `--persist`. `--dry-run` and `verify netpol` without `--from-file` list the API
-//! server once. Every option is validated in both modes.
+//! debounced updates, each one atomic batch, a periodic drift check; the table persists
+//! when the process dies unless `--persist=false` (kernel table owner flag). An
+//! unreachable API server or an unconvertible object never ends the daemon and never
+//! changes the table: it reports not ready and retries. `--dry-run` and `verify netpol`
+//! without `--from-file` list the API server once. Every option is validated in both
+//! modes.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -55,18 +58,23 @@ pub struct NetpolArgs {
     /// changed it (Go duration, or whole seconds) [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub resync_interval: Option<String>,
-    /// Live mode: how long the first complete list of pods, namespaces and
-    /// networkpolicies may take (retried with backoff) before giving up with exit 1
-    /// [default: 60s]
+    /// Live mode: how long the API server may be unreachable — no complete first list of
+    /// pods, namespaces and networkpolicies, or a watch failing — before the daemon logs
+    /// an error (again every DURATION) and reports not ready on /readyz. It never exits
+    /// for it: the existing table stays in force and the API server is retried with
+    /// backoff for ever. `--dry-run` and `verify` without --from-file give up after it
+    /// (exit 1) [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub sync_timeout: Option<String>,
-    /// Live mode: keep the table when the process dies (default: it goes with the process)
+    /// Live mode: keep the table when the process dies (SIGKILL, OOM, rolling update),
+    /// re-adopted by the next start; `--persist=false` sets the kernel's table owner flag,
+    /// so the table goes with the process [default: true]
     #[arg(
         long,
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
-        default_value = "false",
+        default_value = "true",
         default_missing_value = "true",
         value_parser = go_bool
     )]
