@@ -383,6 +383,69 @@ fn live_mode_persist_repairs_drift_and_dry_run_lists_once() {
     );
 }
 
+/// The API server going away after the first list: the table stays as it is, the daemon
+/// keeps running and reports not ready once the watches have failed for --sync-timeout;
+/// when the server answers again (events after the resourceVersion the watches resume
+/// from), it is ready again.
+#[test]
+fn live_mode_keeps_the_table_while_the_api_server_is_away() {
+    require_root();
+    let ns = Netns::new();
+    let port = free_port(&ns);
+    let metrics = free_port(&ns);
+    let api = FakeApi::start_at(&ns, port);
+    seed(&api);
+    api.apply("networkpolicies", policy("prod", "db", "db", "web"));
+    let dir = TempDir::new();
+    let kc = kubeconfig(&dir.0, &format!("http://127.0.0.1:{port}"));
+    let kc = kc.to_str().unwrap();
+    let mut d = NftkitDaemon::start(
+        &ns,
+        &[
+            &["--metrics-addr", &metrics.to_string()][..],
+            &live_args(kc, &["--sync-timeout", "2s", "--resync-interval", "1s"]),
+        ]
+        .concat(),
+    );
+    if !poll_until(WAIT, || readyz(&ns, metrics) == 200) {
+        panic!("never ready:\n{}", plain(&d.log()));
+    }
+    let before = table_text(&ns);
+    assert!(before.contains("chain ingress/prod/db-0"), "{before}");
+
+    drop(api);
+    if !poll_until(WAIT, || readyz(&ns, metrics) == 503) {
+        panic!("still ready without API server:\n{}", plain(&d.log()));
+    }
+    let log = plain(&d.log());
+    assert!(log.contains("API server unreachable: watch of"), "{log}");
+    thread::sleep(Duration::from_secs(2));
+    assert!(d.running(), "{}", plain(&d.log()));
+    assert_eq!(
+        table_text(&ns),
+        before,
+        "table changed while the API server was away"
+    );
+
+    // Back, with the same objects written twice (the watches resume from the old
+    // resourceVersion and see the second round as events).
+    let api = FakeApi::start_at(&ns, port);
+    for _ in 0..2 {
+        seed(&api);
+        api.apply("networkpolicies", policy("prod", "db", "db", "web"));
+    }
+    if !poll_until(Duration::from_secs(60), || readyz(&ns, metrics) == 200) {
+        panic!(
+            "not ready after the API server came back:\n{}",
+            plain(&d.log())
+        );
+    }
+    assert!(plain(&d.log()).contains("API server reachable again"));
+    assert_eq!(table_text(&ns), before);
+    assert_eq!(d.stop_with(libc::SIGTERM), Some(0), "{}", plain(&d.log()));
+    assert!(ns.table("inet", TABLE).is_some(), "persists by default");
+}
+
 /// Failures at start: for `--dry-run` (one list), the API server unreachable (closed
 /// port; TLS to a plain-HTTP server) beyond `--sync-timeout` is exit 1; the daemon
 /// instead keeps retrying, programs nothing and reports not ready (also

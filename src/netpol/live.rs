@@ -30,7 +30,8 @@
 //!   to 30 s, with jitter); the daemon never exits for it. After `--sync-timeout`
 //!   without a complete first list, or with a kind's watch failing for that long, it
 //!   logs an error (again every `--sync-timeout`), counts it in `nftkit_errors_total`
-//!   and reports not ready; the table stays. An expired resourceVersion (410 Gone) makes
+//!   and reports not ready; the table stays. A watch counts as failing from its first
+//!   error until data arrives again or no error came for 90 s. An expired resourceVersion (410 Gone) makes
 //!   the watcher re-list, and the re-listed objects replace the old ones atomically
 //!   (`Event::InitDone`).
 //!
@@ -159,8 +160,10 @@ impl<T> Default for Store<T> {
     }
 }
 
-/// A watch whose last error is older than this is taken to be working again (kube's
-/// backoff retries at least every 30 s, plus up to 30 s to connect, while it fails).
+/// A watch whose last error is older than this is taken to be working again: while it
+/// fails, a retry comes at least every 75 s (backoff at most 30 s plus 50% jitter, plus
+/// kube's 30 s connect timeout). A re-established watch yields nothing until something
+/// changes, so silence is the only sign of recovery besides data.
 const WATCH_RECOVERED_AFTER: Duration = Duration::from_secs(90);
 
 impl<T> Store<T> {
