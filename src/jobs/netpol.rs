@@ -68,7 +68,7 @@ pub struct NetpolArgs {
     pub sync_timeout: Option<String>,
     /// Live mode: keep the table when the process dies (SIGKILL, OOM, rolling update),
     /// re-adopted by the next start; `--persist=false` sets the kernel's table owner flag,
-    /// so the table goes with the process [default: true]
+    /// so the table goes with the process
     #[arg(
         long,
         value_name = "BOOL",
