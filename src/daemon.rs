@@ -153,10 +153,10 @@ pub fn run_published(
     stats.last_apply = Some(started.elapsed());
     stats.ready = true;
     stats.record_success();
-    publish(&stats, &good);
     // One job lives on one backend: only now that this copy is in place, the job's copy
-    // on another backend (an earlier run with another --backend) goes.
+    // on another backend (an earlier run with another --backend) goes; then ready.
     ops::remove_from_other_backends(&*backend, &good.table);
+    publish(&stats, &good);
     if opts.once {
         return Ok(stats);
     }

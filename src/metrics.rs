@@ -156,6 +156,16 @@ pub fn set_interval(shared: &Shared, interval: Duration) {
     }
 }
 
+/// Job-specific lines (Prometheus text) appended to `/metrics`; one job per process.
+static EXTRA: Mutex<String> = Mutex::new(String::new());
+
+/// Replace the job-specific lines of `/metrics` (netpol's unconvertible-object gauge).
+pub fn set_extra(text: String) {
+    if let Ok(mut e) = EXTRA.lock() {
+        *e = text;
+    }
+}
+
 /// The loop's state after a pass; also its tick for `/healthz`.
 pub fn publish(shared: &Shared, stats: &LoopStats, rs: &Ruleset) {
     if let Ok(mut s) = shared.lock() {
@@ -409,6 +419,9 @@ pub fn render(s: &State) -> String {
         out.push_str(&format!(
             "nftkit_set_elements{{table=\"{t}\",set=\"{name}\"}} {n}\n"
         ));
+    }
+    if let Ok(e) = EXTRA.lock() {
+        out.push_str(&e);
     }
     out
 }

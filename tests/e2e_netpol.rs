@@ -2,15 +2,20 @@
 //! between pod namespaces (one veth pair each, ip_forward on) and a "remote" namespace
 //! standing for other nodes' pods and external addresses. Reachability matrices with real
 //! TCP connections (the server answers with its tag, so replies must pass) and UDP
-//! datagrams, run in parallel with short timeouts.
+//! datagrams, run in parallel with short timeouts. Live mode's guarantees that show in
+//! packets (rules outlive the daemon and an unreachable API server; an unconvertible
+//! policy keeps the last good rules) run the same matrix against a fake API server.
 
 mod common;
+mod netpol_api;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::thread;
 use std::time::Duration;
 
 use common::*;
+use netpol_api::*;
 use serde_json::{Value, json};
 
 const NODE: &str = "node-1";
@@ -574,4 +579,201 @@ fn updates_and_deletes_are_reapplied() {
     );
     c.node.nftkit_ok(&[], &["delete", "netpol"]);
     assert!(c.node.table("inet", "nftkit-netpol").is_none());
+}
+
+// ---------------------------------------------------------------------------
+// Live mode (a fake API server in the node namespace, tests/netpol_api)
+// ---------------------------------------------------------------------------
+
+/// Serve the cluster's objects (a `Cluster::manifest`) from `api`.
+fn serve(api: &FakeApi, manifest: &Value) {
+    for item in manifest["items"].as_array().expect("items") {
+        api.apply(
+            plural_of(item["kind"].as_str().expect("kind")),
+            item.clone(),
+        );
+    }
+}
+
+/// `nftkit --metrics-addr METRICS netpol` against the API server at 127.0.0.1:`api`.
+fn live_daemon(c: &Cluster, dir: &TempDir, api: u16, metrics: u16, extra: &[&str]) -> NftkitDaemon {
+    let kc = kubeconfig(&dir.0, &format!("http://127.0.0.1:{api}"));
+    let mut args = vec![
+        "--metrics-addr".to_string(),
+        metrics.to_string(),
+        "netpol".into(),
+        "--node-name".into(),
+        NODE.into(),
+        "--kubeconfig".into(),
+        kc.display().to_string(),
+        "--debounce".into(),
+        "100ms".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    NftkitDaemon::start(&c.node, &args)
+}
+
+fn wait_ready(c: &Cluster, d: &NftkitDaemon, metrics: u16, what: &str) {
+    if !poll_until(Duration::from_secs(60), || readyz(&c.node, metrics) == 200) {
+        panic!("never ready ({what}):\n{}", plain(&d.log()));
+    }
+}
+
+fn table(c: &Cluster) -> Option<String> {
+    c.node.table("inet", "nftkit-netpol")
+}
+
+/// CONTRACT.md "Ownership and atomicity", `netpol`: the table outlives the daemon by
+/// default (SIGKILL) and keeps filtering; a restart while the API server is unreachable
+/// leaves it exactly as it is, keeps running past --sync-timeout and reports not ready;
+/// once the server answers, the new state is applied and the daemon is ready.
+/// `--persist=false` puts the owner flag on the table, which then dies with the process.
+#[test]
+fn live_table_outlives_the_daemon_and_an_unreachable_api_server() {
+    let c = Cluster::new();
+    let dir = TempDir::new();
+    let api_port = free_port(&c.node);
+    let metrics = free_port(&c.node);
+    let api = FakeApi::start_at(&c.node, api_port);
+    let policies = ingress_policies();
+    serve(&api, &c.manifest(&policies));
+    let mut d = live_daemon(&c, &dir, api_port, metrics, &[]);
+    wait_ready(&c, &d, metrics, "first run");
+    let enforced = [
+        tcp(Pod("shop/web"), "shop/db", 5432, true),
+        tcp(Pod("shop/other"), "shop/db", 5432, false),
+        tcp(Remote(EXT_B), "shop/web", 80, true),
+        tcp(Pod("shop/other"), "ops/monitor", 80, true),
+    ];
+    c.check("live", &enforced);
+    let first = table(&c).expect("table");
+    assert!(
+        !first.contains("flags owner"),
+        "persists by default:\n{first}"
+    );
+
+    // SIGKILL: no chance to clean up; the table stays and still filters.
+    assert_eq!(d.stop_with(libc::SIGKILL), None);
+    assert_eq!(
+        table(&c).as_deref(),
+        Some(first.as_str()),
+        "table gone with SIGKILL"
+    );
+    c.check("after SIGKILL", &enforced);
+
+    // Restart with the API server down: no exit, the table untouched, not ready.
+    drop(api);
+    let mut d = live_daemon(&c, &dir, api_port, metrics, &["--sync-timeout", "2s"]);
+    if !poll_until(Duration::from_secs(20), || {
+        plain(&d.log()).contains("API server unreachable: no complete list")
+    }) {
+        panic!("no unreachable error:\n{}", plain(&d.log()));
+    }
+    thread::sleep(Duration::from_secs(3));
+    assert!(d.running(), "exited:\n{}", plain(&d.log()));
+    assert_eq!(readyz(&c.node, metrics), 503);
+    assert_eq!(table(&c).as_deref(), Some(first.as_str()), "table touched");
+    c.check("API server down", &enforced);
+    let log = plain(&d.log());
+    assert!(log.matches("API server unreachable").count() >= 2, "{log}");
+    assert!(!log.contains("netpol table updated"), "{log}");
+
+    // The server comes back, without db-allow: web loses its way into db.
+    let api = FakeApi::start_at(&c.node, api_port);
+    serve(&api, &c.manifest(&policies[1..]));
+    wait_ready(&c, &d, metrics, "API server back");
+    c.check(
+        "API server back",
+        &[
+            tcp(Pod("shop/web"), "shop/db", 5432, false),
+            tcp(Remote(EXT_B), "shop/web", 80, true),
+            tcp(Pod("shop/other"), "ops/monitor", 80, true),
+        ],
+    );
+    assert!(plain(&d.log()).contains("API server reachable again"));
+    assert_eq!(d.stop_with(libc::SIGKILL), None);
+    assert!(table(&c).is_some());
+
+    // --persist=false: the kernel's owner flag; the table goes with the process.
+    let mut d = live_daemon(&c, &dir, api_port, metrics, &["--persist=false"]);
+    wait_ready(&c, &d, metrics, "--persist=false");
+    assert!(
+        poll_until(Duration::from_secs(10), || table(&c)
+            .is_some_and(|t| t.contains("flags owner"))),
+        "{:?}",
+        table(&c)
+    );
+    assert_eq!(d.stop_with(libc::SIGKILL), None);
+    assert!(
+        poll_until(Duration::from_secs(5), || table(&c).is_none()),
+        "--persist=false table outlived the process"
+    );
+}
+
+/// A NetworkPolicy nftkit cannot convert refuses the whole update: the last good rules
+/// keep enforcing (a valid change in the same update is not applied either: never a
+/// partial view), /readyz says 503, the gauge counts the object and the log names it.
+/// Fixing it applies everything.
+#[test]
+fn live_unconvertible_policy_keeps_the_last_good_rules() {
+    let c = Cluster::new();
+    let dir = TempDir::new();
+    let api_port = free_port(&c.node);
+    let metrics = free_port(&c.node);
+    let api = FakeApi::start_at(&c.node, api_port);
+    let mut policies = ingress_policies();
+    serve(&api, &c.manifest(&policies));
+    let d = live_daemon(&c, &dir, api_port, metrics, &[]);
+    wait_ready(&c, &d, metrics, "start");
+    let gauge = "nftkit_netpol_unconvertible_objects{";
+    assert_eq!(metric(&c.node, metrics, gauge), Some(0.0));
+    let good = [
+        tcp(Pod("shop/web"), "shop/db", 5432, true),
+        tcp(Pod("shop/other"), "shop/db", 5432, false),
+        tcp(Remote(EXT_IN), "shop/db", 30005, true),
+    ];
+    c.check("good", &good);
+    let before = table(&c).expect("table");
+
+    // One valid change (db-allow no longer admits web on 5432) and one policy that
+    // cannot be converted (a /33).
+    policies[0]["spec"]["ingress"][0]["from"] =
+        json!([{"podSelector": {"matchLabels": {"app": "nobody"}}}]);
+    api.apply("networkpolicies", policies[0].clone());
+    let mut lockdown = policy(
+        "shop",
+        "db-lockdown",
+        json!({"podSelector": {"matchLabels": {"app": "db"}},
+               "ingress": [{"from": [{"ipBlock": {"cidr": "192.0.2.0/33"}}]}]}),
+    );
+    api.apply("networkpolicies", lockdown.clone());
+    if !poll_until(Duration::from_secs(20), || {
+        readyz(&c.node, metrics) == 503 && metric(&c.node, metrics, gauge) == Some(1.0)
+    }) {
+        panic!("still ready:\n{}", plain(&d.log()));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let log = plain(&d.log());
+    assert!(
+        log.lines().any(|l| l.contains("update refused")
+            && l.contains("networkpolicies shop/db-lockdown")
+            && l.contains("192.0.2.0/33")),
+        "{log}"
+    );
+    assert_eq!(table(&c).as_deref(), Some(before.as_str()), "table changed");
+    c.check("refused update", &good);
+
+    // Fixed: everything applies, ready again.
+    lockdown["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"] = json!("192.0.2.0/25");
+    api.apply("networkpolicies", lockdown);
+    wait_ready(&c, &d, metrics, "fixed");
+    assert_eq!(metric(&c.node, metrics, gauge), Some(0.0));
+    c.check(
+        "fixed",
+        &[
+            tcp(Pod("shop/web"), "shop/db", 5432, false),
+            tcp(Remote(EXT_IN), "shop/db", 5432, true),
+            tcp(Remote(EXT_EXCEPT), "shop/db", 5432, false),
+        ],
+    );
 }

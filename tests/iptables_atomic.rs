@@ -2,6 +2,8 @@
 //! iptables-restore commits table by table and IPv4 and IPv6 are two runs: nftkit rolls
 //! back what was already committed. The refusal is provoked with a stale chain of ours
 //! that a foreign chain still jumps to, so deleting it fails (`-X`: too many links).
+//! "Ours" is the comment (an iptables chain has none of its own): the stale chain holds a
+//! rule carrying `managed by nftkit <command>`.
 //! Needs root; run through scripts/test.sh.
 
 mod common;
@@ -22,6 +24,24 @@ fn save(ns: &Netns, tool: &str) -> String {
         .join("\n")
 }
 
+/// A rule with nftkit's ownership comment in `chain`, which makes the chain provably ours.
+fn stale_rule_of_ours(ns: &Netns, tool: &str, table: &str, chain: &str, command: &str) {
+    let comment = format!("managed by nftkit {command}");
+    ns.must(&[
+        tool,
+        "-t",
+        table,
+        "-A",
+        chain,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        "RETURN",
+    ]);
+}
+
 /// IPv4 commits, IPv6 is refused: IPv4 is rolled back.
 #[test]
 fn refused_ipv6_rolls_back_ipv4() {
@@ -31,8 +51,10 @@ fn refused_ipv6_rolls_back_ipv4() {
         let v4 = format!("iptables-{flavour}");
         let v6 = format!("ip6tables-{flavour}");
         // A leftover chain of ours in both families; in IPv6 a foreign chain uses it.
-        ns.must(&[&v4, "-t", "nat", "-N", "NFTKIT-REDIRECT-OLD"]);
-        ns.must(&[&v6, "-t", "nat", "-N", "NFTKIT-REDIRECT-OLD"]);
+        for tool in [&v4, &v6] {
+            ns.must(&[tool, "-t", "nat", "-N", "NFTKIT-REDIRECT-OLD"]);
+            stale_rule_of_ours(&ns, tool, "nat", "NFTKIT-REDIRECT-OLD", "redirect");
+        }
         ns.must(&[&v6, "-t", "nat", "-N", "FOREIGN"]);
         ns.must(&[
             &v6,
@@ -74,6 +96,13 @@ fn refused_second_table_rolls_back_the_first() {
         let ns = Netns::new();
         let v4 = format!("iptables-{flavour}");
         ns.must(&[&v4, "-t", "filter", "-N", "NFTKIT-LOCAL-ADDRESS-OLD"]);
+        stale_rule_of_ours(
+            &ns,
+            &v4,
+            "filter",
+            "NFTKIT-LOCAL-ADDRESS-OLD",
+            "local-address",
+        );
         ns.must(&[&v4, "-t", "filter", "-N", "FOREIGN"]);
         ns.must(&[
             &v4,

@@ -135,3 +135,91 @@ fn invalid_manifests_exit_2_and_touch_nothing() {
     assert!(out.stderr.contains("/nonexistent"), "{out}");
     assert_eq!(ns.ruleset(), before);
 }
+
+/// `--from-file` must say what it is, stay under masquerade's 16 MiB input limit, and
+/// every option is validated in every mode: each refusal is exit 2 with one line naming
+/// the file or option and the value, and the table applied before stays as it was.
+/// `items: []` is a valid, empty cluster.
+#[test]
+fn from_file_refusals_exit_2_and_keep_the_table() {
+    let ns = Netns::new();
+    let env = [("NODE_NAME", "node-1")];
+    ns.nftkit_ok(&env, &["netpol", "--from-file", &input("docs-example")]);
+    let before = ns.ruleset();
+    assert!(before.contains("table inet nftkit-netpol"), "{before}");
+    let dir = std::env::temp_dir().join(format!("{}-from-file", unique_name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let empty = write("empty.yaml", "");
+    let configmap = write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n",
+    );
+    let service = write(
+        "svc.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: web, namespace: shop}}\n",
+    );
+    let truncated = write("cut.yaml", "apiVersion: v1\nkind: List\n");
+    // A sparse file one byte over the limit: refused from its size, never read.
+    let big = dir.join("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((16 << 20) + 1)
+        .unwrap();
+    let big = big.display().to_string();
+    let docs = input("docs-example");
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--from-file", &empty], vec![&empty, "empty"]),
+        (
+            vec!["--from-file", &configmap],
+            vec![&configmap, "\"ConfigMap\""],
+        ),
+        (
+            vec!["--from-file", &service],
+            vec![&service, "\"Service\"", "shop/web"],
+        ),
+        (vec!["--from-file", &truncated], vec![&truncated, "items"]),
+        (vec!["--from-file", &big], vec![&big, "16 MiB", "16777217"]),
+        (
+            vec!["--from-file", &docs, "--debounce", "fast"],
+            vec!["--debounce", "fast"],
+        ),
+        (
+            vec!["--from-file", &docs, "--resync-interval", "0"],
+            vec!["--resync-interval", "0"],
+        ),
+        (
+            vec!["--from-file", &docs, "--sync-timeout", "soon"],
+            vec!["--sync-timeout", "soon"],
+        ),
+        (
+            vec!["--from-file", &docs, "--kubeconfig", "/nonexistent/kc"],
+            vec!["--kubeconfig", "/nonexistent/kc"],
+        ),
+    ];
+    for (args, needles) in cases {
+        for dry in [true, false] {
+            let mut argv = if dry { vec!["--dry-run"] } else { vec![] };
+            argv.push("netpol");
+            argv.extend(&args);
+            let out = ns.nftkit(&env, &argv);
+            assert_eq!(out.code, Some(2), "{out}");
+            let line = out.stderr.trim();
+            assert_eq!(line.lines().count(), 1, "{out}");
+            for n in &needles {
+                assert!(line.contains(n), "{n}: {out}");
+            }
+        }
+    }
+    assert_eq!(ns.ruleset(), before, "a refused file touched the kernel");
+    // An explicit empty List: no policies, nothing isolated.
+    let none = write("none.yaml", "apiVersion: v1\nkind: List\nitems: []\n");
+    ns.nftkit_ok(&env, &["netpol", "--from-file", &none]);
+    let t = ns.table("inet", "nftkit-netpol").expect("table");
+    assert!(!t.contains("chain ingress/"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,21 +9,26 @@
 //! Sources: `--from-file` (a `kubectl get pods,namespaces,networkpolicies -A -o yaml`
 //! List, YAML or JSON), applied once; otherwise the API server (`--kubeconfig`,
 //! `KUBECONFIG`, `~/.kube/config` or in-cluster), watched continuously (`netpol::live`):
-//! debounced updates, each one atomic batch, a periodic drift check, table owner flag
-//! unless `--persist`. `--dry-run` and `verify netpol` without `--from-file` list the API
-//! server once.
+//! debounced updates, each one atomic batch, a periodic drift check; the table persists
+//! when the process dies unless `--persist=false` (kernel table owner flag). An
+//! unreachable API server or an unconvertible object never ends the daemon and never
+//! changes the table: it reports not ready and retries. `--dry-run` and `verify netpol`
+//! without `--from-file` list the API server once. Every option is validated in both
+//! modes.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::daemon;
 use crate::error::{Error, Result};
 use crate::jobs::local_address::go_bool;
+use crate::jobs::masquerade::MAX_FILE_BYTES;
 use crate::model::Ruleset;
 use crate::netpol::build::{NetpolConfig, build_with_summary};
 use crate::netpol::live::{self, KubeSource, LiveConfig};
-use crate::netpol::manifest;
+use crate::netpol::manifest::{self, Cluster};
 use crate::ops;
 use crate::parse::go_duration;
 
@@ -53,18 +58,23 @@ pub struct NetpolArgs {
     /// changed it (Go duration, or whole seconds) [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub resync_interval: Option<String>,
-    /// Live mode: how long the first complete list of pods, namespaces and
-    /// networkpolicies may take (retried with backoff) before giving up with exit 1
-    /// [default: 60s]
+    /// Live mode: how long the API server may be unreachable — no complete first list of
+    /// pods, namespaces and networkpolicies, or a watch failing — before the daemon logs
+    /// an error (again every DURATION) and reports not ready on /readyz. It never exits
+    /// for it: the existing table stays in force and the API server is retried with
+    /// backoff for ever. `--dry-run` and `verify` without --from-file give up after it
+    /// (exit 1) [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub sync_timeout: Option<String>,
-    /// Live mode: keep the table when the process dies (default: it goes with the process)
+    /// Live mode: keep the table when the process dies (SIGKILL, OOM, rolling update),
+    /// re-adopted by the next start; `--persist=false` sets the kernel's table owner flag,
+    /// so the table goes with the process
     #[arg(
         long,
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
-        default_value = "false",
+        default_value = "true",
         default_missing_value = "true",
         value_parser = go_bool
     )]
@@ -92,20 +102,29 @@ fn duration(option: &str, raw: Option<&str>, default: &str) -> Result<Duration> 
     }
 }
 
-/// Validate flags and environment; read the manifest file, or the kubeconfig.
+/// Validate flags and environment; read the manifest file, or the kubeconfig. Every
+/// option is validated whatever the mode, so a manifest with a typo in an option the
+/// mode does not use (`--from-file F --debounce fast`) fails at once, not when someone
+/// later drops `--from-file`.
 pub fn parse_source(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Source> {
-    if args.from_file.is_some() {
-        return parse(args, env).map(Source::File);
-    }
     let node = node_name(args, env)?;
     let debounce = duration("--debounce", args.debounce.as_deref(), "200ms")?;
     let resync = duration("--resync-interval", args.resync_interval.as_deref(), "60s")?;
     let sync_timeout = duration("--sync-timeout", args.sync_timeout.as_deref(), "60s")?;
+    let flag_kube = args
+        .kubeconfig
+        .as_ref()
+        .map(|p| live::read_kubeconfig("--kubeconfig", &p.display().to_string()))
+        .transpose()?;
+    if let Some(path) = &args.from_file {
+        let cluster = read_manifest(path)?;
+        return Ok(Source::File(NetpolConfig { node, cluster }));
+    }
     let kube = match (
-        &args.kubeconfig,
+        flag_kube,
         env("KUBECONFIG").filter(|v| !v.trim().is_empty()),
     ) {
-        (Some(p), _) => live::read_kubeconfig("--kubeconfig", &p.display().to_string())?,
+        (Some(k), _) => k,
         (None, Some(v)) => live::read_kubeconfig("KUBECONFIG", &v)?,
         (None, None) => KubeSource::Infer,
     };
@@ -117,6 +136,44 @@ pub fn parse_source(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> 
         sync_timeout,
         persist: args.persist,
     }))
+}
+
+/// Read `--from-file` with the input limit of masquerade's config files
+/// ([`MAX_FILE_BYTES`], 16 MiB): a larger file is refused from its size, before it is read
+/// (parsing holds the whole document in memory, tens of times the file's size), and a
+/// file that grows while being read is cut off at the limit and refused too.
+fn read_manifest(path: &Path) -> Result<Cluster> {
+    let bad = |why: String| Error::invalid("--from-file", path.display(), why);
+    let too_big = |n: u64| {
+        bad(format!(
+            "a manifest of at most {} MiB (the limit of masquerade's config files); this one is {n} bytes",
+            MAX_FILE_BYTES >> 20
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("a readable file ({e})")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| bad(format!("a readable file ({e})")))?;
+    if meta.is_dir() {
+        return Err(bad("a file, not a directory".into()));
+    }
+    if meta.is_file() && meta.len() > MAX_FILE_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_FILE_BYTES) as usize);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("a readable file ({e})")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        bad(format!(
+            "UTF-8 text (YAML or JSON); byte {} is not",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    manifest::parse(&path.display().to_string(), &text)
 }
 
 /// Run `nftkit netpol` (not `--dry-run`): apply the file once, or watch the API server
@@ -131,7 +188,9 @@ pub fn run(
         Source::File(cfg) => {
             let rs = log_build(&cfg, table);
             let mut b = backend_for()?;
-            ops::apply_and_check(b.as_mut(), &rs)
+            ops::apply_and_check(b.as_mut(), &rs)?;
+            ops::remove_from_other_backends(b.as_ref(), &rs.table);
+            Ok(())
         }
         Source::Live(cfg) => {
             let stop = daemon::stop_on_signals()?;
@@ -172,21 +231,18 @@ fn node_name(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<
 
 /// Validate flags and environment, read and validate the manifest file (`--from-file`).
 pub fn parse(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<NetpolConfig> {
-    let node = node_name(args, env)?;
-    let Some(path) = &args.from_file else {
+    let Some(_) = &args.from_file else {
+        node_name(args, env)?;
         return Err(Error::Usage(
             "netpol: this needs --from-file PATH (live mode reads the API server)".into(),
         ));
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::invalid(
-            "--from-file",
-            path.display(),
-            format!("a readable file ({e})"),
-        )
-    })?;
-    let cluster = manifest::parse(&path.display().to_string(), &text)?;
-    Ok(NetpolConfig { node, cluster })
+    match parse_source(args, env)? {
+        Source::File(cfg) => Ok(cfg),
+        Source::Live(_) => Err(Error::Usage(
+            "netpol: this needs --from-file PATH (live mode reads the API server)".into(),
+        )),
+    }
 }
 
 /// The desired table for these flags: from the file, or from one list of the API server

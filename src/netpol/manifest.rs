@@ -1,11 +1,18 @@
 //! The cluster objects netpol reads — pods, namespaces, `networking.k8s.io/v1`
 //! NetworkPolicies — from a `kubectl get pods,namespaces,networkpolicies -A -o yaml` List
-//! (YAML or JSON; several `---` documents and single objects are accepted too).
+//! (YAML or JSON; several `---` documents, typed lists such as `PodList`, and single Pod,
+//! Namespace or NetworkPolicy objects are accepted too).
+//!
+//! The file must say what it is: an empty file, a top level that is neither a List nor
+//! one of those kinds, a List without an `items` list, or an item of another kind
+//! (Service, ConfigMap, ...) is refused, naming the file and the value — a truncated or
+//! wrong file must not become "no policies", which would open every pod. An explicit
+//! `items: []` is a valid, empty cluster.
 //!
 //! Only the fields the semantics need are read, each validated as the API server would;
 //! an error names the object (`NetworkPolicy default/allow-db`), the field path
-//! (`spec.ingress[0].ports[1].endPort`), the value and what is expected. Other kinds and
-//! unknown fields are ignored.
+//! (`spec.ingress[0].ports[1].endPort`), the value and what is expected. Unknown fields
+//! are ignored.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -140,10 +147,23 @@ impl Cluster {
 /// Parse a manifest file's text. `source` names the file in errors.
 pub fn parse(source: &str, text: &str) -> Result<Cluster> {
     let docs = documents(source, text)?;
+    if docs.is_empty() {
+        return Err(Error::invalid(
+            format!("manifest file {source}"),
+            "",
+            "a kubectl List of pods, namespaces and networkpolicies; the file is empty \
+             (a cluster without objects is `kind: List` with `items: []`)",
+        ));
+    }
     let mut cluster = Cluster::default();
     let mut items = Vec::new();
-    for doc in docs {
-        flatten(doc, &mut items);
+    for (n, doc) in docs.into_iter().enumerate() {
+        let at = if n == 0 {
+            String::new()
+        } else {
+            format!(" document {}", n + 1)
+        };
+        top_level(source, &at, doc, &mut items)?;
     }
     // Errors about one object name the file too (CONTRACT.md: the message names the file).
     let in_file = |e: Error| match e {
@@ -168,6 +188,7 @@ pub fn parse(source: &str, text: &str) -> Result<Cluster> {
                 cluster.namespaces.insert(name, labels);
             }
             "NetworkPolicy" => cluster.policies.push(policy(item).map_err(in_file)?),
+            // `top_level` let only the known kinds through.
             _ => {}
         }
     }
@@ -224,28 +245,107 @@ fn documents(source: &str, text: &str) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-/// A List's items (recursively), or the object itself.
-fn flatten(v: Value, out: &mut Vec<Value>) {
-    match v {
-        Value::Object(mut m)
-            if m.contains_key("items")
-                && m.get("kind")
-                    .and_then(Value::as_str)
-                    .is_none_or(|k| k.ends_with("List")) =>
-        {
-            if let Some(Value::Array(items)) = m.remove("items") {
-                for i in items {
-                    flatten(i, out);
-                }
-            }
+/// The kinds nftkit reads (`kubectl get pods,namespaces,networkpolicies`).
+pub const KINDS: [&str; 3] = ["Pod", "Namespace", "NetworkPolicy"];
+
+const WHAT_TOP: &str = "a kubectl List (`apiVersion: v1`, `kind: List`, `items: [...]`) of \
+    pods, namespaces and networkpolicies, or one Pod, Namespace or NetworkPolicy";
+
+fn kind_of(v: &Value) -> Option<&str> {
+    v.get("kind").and_then(Value::as_str)
+}
+
+/// One document of the file: a List (its items checked and collected) or one object of a
+/// known kind. Anything else is refused; `at` names the document when there are several.
+fn top_level(source: &str, at: &str, doc: Value, out: &mut Vec<Value>) -> Result<()> {
+    let what = format!("manifest file {source}{at} kind");
+    let shown = match &doc {
+        Value::Object(_) => kind_of(&doc).unwrap_or("").to_string(),
+        Value::Array(_) => "a bare list".to_string(),
+        other => other.to_string(),
+    };
+    match kind_of(&doc) {
+        Some(k) if KINDS.contains(&k) => {
+            out.push(doc);
+            Ok(())
         }
-        Value::Array(items) => {
-            for i in items {
-                flatten(i, out);
-            }
-        }
-        other => out.push(other),
+        Some(k) if list_item_kind(k).is_some() => list_items(source, at, "", doc, out),
+        _ => Err(Error::invalid(what, shown, WHAT_TOP)),
     }
+}
+
+/// For a list kind (`List`, `PodList`, ...): the kind its items have when they do not say
+/// (the API server leaves `kind` out of typed lists' items); `Some(None)` for `List`.
+fn list_item_kind(kind: &str) -> Option<Option<&'static str>> {
+    if kind == "List" {
+        return Some(None);
+    }
+    let item = kind.strip_suffix("List")?;
+    KINDS.iter().find(|k| **k == item).map(|k| Some(*k))
+}
+
+/// A List's items, checked: each one a known kind (or a nested List).
+fn list_items(source: &str, at: &str, path: &str, doc: Value, out: &mut Vec<Value>) -> Result<()> {
+    let kind = kind_of(&doc).unwrap_or("List").to_string();
+    let implied = list_item_kind(&kind).flatten();
+    if kind == "List"
+        && let Some(v) = doc.get("apiVersion")
+        && v.as_str() != Some("v1")
+    {
+        return Err(Error::invalid(
+            format!("manifest file {source}{at} {path}apiVersion of the List"),
+            v.as_str().map_or_else(|| v.to_string(), str::to_string),
+            "v1",
+        ));
+    }
+    let Value::Object(mut m) = doc else {
+        return Ok(());
+    };
+    let items = match m.remove("items") {
+        Some(Value::Array(items)) => items,
+        other => {
+            return Err(Error::invalid(
+                format!("manifest file {source}{at} {path}items of the {kind}"),
+                match other {
+                    None => "(missing)".to_string(),
+                    Some(v) => v.to_string(),
+                },
+                "a list of objects (write `items: []` for a cluster without objects)",
+            ));
+        }
+    };
+    for (i, mut item) in items.into_iter().enumerate() {
+        let here = format!("{path}items[{i}]");
+        if let (Some(k), Value::Object(o)) = (implied, &mut item)
+            && !o.contains_key("kind")
+        {
+            o.insert("kind".into(), Value::from(k));
+        }
+        match kind_of(&item) {
+            Some(k) if KINDS.contains(&k) => out.push(item),
+            Some(k) if list_item_kind(k).is_some() => {
+                list_items(source, at, &format!("{here}."), item, out)?
+            }
+            k => {
+                let name = item
+                    .get("metadata")
+                    .map(|m| {
+                        let ns = m.get("namespace").and_then(Value::as_str);
+                        let name = m.get("name").and_then(Value::as_str).unwrap_or("?");
+                        ns.map_or_else(|| name.to_string(), |ns| format!("{ns}/{name}"))
+                    })
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                return Err(Error::invalid(
+                    format!("manifest file {source}{at} {here}{name} kind"),
+                    k.unwrap_or("(none)"),
+                    "Pod, Namespace or NetworkPolicy; nftkit does not know other kinds, so it \
+                     refuses the file rather than guess (list only pods,namespaces,networkpolicies)",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Error context: which object and which field.
@@ -824,6 +924,82 @@ items:
             types("{podSelector: {}, policyTypes: [Ingress, Egress]}"),
             (true, true)
         );
+    }
+
+    #[test]
+    fn the_file_must_say_what_it_is() {
+        let refused = [
+            ("", "is empty"),
+            ("  \n# only a comment\n", "is empty"),
+            ("---\n---\n", "is empty"),
+            (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+                "\"ConfigMap\"",
+            ),
+            ("{}", "kind \"\""),
+            ("[]", "a bare list"),
+            ("just text\n", "\"\\\"just text\\\"\""),
+            // Truncated after `kind: List`, or after `items:`.
+            (
+                "apiVersion: v1\nkind: List\n",
+                "items of the List \"(missing)\"",
+            ),
+            (
+                "apiVersion: v1\nkind: List\nitems:\n",
+                "items of the List \"null\"",
+            ),
+            (
+                "apiVersion: v2\nkind: List\nitems: []\n",
+                "apiVersion of the List \"v2\"",
+            ),
+            (
+                "kind: List\nitems:\n- {kind: Service, apiVersion: v1, metadata: {name: s, namespace: n}}\n",
+                "items[0] (n/s) kind \"Service\"",
+            ),
+            (
+                "kind: List\nitems:\n- {metadata: {name: x}}\n",
+                "items[0] (x) kind \"(none)\"",
+            ),
+            (
+                "kind: Namespace\nmetadata: {name: a}\n---\nkind: Secret\n",
+                "document 2 kind \"Secret\"",
+            ),
+            (
+                "kind: List\nitems:\n- kind: List\n  items: [{kind: Endpoints}]\n",
+                "items[0].items[0] kind \"Endpoints\"",
+            ),
+        ];
+        for (text, needle) in refused {
+            let e = parse("/m.yaml", text).expect_err(text);
+            let msg = e.to_string();
+            assert_eq!(e.exit_code(), 2, "{msg}");
+            assert!(
+                msg.contains("/m.yaml") && msg.contains(needle),
+                "{text:?} => {msg}"
+            );
+            assert_eq!(msg.lines().count(), 1, "{msg}");
+        }
+        // An explicit empty List is a cluster without objects; typed lists imply their
+        // items' kind (the API server leaves it out); a single object is accepted.
+        assert_eq!(
+            parse("t", "apiVersion: v1\nkind: List\nitems: []\n").unwrap(),
+            Cluster::default()
+        );
+        assert_eq!(
+            parse("t", r#"{"kind": "List", "items": []}"#).unwrap(),
+            Cluster::default()
+        );
+        let typed = parse(
+            "t",
+            "kind: NamespaceList\napiVersion: v1\nitems: [{metadata: {name: a, labels: {x: y}}}]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            typed.namespace_labels("a").get("x").map(String::as_str),
+            Some("y")
+        );
+        let one = parse("t", "kind: Namespace\nmetadata: {name: a}\n").unwrap();
+        assert!(one.namespaces.contains_key("a"));
     }
 
     #[test]
