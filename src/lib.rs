@@ -5,9 +5,9 @@
 //! -> read-back and compare (`snapshot`).
 
 pub mod addr;
+pub mod apply;
 pub mod backend;
 pub mod cli;
-pub mod daemon;
 pub mod error;
 pub mod fast_yaml;
 pub mod jobs;
@@ -17,4 +17,6 @@ pub mod netpol;
 pub mod ops;
 pub mod parse;
 pub mod render;
+pub mod runner;
 pub mod snapshot;
+pub mod stats;

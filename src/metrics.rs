@@ -6,7 +6,7 @@
 //!   pass for [`STALE_INTERVALS`] intervals (at least [`MIN_STALE`]): a stuck loop restarts
 //!   the pod.
 //! - `GET /readyz`: 200 while [`LoopStats::is_ready`]: applied with a valid config, fewer
-//!   than [`crate::daemon::NOT_READY_AFTER_FAILURES`] failed apply or verify attempts in a
+//!   than [`crate::stats::NOT_READY_AFTER_FAILURES`] failed apply or verify attempts in a
 //!   row, and the table ours; 503 with the reason otherwise.
 //!
 //! A loop publishes with [`publish`] after every pass (that is its tick; [`tick`] alone
@@ -25,9 +25,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::daemon::LoopStats;
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
+use crate::stats::LoopStats;
 
 /// Longest request head (request line and headers) read; a longer one is answered 431
 /// and the connection closed, so a client cannot grow memory.
@@ -391,7 +391,7 @@ pub fn render(s: &State) -> String {
         "gauge",
         &format!(
             "1 while /readyz is 200: applied with a valid config, the table ours, and not the last {} apply or verify attempts failed.",
-            crate::daemon::NOT_READY_AFTER_FAILURES
+            crate::stats::NOT_READY_AFTER_FAILURES
         ),
         u8::from(s.stats.is_ready()).to_string(),
     );
@@ -505,7 +505,7 @@ mod tests {
             table: "nftkit-x".into(),
             stats: LoopStats {
                 ready: true,
-                failed_attempts: crate::daemon::NOT_READY_AFTER_FAILURES,
+                failed_attempts: crate::stats::NOT_READY_AFTER_FAILURES,
                 ..LoopStats::default()
             },
             ..State::default()

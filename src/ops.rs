@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::apply;
 use crate::backend::{self, Backend};
 use crate::cli::{Cli, Command, JobCommand, JobName};
 use crate::error::{Error, Result};
 use crate::jobs::{dnat, local_address, masquerade, netpol, redirect};
 use crate::model::Ruleset;
 use crate::render;
-use crate::snapshot;
 
 /// The process environment, as the config parsers take it.
 pub fn process_env(name: &str) -> Option<String> {
@@ -81,103 +81,6 @@ fn log_redirect(cfg: &redirect::RedirectConfig, t: &redirect::Targets) {
     );
 }
 
-/// Applies (each a whole replace) before a table that keeps reading back differently is an
-/// error. Another process replacing the same table between our commit and our read-back
-/// (two nftkit runs racing, tests/reliability_concurrency.rs) makes a committed batch read
-/// back differently; re-applying ends the race with one whole table instead of a spurious
-/// exit 1. A table that never reads back as applied still fails, after a few attempts.
-const APPLY_ATTEMPTS: u32 = 5;
-
-/// Apply `rs` and read it back: a table that does not read back as applied is an error.
-pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
-    backend.check(rs)?;
-    let mut attempt = 1;
-    let elapsed = loop {
-        let started = std::time::Instant::now();
-        backend.apply(rs)?;
-        let elapsed = started.elapsed();
-        // Another process may replace the table between our commit and the read-back: a
-        // set vanishing mid-read (ENOENT) is that race too, so it is retried like a diff.
-        let diff = match backend.check_applied(rs) {
-            Ok(diff) => diff,
-            Err(e) if attempt < APPLY_ATTEMPTS => vec![format!("read-back failed: {e}")],
-            Err(e) => return Err(e),
-        };
-        if diff.is_empty() {
-            break elapsed;
-        }
-        if attempt >= APPLY_ATTEMPTS {
-            return Err(Error::runtime(format!(
-                "table inet {} was committed but reads back differently (after {attempt} attempts): {}",
-                rs.table,
-                diff.join("; ")
-            )));
-        }
-        tracing::warn!(table = %rs.table, attempt, "committed table reads back differently (replaced concurrently?); applying again");
-        // Jitter, so two racing processes fall out of step.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        std::thread::sleep(std::time::Duration::from_micros(
-            u64::from((nanos ^ std::process::id()) % 20_000) * u64::from(attempt),
-        ));
-        attempt += 1;
-    };
-    tracing::info!(
-        backend = backend.name(),
-        table = %rs.table,
-        rules = rs.rule_count(),
-        sets = rs.sets.len(),
-        elapsed_us = elapsed.as_micros() as u64,
-        "applied"
-    );
-    Ok(())
-}
-
-/// One job lives on one backend (CONTRACT.md "Ownership"): after `table` was applied on
-/// `active`, remove that job's owned state (same table name / chain prefix) from every
-/// other usable backend, so a host never keeps two copies. Call it after the first
-/// successful apply of a run, never before (a failed apply must leave the old copy in
-/// place). Only what is provably ours there is removed; anything else is left and
-/// logged. Best effort: the apply succeeded, so a failure here is a warning, not an error.
-/// Returns the backends the copy was removed from.
-pub fn remove_from_other_backends(active: &dyn Backend, table: &str) -> Vec<&'static str> {
-    let mut removed = Vec::new();
-    for mut other in active.other_backends() {
-        let name = other.name();
-        let ours = match other.read_back(table) {
-            Ok(snap) => snap.is_some_and(|s| backend::is_owned_comment(s.comment.as_deref())),
-            Err(e) => {
-                tracing::debug!(backend = name, table, error = %e, "cannot read; not consulted");
-                false
-            }
-        };
-        if !ours {
-            continue;
-        }
-        match other.delete(table) {
-            Ok(true) => {
-                tracing::info!(
-                    backend = name,
-                    table,
-                    active = active.name(),
-                    "removed this job's copy from another backend"
-                );
-                removed.push(name);
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(
-                backend = name,
-                table,
-                error = %e,
-                "could not remove this job's copy from another backend"
-            ),
-        }
-    }
-    removed
-}
-
 /// Owned state on `b` and on every other usable backend, `b`'s first. The other
 /// backends are consulted, not required: one that cannot be read is left out (logged).
 fn owned_everywhere(b: &mut dyn Backend) -> Result<Vec<backend::OwnedTable>> {
@@ -189,21 +92,6 @@ fn owned_everywhere(b: &mut dyn Backend) -> Result<Vec<backend::OwnedTable>> {
         }
     }
     Ok(owned)
-}
-
-/// Compare the kernel with `rs`: Ok if equal, Error::Drift with the diff otherwise.
-pub fn verify(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
-    backend.check(rs)?;
-    let observed = backend.read_back(&rs.table)?;
-    let diff = snapshot::diff(&backend.expected(rs), observed.as_ref());
-    if diff.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Drift {
-            table: rs.table.clone(),
-            diff: diff.join("\n"),
-        })
-    }
 }
 
 /// Run the command line with `backend_for` opening the backend (after validation, so
@@ -249,8 +137,8 @@ pub fn run(
                 return w(out, &render::nft_script(&rs));
             }
             let mut b = backend_for()?;
-            apply_and_check(b.as_mut(), &rs)?;
-            remove_from_other_backends(b.as_ref(), &rs.table);
+            apply::apply_and_check(b.as_mut(), &rs)?;
+            apply::remove_from_other_backends(b.as_ref(), &rs.table);
             Ok(())
         }
         Command::Masquerade(args) => {
@@ -266,13 +154,13 @@ pub fn run(
                 let table = table_name(cli, local_address::COMMAND)?;
                 return w(out, &local_address::dry_run(args, &table)?);
             }
-            local_address::run(cli, args, backend_for)
+            local_address::run(args, &table_name(cli, local_address::COMMAND)?, backend_for)
         }
         Command::Dnat(args) => {
             if cli.dry_run {
                 return w(out, &dnat::dry_run(args, &table_name(cli, dnat::COMMAND)?)?);
             }
-            dnat::run(cli, args, backend_for)
+            dnat::run(args, &table_name(cli, dnat::COMMAND)?, backend_for)
         }
         Command::Netpol(args) => {
             if cli.dry_run {
@@ -283,11 +171,16 @@ pub fn run(
         }
         Command::Verify {
             target: JobCommand::LocalAddress(args),
-        } => local_address::verify(cli, args, backend_for, out),
+        } => local_address::verify(
+            args,
+            &table_name(cli, local_address::COMMAND)?,
+            backend_for,
+            out,
+        ),
         Command::Verify { target } => {
             let rs = desired(cli, target, env)?;
             let mut b = backend_for()?;
-            match verify(b.as_mut(), &rs) {
+            match apply::verify(b.as_mut(), &rs) {
                 Ok(()) => w(
                     out,
                     &format!("table inet {} matches the desired state\n", rs.table),

@@ -330,6 +330,15 @@ pub fn check_yaml_size(text: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Go's `strconv.ParseBool`, which pflag uses for `--flag=value`.
+pub fn go_bool(s: &str) -> std::result::Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

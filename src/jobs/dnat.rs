@@ -37,14 +37,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::cli::Cli;
-use crate::daemon;
 use crate::error::{Error, Result};
-use crate::jobs::local_address::{ForeignDropWatch, GoDaemonArgs};
+use crate::jobs::GoDaemonArgs;
+use crate::jobs::local_address::ForeignDropWatch;
 use crate::model::*;
-use crate::ops;
 use crate::parse::{self, IdKind, IdRange};
 use crate::render;
+use crate::runner;
 
 pub const COMMAND: &str = "dnat";
 
@@ -435,7 +434,7 @@ struct Job {
     check_forward: bool,
 }
 
-impl daemon::Job for Job {
+impl runner::Job for Job {
     fn desired(&mut self) -> Result<Ruleset> {
         tracing::trace!("resync");
         Ok(self.rs.clone())
@@ -457,12 +456,11 @@ impl daemon::Job for Job {
 
 /// Run `nftkit dnat`.
 pub fn run(
-    cli: &Cli,
     args: &DnatArgs,
+    table: &str,
     backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
 ) -> Result<()> {
     let cfg = parse(args, Path::new("/"))?;
-    let table = ops::table_name(cli, COMMAND)?;
     let rs = build(&cfg, &table);
     let shown: Vec<String> = cfg
         .maps
@@ -482,7 +480,7 @@ pub fn run(
         "dnat configuration"
     );
     let stop = if cfg.daemon {
-        daemon::stop_on_signals()?
+        runner::stop_on_signals()?
     } else {
         Arc::new(AtomicBool::new(false))
     };
@@ -503,10 +501,10 @@ pub fn run(
         // Only routed (prerouting) traffic passes the forward hook.
         check_forward: cfg.prerouting,
     };
-    let result = daemon::run(
+    let result = runner::run(
         b.as_mut(),
         &mut job,
-        &daemon::LoopOptions {
+        &runner::LoopOptions {
             interval: cfg.interval,
             once: !cfg.daemon,
         },

@@ -34,13 +34,12 @@ use std::time::{Duration, Instant};
 
 use crate::addr::{AddrManager, Ensured, host_prefix};
 use crate::backend::{Backend, ForeignDrop};
-use crate::cli::Cli;
-use crate::daemon;
 use crate::error::{Error, Result};
+use crate::jobs::GoDaemonArgs;
 use crate::model::*;
-use crate::ops;
-use crate::parse;
+use crate::parse::{self, go_bool};
 use crate::render;
+use crate::runner;
 
 pub const COMMAND: &str = "local-address";
 
@@ -71,60 +70,6 @@ pub struct LocalAddressArgs {
     pub setup_iptables: bool,
     #[command(flatten)]
     pub run: GoDaemonArgs,
-}
-
-/// The daemon flags `local-address` and `dnat` share, in Go's boolean forms
-/// (`--daemon`, `--daemon=false`), as the Go tools they replace parse them.
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
-pub struct GoDaemonArgs {
-    /// Keep reconciling every --sync-interval; --daemon=false applies once and exits
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_value = "true",
-        default_missing_value = "true",
-        value_parser = go_bool
-    )]
-    pub daemon: bool,
-    /// On exit (SIGTERM/SIGINT, or after a --daemon=false run) remove what the command set
-    /// up: the table, and for local-address the address (never the interface)
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_value = "false",
-        default_missing_value = "true",
-        value_parser = go_bool
-    )]
-    pub cleanup: bool,
-    /// How often to compare the kernel (table, address) with the desired state (Go
-    /// duration: 30s, 1m, 1m30s)
-    #[arg(long, value_name = "DURATION", default_value = "1m")]
-    pub sync_interval: String,
-    /// Keep the table when the daemon dies (SIGKILL, OOM, restart), as upstream's iptables
-    /// rules stay; --persist=false ties it to the process (kernel table owner flag)
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_value = "true",
-        default_missing_value = "true",
-        value_parser = go_bool
-    )]
-    pub persist: bool,
-}
-
-/// Go's `strconv.ParseBool`, which pflag uses for `--flag=value`.
-pub fn go_bool(s: &str) -> std::result::Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("expected true or false, got {s:?}")),
-    }
 }
 
 /// Validated configuration.
@@ -398,7 +343,7 @@ impl Job {
     }
 }
 
-impl daemon::Job for Job {
+impl runner::Job for Job {
     fn desired(&mut self) -> Result<Ruleset> {
         tracing::trace!("resync");
         Ok(self.rs.clone())
@@ -438,12 +383,11 @@ pub(crate) fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
 
 /// Run `nftkit local-address`.
 pub fn run(
-    cli: &Cli,
     args: &LocalAddressArgs,
+    table: &str,
     backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
 ) -> Result<()> {
     let cfg = parse(args)?;
-    let table = ops::table_name(cli, COMMAND)?;
     let rs = build(&cfg, &table);
     tracing::info!(
         address = %cfg.ip,
@@ -456,7 +400,7 @@ pub fn run(
         "local-address configuration"
     );
     let stop = if cfg.daemon {
-        daemon::stop_on_signals()?
+        runner::stop_on_signals()?
     } else {
         Arc::new(AtomicBool::new(false))
     };
@@ -478,10 +422,10 @@ pub fn run(
         // Tables persist by default; --persist=false ties a daemon's table to it.
         b.set_process_owned(cfg.daemon && !cfg.persist);
         job.checker = Some(backend_for()?);
-        let r = daemon::run(
+        let r = runner::run(
             b.as_mut(),
             &mut job,
-            &daemon::LoopOptions {
+            &runner::LoopOptions {
                 interval: cfg.interval,
                 once: !cfg.daemon,
             },
@@ -556,13 +500,12 @@ fn cleanup(
 /// `verify local-address`: the address on its interface and, with rules, the table.
 /// Prints what differs; exit 3 (Error::Drift) when anything does.
 pub fn verify(
-    cli: &Cli,
     args: &LocalAddressArgs,
+    table: &str,
     backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
     let cfg = parse(args)?;
-    let table = ops::table_name(cli, COMMAND)?;
     let mut diff = Vec::new();
     let addrs = AddrManager::connect()?;
     if !addrs.has(&cfg.interface, cfg.ip)? {
@@ -609,7 +552,7 @@ pub fn verify(
         ),
     )?;
     Err(Error::Drift {
-        table,
+        table: table.to_string(),
         diff: diff.join("\n"),
     })
 }

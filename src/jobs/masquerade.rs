@@ -41,10 +41,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_norway::Value;
 
 use crate::backend::Backend;
-use crate::daemon;
 use crate::error::{Error, Result};
 use crate::fast_yaml::{Node, Scalar};
 use crate::model::*;
+use crate::runner;
 
 pub const COMMAND: &str = "masquerade";
 /// The base chain holding the jump (`-t nat POSTROUTING` upstream).
@@ -129,7 +129,7 @@ pub struct MasqueradeArgs {
     /// rules stay; --persist=false ties it to the process (kernel table owner flag)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_value = "true", default_missing_value = "true",
-          value_parser = crate::jobs::local_address::go_bool)]
+          value_parser = crate::parse::go_bool)]
     pub persist: bool,
     /// klog verbosity of upstream manifests (`--v=2`); accepted and ignored, use -v
     #[arg(long = "v", value_name = "LEVEL", hide = true)]
@@ -1234,7 +1234,7 @@ impl MasqJob {
     }
 }
 
-impl daemon::Job for MasqJob {
+impl runner::Job for MasqJob {
     fn desired(&mut self) -> Result<Ruleset> {
         match self.primed.take() {
             Some(rs) => Ok(rs),
@@ -1295,14 +1295,14 @@ fn run_job(
     interval: Duration,
     backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
 ) -> Result<()> {
-    let stop = daemon::stop_on_signals()?;
+    let stop = runner::stop_on_signals()?;
     let mut backend = backend_for()?;
     // Tables persist by default; --persist=false ties a daemon's table to it.
     backend.set_process_owned(!args.once && !args.persist);
-    let result = daemon::run(
+    let result = runner::run(
         backend.as_mut(),
         job,
-        &daemon::LoopOptions {
+        &runner::LoopOptions {
             interval,
             once: args.once,
         },
@@ -1943,7 +1943,7 @@ mod tests {
     #[test]
     fn job_reports_and_keeps_working_after_a_bad_config() {
         use crate::backend::fake::FakeBackend;
-        use crate::daemon::{Job, LoopStats, step};
+        use crate::runner::{Job, LoopStats, step};
         let d = Dir::new();
         let state = Dir::new();
         d.write("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]");

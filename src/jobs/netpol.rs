@@ -20,17 +20,17 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::apply;
 use crate::backend::Backend;
-use crate::daemon;
 use crate::error::{Error, Result};
-use crate::jobs::local_address::go_bool;
 use crate::jobs::masquerade::MAX_FILE_BYTES;
 use crate::model::Ruleset;
 use crate::netpol::build::{NetpolConfig, build_with_summary};
 use crate::netpol::live::{self, KubeSource, LiveConfig};
 use crate::netpol::manifest::{self, Cluster};
-use crate::ops;
+use crate::parse::go_bool;
 use crate::parse::go_duration;
+use crate::runner;
 
 pub use crate::netpol::build::COMMAND;
 
@@ -188,12 +188,12 @@ pub fn run(
         Source::File(cfg) => {
             let rs = log_build(&cfg, table);
             let mut b = backend_for()?;
-            ops::apply_and_check(b.as_mut(), &rs)?;
-            ops::remove_from_other_backends(b.as_ref(), &rs.table);
+            apply::apply_and_check(b.as_mut(), &rs)?;
+            apply::remove_from_other_backends(b.as_ref(), &rs.table);
             Ok(())
         }
         Source::Live(cfg) => {
-            let stop = daemon::stop_on_signals()?;
+            let stop = runner::stop_on_signals()?;
             live::run(&cfg, table, backend_for, &stop)
         }
     }

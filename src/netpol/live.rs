@@ -8,7 +8,7 @@
 //!  watcher(NetworkPolicy)┘   + Note::Changed       debounce, rebuild, compare with the last
 //!                                                  applied Ruleset, apply if different;
 //!                                                  every --resync-interval: read back and
-//!                                                  re-apply on drift (daemon::step)
+//!                                                  re-apply on drift (runner::step)
 //! ```
 //!
 //! Objects are converted when they arrive, through the same `manifest` functions the
@@ -60,11 +60,11 @@ use serde_json::Value;
 use super::build::{NetpolConfig, build_with_summary};
 use super::manifest::{self, Cluster, Pod, Policy};
 use super::selector::Labels;
+use crate::apply;
 use crate::backend::Backend;
-use crate::daemon::{self, Job, LoopStats};
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
-use crate::ops;
+use crate::runner::{self, Job, LoopStats};
 
 /// Where the API server and credentials come from.
 #[derive(Debug, Clone)]
@@ -852,7 +852,7 @@ pub fn run(
                 Ok(rs) => {
                     refused = None;
                     let t = Instant::now();
-                    match ops::apply_and_check(b, &rs) {
+                    match apply::apply_and_check(b, &rs) {
                         Ok(()) => {
                             stats.applies += 1;
                             stats.last_apply = Some(t.elapsed());
@@ -866,7 +866,7 @@ pub fn run(
                             log_update(reason, &rs, Some(t.elapsed()));
                             if last.is_none() {
                                 // One job, one backend: the copy elsewhere goes only now.
-                                ops::remove_from_other_backends(&*b, &rs.table);
+                                apply::remove_from_other_backends(&*b, &rs.table);
                             }
                             last = Some(rs);
                         }
@@ -890,7 +890,7 @@ pub fn run(
             // counted and logged by the step, the good table kept.
             let errors = stats.errors;
             let mut candidate = good.clone();
-            daemon::step(b, &mut job, &mut candidate, &mut stats);
+            runner::step(b, &mut job, &mut candidate, &mut stats);
             if stats.errors == errors {
                 *good = candidate;
             }

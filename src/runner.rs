@@ -15,13 +15,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use crate::apply;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::model::Ruleset;
-use crate::ops;
 use crate::snapshot;
+pub use crate::stats::LoopStats;
 
 /// What a long-running command plugs into the loop.
 pub trait Job {
@@ -31,70 +32,6 @@ pub trait Job {
     /// table check; default: nothing.
     fn repair(&mut self) -> Result<()> {
         Ok(())
-    }
-}
-
-/// Consecutive failed apply or verify (read-back) attempts after which a daemon reports
-/// not ready (`/readyz` 503, `nftkit_ready 0`). Three, so that one refused batch or one
-/// failed dump (EBUSY, a concurrent replace) does not flap readiness, while a kernel that
-/// keeps refusing shows within three intervals. The next success makes it ready again.
-pub const NOT_READY_AFTER_FAILURES: u32 = 3;
-
-/// Counters for logs, status and metrics.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct LoopStats {
-    pub applies: u64,
-    pub drift_repairs: u64,
-    pub errors: u64,
-    /// Config side of readiness: true once a table was applied and the last config read
-    /// was valid. The daemon's readiness also needs the kernel side: [`Self::is_ready`].
-    pub ready: bool,
-    pub last_apply: Option<Duration>,
-    /// Apply or verify (read-back) attempts that failed in a row; a success resets it.
-    pub failed_attempts: u32,
-    /// The last apply failed on a table of our name without nftkit's ownership comment
-    /// (someone else's; replaced only with `--force`).
-    pub table_not_ours: bool,
-    /// When an apply last succeeded or the kernel was last found in sync.
-    pub last_success: Option<SystemTime>,
-}
-
-impl LoopStats {
-    /// Ready for `/readyz` and `nftkit_ready`: applied with a valid config ([`Self::ready`]),
-    /// fewer than [`NOT_READY_AFTER_FAILURES`] failed attempts in a row, and the table ours.
-    pub fn is_ready(&self) -> bool {
-        self.not_ready_reason().is_none()
-    }
-
-    /// Why [`Self::is_ready`] is false, for `/readyz`'s body; None when ready.
-    pub fn not_ready_reason(&self) -> Option<String> {
-        if self.table_not_ours {
-            Some("the table of our name is not managed by nftkit".into())
-        } else if self.failed_attempts >= NOT_READY_AFTER_FAILURES {
-            Some(format!(
-                "the last {} apply or verify attempts failed",
-                self.failed_attempts
-            ))
-        } else if !self.ready {
-            Some("not applied yet, or the last configuration was invalid".into())
-        } else {
-            None
-        }
-    }
-
-    /// An apply was committed and checked, or the kernel was found equal to the desired
-    /// table: resets the failure streak and stamps `nftkit_last_success_timestamp_seconds`.
-    /// Loops of their own (netpol live) call this after each successful apply.
-    pub fn record_success(&mut self) {
-        self.failed_attempts = 0;
-        self.table_not_ours = false;
-        self.last_success = Some(SystemTime::now());
-    }
-
-    /// An apply or a read-back failed (count the error in `errors` as well). Loops of their
-    /// own (netpol live) call this after each failed apply.
-    pub fn record_failure(&mut self) {
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
     }
 }
 
@@ -148,14 +85,14 @@ pub fn run_published(
     publish(&stats, &good);
     job.repair()?;
     let started = Instant::now();
-    ops::apply_and_check(backend, &good)?;
+    apply::apply_and_check(backend, &good)?;
     stats.applies += 1;
     stats.last_apply = Some(started.elapsed());
     stats.ready = true;
     stats.record_success();
     // One job lives on one backend: only now that this copy is in place, the job's copy
     // on another backend (an earlier run with another --backend) goes; then ready.
-    ops::remove_from_other_backends(&*backend, &good.table);
+    apply::remove_from_other_backends(&*backend, &good.table);
     publish(&stats, &good);
     if opts.once {
         return Ok(stats);
@@ -252,7 +189,7 @@ pub fn step_cached(
     }
     tracing::warn!(table = %good.table, drift = %diff.join("; "), "kernel differs from desired state; re-applying");
     let started = Instant::now();
-    match ops::apply_and_check(backend, good) {
+    match apply::apply_and_check(backend, good) {
         Ok(()) => {
             stats.applies += 1;
             stats.drift_repairs += 1;
@@ -286,6 +223,8 @@ mod tests {
     use crate::backend::fake::FakeBackend;
     use crate::error::Error;
     use crate::model::*;
+    use crate::stats::NOT_READY_AFTER_FAILURES;
+    use std::time::SystemTime;
 
     struct Scripted {
         configs: Vec<Result<Ruleset>>,
@@ -369,7 +308,7 @@ mod tests {
         let mut good = table(80);
         let mut stats = LoopStats::default();
         let mut in_sync = None;
-        crate::ops::apply_and_check(&mut b, &good).unwrap();
+        crate::apply::apply_and_check(&mut b, &good).unwrap();
         let reads = b.read_backs;
         step_cached(&mut b, &mut job, &mut good, &mut stats, &mut in_sync);
         assert_eq!(b.read_backs, reads + 1, "first pass reads back");
