@@ -12,7 +12,7 @@ use nlink::netlink::nftables::{
 use super::wire::{
     self, ANON_MAP_NAME, ELEMENTS_PER_MESSAGE, dnat_map_layout, nul_terminated, put_attr,
 };
-use super::{NFPROTO_IPV4, NFPROTO_IPV6, TYPE_GID, TYPE_UID, kernel_error};
+use super::{BatchOp, NFPROTO_IPV4, NFPROTO_IPV6, TYPE_GID, TYPE_UID};
 use crate::error::{Error, Result};
 use crate::model::{self, Action, IpFamily, KeyType, Match, Owner, Ruleset};
 
@@ -133,106 +133,6 @@ pub(super) fn build_batch(
         }
     }
     Ok(())
-}
-
-/// What one message of the replace batch does, by position in `rs` (see `build_batch`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum BatchOp {
-    RemoveTable,
-    AddTable,
-    AddSet(usize),
-    AddElements {
-        set: usize,
-        range: std::ops::Range<usize>,
-    },
-    AddChain(usize),
-    AddMap {
-        chain: usize,
-        rule: usize,
-    },
-    AddRule {
-        chain: usize,
-        rule: usize,
-    },
-}
-
-impl BatchOp {
-    fn describe(&self, rs: &Ruleset) -> String {
-        let t = &rs.table;
-        match self {
-            BatchOp::RemoveTable => format!("remove old table inet {t}"),
-            BatchOp::AddTable => format!("add table inet {t}"),
-            BatchOp::AddSet(i) => {
-                let set = &rs.sets[*i];
-                format!("add set {} ({})", set.name, set.key.nft_name())
-            }
-            BatchOp::AddElements { set, range } => {
-                let set = &rs.sets[*set];
-                let shown: Vec<String> = set.elements[range.clone()]
-                    .iter()
-                    .map(crate::render::element)
-                    .collect();
-                format!(
-                    "add elements {}..{} to set {} ({})",
-                    range.start,
-                    range.end,
-                    set.name,
-                    preview(&shown)
-                )
-            }
-            BatchOp::AddChain(c) => format!("add chain {}", rs.chains[*c].name),
-            BatchOp::AddMap { chain, rule } => format!(
-                "add the map of rule #{} of chain {}",
-                rule + 1,
-                rs.chains[*chain].name
-            ),
-            BatchOp::AddRule { chain, rule } => {
-                let chain = &rs.chains[*chain];
-                format!(
-                    "add rule #{} to chain {}: {}",
-                    rule + 1,
-                    chain.name,
-                    crate::render::rule_text(&chain.rules[*rule])
-                )
-            }
-        }
-    }
-}
-
-/// A few elements of a long list, for error messages.
-fn preview(items: &[String]) -> String {
-    if items.len() <= 3 {
-        items.join(", ")
-    } else {
-        format!("{}, ... {}", items[..2].join(", "), items[items.len() - 1])
-    }
-}
-
-/// An apply failure naming the refused objects when the kernel said which messages.
-pub(super) fn batch_error(rs: &Ruleset, e: &nlink::Error, ops: &[BatchOp]) -> Error {
-    let table = &rs.table;
-    if let nlink::ErrorDetail::NftBatch { failures, .. } = e.detail() {
-        let named: Vec<String> = failures
-            .iter()
-            .filter_map(|f| {
-                let what = f.index.and_then(|i| ops.get(i))?.describe(rs);
-                let why = std::io::Error::from_raw_os_error(f.errno);
-                let ack = f
-                    .ext_ack
-                    .as_deref()
-                    .map(|a| format!(" ({a})"))
-                    .unwrap_or_default();
-                Some(format!("{what}: {why}{ack}"))
-            })
-            .collect();
-        if !named.is_empty() {
-            return Error::runtime(format!(
-                "kernel refused the batch for table inet {table}, nothing committed: {}",
-                named.join("; ")
-            ));
-        }
-    }
-    kernel_error(&format!("apply table inet {table}"), e)
 }
 
 pub(super) fn nl_key(k: KeyType) -> SetKeyType {
@@ -609,4 +509,183 @@ fn dnat_map_exprs(family: IpFamily, proto: model::L4Proto, set_id: u32) -> Vec<E
         Expr::Raw(nft::RawExpr::new("lookup", lookup)),
         Expr::Raw(nft::RawExpr::new("nat", nat)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CtState, L4Proto, Rule};
+
+    fn rule(matches: Vec<Match>, action: Action) -> Rule {
+        Rule { matches, action }
+    }
+
+    const R0: Register = Register::R0;
+
+    fn cmp(op: CmpOp, data: &[u8]) -> Expr {
+        Expr::Cmp {
+            sreg: R0,
+            op,
+            data: data.to_vec(),
+        }
+    }
+
+    fn meta(key: MetaKey) -> Expr {
+        Expr::Meta { dreg: R0, key }
+    }
+
+    fn payload(base: PayloadBase, offset: u32, len: u32) -> Expr {
+        Expr::Payload {
+            dreg: R0,
+            base,
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn a_prefix_and_a_port_lower_as_nft_writes_them() {
+        let r = rule(
+            vec![
+                Match::Daddr("10.0.0.0/8".parse().unwrap()),
+                Match::Dport {
+                    proto: L4Proto::Tcp,
+                    port: 8080,
+                },
+            ],
+            Action::Accept,
+        );
+        let want = vec![
+            meta(MetaKey::NfProto),
+            cmp(CmpOp::Eq, &[NFPROTO_IPV4]),
+            payload(PayloadBase::Network, 16, 4),
+            Expr::Bitwise {
+                sreg: R0,
+                dreg: R0,
+                len: 4,
+                mask: vec![255, 0, 0, 0],
+                xor: vec![0; 4],
+            },
+            cmp(CmpOp::Eq, &[10, 0, 0, 0]),
+            meta(MetaKey::L4Proto),
+            cmp(CmpOp::Eq, &[6]),
+            payload(PayloadBase::Transport, 2, 2),
+            cmp(CmpOp::Eq, &8080u16.to_be_bytes()),
+        ];
+        assert_eq!(rule_exprs("c", &r).unwrap(), want);
+    }
+
+    #[test]
+    fn a_full_length_prefix_has_no_mask_and_v6_saddr_loads_offset_8() {
+        let r = rule(
+            vec![Match::Saddr("fd00::1/128".parse().unwrap())],
+            Action::Drop,
+        );
+        let addr: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+        let want = vec![
+            meta(MetaKey::NfProto),
+            cmp(CmpOp::Eq, &[NFPROTO_IPV6]),
+            payload(PayloadBase::Network, 8, 16),
+            cmp(CmpOp::Eq, &addr.octets()),
+        ];
+        assert_eq!(rule_exprs("c", &r).unwrap(), want);
+    }
+
+    #[test]
+    fn ct_state_and_owner_ranges_lower_to_bitwise_and_byteorder() {
+        let r = rule(
+            vec![
+                Match::CtState(vec![CtState::Established, CtState::Related]),
+                Match::OwnerRange {
+                    owner: Owner::Uid,
+                    first: 1000,
+                    last: 1999,
+                },
+            ],
+            Action::Return,
+        );
+        let want = vec![
+            Expr::Ct {
+                dreg: R0,
+                key: nft::CtKey::State,
+            },
+            Expr::Bitwise {
+                sreg: R0,
+                dreg: R0,
+                len: 4,
+                mask: 6u32.to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            },
+            cmp(CmpOp::Neq, &[0; 4]),
+            meta(MetaKey::SkUid),
+            Expr::Byteorder {
+                sreg: R0,
+                dreg: R0,
+                op: ByteorderOp::Hton,
+                len: 4,
+                size: 4,
+            },
+            cmp(CmpOp::Gte, &1000u32.to_be_bytes()),
+            cmp(CmpOp::Lte, &1999u32.to_be_bytes()),
+        ];
+        assert_eq!(rule_exprs("c", &r).unwrap(), want);
+    }
+
+    #[test]
+    fn rules_read_back_as_the_dry_run_writes_them() {
+        let rules = [
+            rule(
+                vec![
+                    Match::DaddrInSet {
+                        family: IpFamily::V4,
+                        set: "allowed4".into(),
+                    },
+                    Match::Dport {
+                        proto: L4Proto::Tcp,
+                        port: 80,
+                    },
+                ],
+                Action::Redirect { port: 15001 },
+            ),
+            rule(
+                vec![Match::FibDaddrLocal { negate: true }],
+                Action::Jump("next".into()),
+            ),
+            rule(
+                vec![Match::DportRange {
+                    proto: L4Proto::Udp,
+                    first: 8000,
+                    last: 9000,
+                }],
+                Action::Masquerade { fully_random: true },
+            ),
+        ];
+        for r in &rules {
+            let text = nl_rule("t", "c", r, "ours").unwrap().nft_syntax_stateless();
+            let want = format!("{} comment \"ours\"", crate::render::rule_text(r));
+            assert_eq!(text.as_deref(), Some(want.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_dnat_map_rule_takes_no_other_matches_and_its_map_id_is_per_rule() {
+        let map = |port| Action::DnatMap {
+            family: IpFamily::V4,
+            proto: L4Proto::Tcp,
+            entries: vec![(
+                "10.0.0.1:80".parse().unwrap(),
+                format!("10.1.0.1:{port}").parse().unwrap(),
+            )],
+        };
+        let with_match = rule(vec![Match::NfProto(IpFamily::V4)], map(80));
+        assert!(rule_exprs("c", &with_match).is_err());
+        let (a, b) = (rule(vec![], map(80)), rule(vec![], map(81)));
+        assert_eq!(dnat_map_set_id("c", &a), dnat_map_set_id("c", &a));
+        assert_ne!(dnat_map_set_id("c", &a), dnat_map_set_id("c", &b));
+        assert_ne!(dnat_map_set_id("c", &a), dnat_map_set_id("d", &a));
+        // The map's lookup and nat come last, after the family and protocol checks.
+        let exprs = rule_exprs("c", &a).unwrap();
+        assert_eq!(exprs.len(), 8);
+        assert_eq!(exprs[..2], [meta(MetaKey::NfProto), cmp(CmpOp::Eq, &[2])]);
+    }
 }

@@ -27,7 +27,7 @@ use super::{Backend, OwnedTable, is_owned_comment};
 use crate::error::{Error, Result};
 use crate::model::{self, Ruleset};
 use crate::snapshot::Snapshot;
-use encode::{BatchOp, OldTable};
+use encode::OldTable;
 
 /// nft's datatype numbers for the set key types nlink has no name for.
 const TYPE_UID: u32 = 24;
@@ -126,7 +126,7 @@ impl Backend for NetlinkBackend {
         let result = self
             .rt
             .block_on(tx.commit(&self.conn))
-            .map_err(|e| encode::batch_error(rs, &e, &ops));
+            .map_err(|e| batch_error(rs, &e, &ops));
         // The kernel's share: it checks and commits the whole batch inside the send.
         tracing::debug!(
             build_us = (sent - built).as_micros() as u64,
@@ -299,6 +299,106 @@ impl Backend for NetlinkBackend {
 }
 
 /// Map an nlink error to exit 1 with a hint for the usual causes.
+/// What one message of the replace batch does, by position in `rs` (see `build_batch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BatchOp {
+    RemoveTable,
+    AddTable,
+    AddSet(usize),
+    AddElements {
+        set: usize,
+        range: std::ops::Range<usize>,
+    },
+    AddChain(usize),
+    AddMap {
+        chain: usize,
+        rule: usize,
+    },
+    AddRule {
+        chain: usize,
+        rule: usize,
+    },
+}
+
+impl BatchOp {
+    fn describe(&self, rs: &Ruleset) -> String {
+        let t = &rs.table;
+        match self {
+            BatchOp::RemoveTable => format!("remove old table inet {t}"),
+            BatchOp::AddTable => format!("add table inet {t}"),
+            BatchOp::AddSet(i) => {
+                let set = &rs.sets[*i];
+                format!("add set {} ({})", set.name, set.key.nft_name())
+            }
+            BatchOp::AddElements { set, range } => {
+                let set = &rs.sets[*set];
+                let shown: Vec<String> = set.elements[range.clone()]
+                    .iter()
+                    .map(crate::render::element)
+                    .collect();
+                format!(
+                    "add elements {}..{} to set {} ({})",
+                    range.start,
+                    range.end,
+                    set.name,
+                    preview(&shown)
+                )
+            }
+            BatchOp::AddChain(c) => format!("add chain {}", rs.chains[*c].name),
+            BatchOp::AddMap { chain, rule } => format!(
+                "add the map of rule #{} of chain {}",
+                rule + 1,
+                rs.chains[*chain].name
+            ),
+            BatchOp::AddRule { chain, rule } => {
+                let chain = &rs.chains[*chain];
+                format!(
+                    "add rule #{} to chain {}: {}",
+                    rule + 1,
+                    chain.name,
+                    crate::render::rule_text(&chain.rules[*rule])
+                )
+            }
+        }
+    }
+}
+
+/// A few elements of a long list, for error messages.
+fn preview(items: &[String]) -> String {
+    if items.len() <= 3 {
+        items.join(", ")
+    } else {
+        format!("{}, ... {}", items[..2].join(", "), items[items.len() - 1])
+    }
+}
+
+/// An apply failure naming the refused objects when the kernel said which messages.
+fn batch_error(rs: &Ruleset, e: &nlink::Error, ops: &[BatchOp]) -> Error {
+    let table = &rs.table;
+    if let nlink::ErrorDetail::NftBatch { failures, .. } = e.detail() {
+        let named: Vec<String> = failures
+            .iter()
+            .filter_map(|f| {
+                let what = f.index.and_then(|i| ops.get(i))?.describe(rs);
+                let why = std::io::Error::from_raw_os_error(f.errno);
+                let ack = f
+                    .ext_ack
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default();
+                Some(format!("{what}: {why}{ack}"))
+            })
+            .collect();
+        if !named.is_empty() {
+            return Error::runtime(format!(
+                "kernel refused the batch for table inet {table}, nothing committed: {}",
+                named.join("; ")
+            ));
+        }
+    }
+    kernel_error(&format!("apply table inet {table}"), e)
+}
+
 /// For `--backend auto` (backend/detect.rs): does nf_tables answer in this network
 /// namespace? `Ok(Ok(()))` yes; `Ok(Err(reason))` the kernel lacks it (EOPNOTSUPP,
 /// EPROTONOSUPPORT, EAFNOSUPPORT, ENOENT: no nf_tables / nfnetlink); `Err` anything else
@@ -339,4 +439,50 @@ fn kernel_error(op: &str, e: &nlink::Error) -> Error {
         _ => "",
     };
     Error::runtime(format!("{op}: {e}{hint}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, Chain, Element, KeyType, Rule, Set};
+
+    #[test]
+    fn refused_messages_are_described_by_what_they_add() {
+        let mut rs = Ruleset {
+            table: "t".into(),
+            comment: "ours".into(),
+            sets: vec![Set {
+                name: "ports".into(),
+                key: KeyType::InetService,
+                interval: false,
+                elements: (1..=5).map(Element::Port).collect(),
+            }],
+            chains: vec![],
+        };
+        rs.chains.push(Chain {
+            name: "c".into(),
+            base: None,
+            rules: vec![Rule {
+                matches: vec![],
+                action: Action::Drop,
+            }],
+        });
+        let elements = BatchOp::AddElements {
+            set: 0,
+            range: 0..5,
+        };
+        assert_eq!(
+            elements.describe(&rs),
+            "add elements 0..5 to set ports (1, 2, ... 5)"
+        );
+        assert_eq!(
+            BatchOp::AddSet(0).describe(&rs),
+            "add set ports (inet_service)"
+        );
+        assert_eq!(
+            BatchOp::AddRule { chain: 0, rule: 0 }.describe(&rs),
+            "add rule #1 to chain c: drop"
+        );
+        assert_eq!(preview(&["a".into(), "b".into()]), "a, b");
+    }
 }
