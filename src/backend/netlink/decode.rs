@@ -272,7 +272,7 @@ fn key_name(type_id: u32) -> String {
 /// Elements as sorted `a` / `a-b` texts, from (key, inclusive end) wire bytes of a set
 /// with key type `type_id`. Sorted by the bytes (numeric order for addresses and ports)
 /// before formatting, so both sides of a comparison need no string sort.
-fn elements_text(type_id: u32, ranges: &mut [(&[u8], &[u8])]) -> Vec<String> {
+pub(super) fn elements_text(type_id: u32, ranges: &mut [(&[u8], &[u8])]) -> Vec<String> {
     ranges.sort_unstable();
     let mut out = Vec::with_capacity(ranges.len());
     for (key, end) in ranges.iter() {

@@ -331,3 +331,274 @@ pub(super) fn dnat_map_messages(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::decode::elements_text;
+    use super::super::encode::{OldTable, Step, build_batch};
+    use super::super::{BatchOp, TYPE_UID};
+    use super::*;
+    use crate::model::{Action, Chain, KeyType, Rule, Ruleset, Set};
+
+    /// The attributes of `b` as (type without NLA_F_NESTED, payload).
+    fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+        let mut out = Vec::new();
+        while b.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+            assert!(len >= 4 && len <= b.len(), "attribute overruns its buffer");
+            out.push((u16::from_ne_bytes([b[2], b[3]]) & !NLA_F_NESTED, &b[4..len]));
+            b = &b[len.next_multiple_of(4).min(b.len())..];
+        }
+        assert!(b.is_empty());
+        out
+    }
+
+    fn attr(b: &[u8], kind: u16) -> Option<&[u8]> {
+        attrs(b)
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| v)
+    }
+
+    /// A NEWSETELEM's elements as (key, flags), in wire order.
+    fn wire_elements(m: &nft::RawMessage) -> Vec<(Vec<u8>, u32)> {
+        assert_eq!(m.msg, nft::NFT_MSG_NEWSETELEM);
+        let list = attr(&m.attrs, nft::NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
+        attrs(list)
+            .into_iter()
+            .map(|(kind, elem)| {
+                assert_eq!(kind, nft::NFTA_LIST_ELEM);
+                let key = attr(elem, nft::NFTA_SET_ELEM_KEY).unwrap();
+                let value = attr(key, nft::NFTA_DATA_VALUE).unwrap().to_vec();
+                let flags = attr(elem, nft::NFTA_SET_ELEM_FLAGS)
+                    .map_or(0, |f| u32::from_be_bytes(f.try_into().unwrap()));
+                (value, flags)
+            })
+            .collect()
+    }
+
+    /// Pair interval starts with their ends (`end - 1`; none: to the top), as a dump does.
+    fn ranges(wire: &[(Vec<u8>, u32)], interval: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < wire.len() {
+            let (key, flags) = &wire[i];
+            assert_eq!(*flags, 0, "an interval end without a start");
+            let mut end = key.clone();
+            if interval {
+                end = vec![0xff; key.len()];
+                if let Some((after, NFT_SET_ELEM_INTERVAL_END)) = wire.get(i + 1) {
+                    end = after.clone();
+                    let j = end.iter().rposition(|b| *b != 0).unwrap();
+                    end[j] -= 1;
+                    end[j + 1..].fill(0xff);
+                    i += 1;
+                }
+            }
+            out.push((key.clone(), end));
+            i += 1;
+        }
+        out
+    }
+
+    fn set(key: KeyType, interval: bool, elements: &[&str]) -> Set {
+        let elements = elements
+            .iter()
+            .map(|e| match key {
+                KeyType::Ipv4Addr => Element::V4(e.parse().unwrap()),
+                KeyType::Ipv6Addr => Element::V6(e.parse().unwrap()),
+                KeyType::InetService => Element::Port(e.parse().unwrap()),
+                KeyType::Uid | KeyType::Gid => Element::Id(e.parse().unwrap()),
+            })
+            .collect();
+        Set {
+            name: "s".into(),
+            key,
+            interval,
+            elements,
+        }
+    }
+
+    /// Encode `set`'s elements, decode them as the kernel's dump pairs them, and check
+    /// they are what `element_wire` (the expected side) says, then their texts.
+    fn round_trip(set: &Set, type_id: u32, wire_count: usize, want: &[&str]) {
+        let m = element_message("t", set, &set.elements);
+        assert_eq!(
+            attr(&m.attrs, nft::NFTA_SET_ELEM_LIST_TABLE),
+            Some(&b"t\0"[..])
+        );
+        let wire = wire_elements(&m);
+        assert_eq!(wire.len(), wire_count);
+        let got = ranges(&wire, set.interval);
+        let expected: Vec<(Vec<u8>, Vec<u8>)> = set
+            .elements
+            .iter()
+            .map(|e| element_wire(e, set.interval))
+            .map(|(k, e, n)| (k[..n].to_vec(), e[..n].to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        let mut pairs: Vec<(&[u8], &[u8])> = got.iter().map(|(k, e)| (&k[..], &e[..])).collect();
+        assert_eq!(elements_text(type_id, &mut pairs), want);
+    }
+
+    #[test]
+    fn interval_elements_round_trip_with_an_end_unless_they_run_to_the_top() {
+        let v4 = set(
+            KeyType::Ipv4Addr,
+            true,
+            &["255.255.255.0/24", "10.0.0.0/8", "192.168.1.1/32"],
+        );
+        let want = [
+            "10.0.0.0-10.255.255.255",
+            "192.168.1.1",
+            "255.255.255.0-255.255.255.255",
+        ];
+        round_trip(&v4, 7, 5, &want);
+        let v6 = set(KeyType::Ipv6Addr, true, &["fd00:1::/64", "::1/128"]);
+        round_trip(&v6, 8, 4, &["::1", "fd00:1::-fd00:1::ffff:ffff:ffff:ffff"]);
+    }
+
+    #[test]
+    fn plain_elements_round_trip_ports_big_endian_and_ids_host_order() {
+        let ports = set(KeyType::InetService, false, &["443", "80"]);
+        round_trip(&ports, 13, 2, &["80", "443"]);
+        let m = element_message("t", &ports, &ports.elements);
+        assert_eq!(wire_elements(&m)[0].0, 443u16.to_be_bytes());
+        let uids = set(KeyType::Uid, false, &["1010"]);
+        round_trip(&uids, TYPE_UID, 1, &["1010"]);
+        let m = element_message("t", &uids, &uids.elements);
+        assert_eq!(wire_elements(&m)[0].0, 1010u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn attributes_are_padded_and_nests_measure_their_contents() {
+        let mut b = Vec::new();
+        let at = begin_nest(&mut b, 3);
+        put_attr(&mut b, 1, b"abcde");
+        end_nest(&mut b, at);
+        assert_eq!(b.len(), 4 + 12);
+        let outer = attrs(&b);
+        assert_eq!(outer.len(), 1);
+        assert_eq!(u16::from_ne_bytes([b[2], b[3]]), 3 | NLA_F_NESTED);
+        assert_eq!(attrs(outer[0].1), [(1, &b"abcde"[..])]);
+    }
+
+    #[test]
+    fn uid_sets_are_marked_host_endian_with_the_comment() {
+        let uids = set(KeyType::Uid, false, &[]);
+        let m = host_order_set("t", &uids, "ours", 2);
+        assert_eq!(m.msg, nft::NFT_MSG_NEWSET);
+        assert_eq!(attr(&m.attrs, nft::NFTA_SET_NAME), Some(&b"s\0"[..]));
+        let type_id = attr(&m.attrs, nft::NFTA_SET_KEY_TYPE).unwrap();
+        assert_eq!(type_id, TYPE_UID.to_be_bytes());
+        let id = attr(&m.attrs, nft::NFTA_SET_ID).unwrap();
+        assert_eq!(id, 0x4000_0002u32.to_be_bytes());
+        let udata = attr(&m.attrs, nft::NFTA_SET_USERDATA).unwrap();
+        assert_eq!(udata[..2], [0, 4]);
+        assert_eq!(udata[2..6], 1u32.to_ne_bytes());
+        assert_eq!(&udata[6..], b"\x07\x05ours\0");
+    }
+
+    #[test]
+    fn dnat_maps_are_an_anonymous_set_and_element_messages_sharing_one_id() {
+        let entries: Vec<(std::net::SocketAddr, std::net::SocketAddr)> = (0..300u16)
+            .map(|i| {
+                let orig = format!("10.0.0.1:{}", 1000 + i).parse().unwrap();
+                (orig, "10.1.0.1:80".parse().unwrap())
+            })
+            .collect();
+        let msgs = dnat_map_messages("t", IpFamily::V4, model::L4Proto::Tcp, &entries, 77);
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs[0].msg, nft::NFT_MSG_NEWSET);
+        assert_eq!(
+            attr(&msgs[0].attrs, nft::NFTA_SET_ID),
+            Some(&77u32.to_be_bytes()[..])
+        );
+        let mut keys = 0;
+        for m in &msgs[1..] {
+            assert_eq!(m.msg, nft::NFT_MSG_NEWSETELEM);
+            let id = attr(&m.attrs, NFTA_SET_ELEM_LIST_SET_ID);
+            assert_eq!(id, Some(&77u32.to_be_bytes()[..]));
+            let list = attr(&m.attrs, nft::NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
+            for (_, elem) in attrs(list) {
+                let key = attr(
+                    attr(elem, nft::NFTA_SET_ELEM_KEY).unwrap(),
+                    nft::NFTA_DATA_VALUE,
+                );
+                let port = (1000 + keys as u16).to_be_bytes();
+                assert_eq!(key, Some(&[10, 0, 0, 1, port[0], port[1], 0, 0][..]));
+                let data = attr(
+                    attr(elem, nft::NFTA_SET_ELEM_DATA).unwrap(),
+                    nft::NFTA_DATA_VALUE,
+                );
+                assert_eq!(data, Some(&[10, 1, 0, 1, 0, 80, 0, 0][..]));
+                keys += 1;
+            }
+        }
+        assert_eq!(keys, 300);
+    }
+
+    /// A big set goes out as several element messages, each inside the nest limit, all in
+    /// the one batch between its NEWSET and the chains.
+    #[test]
+    fn large_element_lists_are_split_into_several_messages_of_one_batch() {
+        let big: Vec<String> = (0..600u32)
+            .map(|i| format!("fd00:{:x}::/64", i + 1))
+            .collect();
+        let big: Vec<&str> = big.iter().map(String::as_str).collect();
+        let rs = Ruleset {
+            table: "t".into(),
+            comment: "ours".into(),
+            sets: vec![
+                set(KeyType::Ipv6Addr, true, &big),
+                set(KeyType::Uid, false, &["0"]),
+            ],
+            chains: vec![Chain {
+                name: "c".into(),
+                base: None,
+                rules: vec![Rule {
+                    matches: vec![],
+                    action: Action::Drop,
+                }],
+            }],
+        };
+        let mut steps = Vec::new();
+        let mut wire_counts = Vec::new();
+        build_batch(&rs, OldTable::Destroy, false, &mut |step, op| {
+            let kind = match &step {
+                Step::DestroyTable => "destroy",
+                Step::AddTable { .. } => "table",
+                Step::AddSet(_) => "set",
+                Step::Raw(m) if m.msg == nft::NFT_MSG_NEWSET => "raw set",
+                Step::Raw(m) => {
+                    assert!(m.attrs.len() < 65536);
+                    wire_counts.push(wire_elements(m).len());
+                    "elements"
+                }
+                Step::AddChain(_) => "chain",
+                Step::AddRule(_) => "rule",
+                Step::DelTable => "delete",
+            };
+            steps.push((kind, op));
+        })
+        .unwrap();
+        let elements = |set, range| ("elements", BatchOp::AddElements { set, range });
+        assert_eq!(
+            steps,
+            [
+                ("destroy", BatchOp::RemoveTable),
+                ("table", BatchOp::AddTable),
+                ("set", BatchOp::AddSet(0)),
+                elements(0, 0..256),
+                elements(0, 256..512),
+                elements(0, 512..600),
+                ("raw set", BatchOp::AddSet(1)),
+                elements(1, 0..1),
+                ("chain", BatchOp::AddChain(0)),
+                ("rule", BatchOp::AddRule { chain: 0, rule: 0 }),
+            ]
+        );
+        // A /64 range is a start and an end element.
+        assert_eq!(wire_counts, [512, 512, 176, 1]);
+    }
+}
