@@ -450,3 +450,238 @@ fn dnat_map_rule_text(
         .collect::<Option<Vec<_>>>()?;
     Some(dnat_map_snapshot_text(family, proto, &entries, comment))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::wire::put_attr;
+    use super::*;
+    use crate::model::{
+        BaseChain, Chain, ChainType, Element, Hook, KeyType, L4Proto, Match, Rule, Set,
+    };
+
+    /// One expression as the kernel dumps it: name and nested data.
+    fn expr(out: &mut Vec<u8>, name: &str, attrs: &[(u16, Vec<u8>)]) {
+        let mut data = Vec::new();
+        for (kind, payload) in attrs {
+            put_attr(&mut data, *kind, payload);
+        }
+        let mut elem = Vec::new();
+        put_attr(
+            &mut elem,
+            nft::NFTA_EXPR_NAME,
+            &[name.as_bytes(), b"\0"].concat(),
+        );
+        put_attr(&mut elem, nft::NFTA_EXPR_DATA | 0x8000, &data);
+        put_attr(out, nft::NFTA_LIST_ELEM | 0x8000, &elem);
+    }
+
+    fn be(v: u32) -> Vec<u8> {
+        v.to_be_bytes().to_vec()
+    }
+
+    fn value(v: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_attr(&mut out, nft::NFTA_DATA_VALUE, v);
+        out
+    }
+
+    /// `dnat ip to ip daddr . tcp dport map { ... }` as `nft --debug=netlink` shows it
+    /// (registers: 1 = reg 1, 9 = the 32-bit reg holding the port).
+    fn dnat_map_rule_bytes(set: &str) -> Vec<u8> {
+        use nft::*;
+        let mut b = Vec::new();
+        let cmp = |b: &mut Vec<u8>, data: &[u8]| {
+            let attrs = [
+                (NFTA_CMP_SREG, be(1)),
+                (NFTA_CMP_OP, be(0)),
+                (NFTA_CMP_DATA | 0x8000, value(data)),
+            ];
+            expr(b, "cmp", &attrs);
+        };
+        expr(
+            &mut b,
+            "meta",
+            &[(NFTA_META_DREG, be(1)), (NFTA_META_KEY, be(15))],
+        );
+        cmp(&mut b, &[2]);
+        expr(
+            &mut b,
+            "meta",
+            &[(NFTA_META_DREG, be(1)), (NFTA_META_KEY, be(16))],
+        );
+        cmp(&mut b, &[6]);
+        let payload = |b: &mut Vec<u8>, dreg, base, offset, len| {
+            let attrs = [
+                (NFTA_PAYLOAD_DREG, be(dreg)),
+                (NFTA_PAYLOAD_BASE, be(base)),
+                (NFTA_PAYLOAD_OFFSET, be(offset)),
+                (NFTA_PAYLOAD_LEN, be(len)),
+            ];
+            expr(b, "payload", &attrs);
+        };
+        payload(&mut b, 1, 1, 16, 4);
+        payload(&mut b, 9, 2, 2, 2);
+        let lookup = [
+            (NFTA_LOOKUP_SET, [set.as_bytes(), b"\0"].concat()),
+            (NFTA_LOOKUP_SREG, be(1)),
+            (NFTA_LOOKUP_DREG, be(1)),
+            (NFTA_LOOKUP_FLAGS, be(0)),
+        ];
+        expr(&mut b, "lookup", &lookup);
+        let nat = [
+            (NFTA_NAT_TYPE, be(1)),
+            (NFTA_NAT_FAMILY, be(2)),
+            (NFTA_NAT_REG_ADDR_MIN, be(1)),
+            (NFTA_NAT_REG_PROTO_MIN, be(9)),
+        ];
+        expr(&mut b, "nat", &nat);
+        b
+    }
+
+    fn map_entry(orig: [u8; 4], port: u16, to: [u8; 4], to_port: u16) -> nft::SetElement {
+        let field = |a: [u8; 4], p: u16| [&a[..], &p.to_be_bytes(), &[0, 0]].concat();
+        nft::SetElement::new(field(orig, port)).value(nft::SetElement::new(field(to, to_port)))
+    }
+
+    #[test]
+    fn a_dnat_map_rule_decodes_from_its_kernel_attributes() {
+        let (type_id, _, _) = dnat_map_layout(IpFamily::V4);
+        let elements = [
+            map_entry([10, 0, 0, 2], 443, [10, 1, 0, 2], 8443),
+            map_entry([10, 0, 0, 1], 80, [10, 1, 0, 1], 8080),
+            // An element without data is no map entry.
+            nft::SetElement::new(vec![0; 8]),
+        ];
+        let anon = HashMap::from([("__map0".to_string(), anon_map(type_id, &elements))]);
+        let exprs = nft::parse_expressions(&dnat_map_rule_bytes("__map0"));
+        assert_eq!(
+            dnat_map_rule_text(&exprs, Some("ours"), &anon).as_deref(),
+            Some(
+                "dnat ip to ip daddr . tcp dport map { 10.0.0.1 . 80 : 10.1.0.1 . 8080, \
+                 10.0.0.2 . 443 : 10.1.0.2 . 8443 } comment \"ours\""
+            )
+        );
+        // Another map, a map of another type, or another shape: not ours to print.
+        let other = nft::parse_expressions(&dnat_map_rule_bytes("__map1"));
+        assert_eq!(dnat_map_rule_text(&other, None, &anon), None);
+        let wrong_type = HashMap::from([("__map0".to_string(), anon_map(7, &elements))]);
+        assert_eq!(dnat_map_rule_text(&exprs, None, &wrong_type), None);
+        assert_eq!(dnat_map_rule_text(&exprs[1..], None, &anon), None);
+    }
+
+    #[test]
+    fn elements_read_back_sorted_by_value_as_single_values_or_ranges() {
+        let elements = [
+            nft::SetElement::ipv4_range([10, 0, 0, 0].into(), [10, 255, 255, 255].into()),
+            nft::SetElement::ipv4([9, 1, 2, 3].into()),
+        ];
+        let snap = set_snapshot(7, true, &elements);
+        assert_eq!(snap.key, "ipv4_addr");
+        assert!(snap.interval);
+        assert_eq!(snap.elements, ["9.1.2.3", "10.0.0.0-10.255.255.255"]);
+        let ports = [nft::SetElement::port(8080), nft::SetElement::port(22)];
+        assert_eq!(set_snapshot(13, false, &ports).elements, ["22", "8080"]);
+        let uid = [nft::SetElement::new(1010u32.to_ne_bytes().to_vec())];
+        let uids = set_snapshot(TYPE_GID, false, &uid);
+        assert_eq!(
+            (uids.key.as_str(), uids.elements),
+            ("gid", vec!["1010".to_string()])
+        );
+        let odd = [nft::SetElement::new(vec![0xab, 0x01])];
+        let odd = set_snapshot(99, false, &odd);
+        assert_eq!(
+            (odd.key.as_str(), odd.elements),
+            ("type#99", vec!["ab01".to_string()])
+        );
+    }
+
+    #[test]
+    fn chains_and_tables_show_drift_in_their_text() {
+        let nat = Some(nft::ChainType::Nat);
+        let base = chain_base(nat, Some(0), Some(-100), Some(1));
+        assert_eq!(
+            base.as_deref(),
+            Some("type nat hook prerouting priority -100")
+        );
+        let dropping = chain_base(nat, Some(4), Some(100), Some(0));
+        assert_eq!(
+            dropping.as_deref(),
+            Some("type nat hook postrouting priority 100 policy drop")
+        );
+        assert_eq!(chain_base(None, None, None, None), None);
+        assert_eq!(
+            table_comment(Some("ours".into()), 0).as_deref(),
+            Some("ours")
+        );
+        assert_eq!(
+            table_comment(Some("ours".into()), NFT_TABLE_F_DORMANT).as_deref(),
+            Some("ours [table flags dormant: disabled]")
+        );
+    }
+
+    #[test]
+    fn the_expected_snapshot_is_what_the_kernel_should_read_back() {
+        let rs = Ruleset {
+            table: "t".into(),
+            comment: "ours".into(),
+            sets: vec![Set {
+                name: "dst".into(),
+                key: KeyType::Ipv4Addr,
+                interval: true,
+                elements: vec![
+                    Element::V4("10.0.0.0/8".parse().unwrap()),
+                    Element::V4("1.2.3.4/32".parse().unwrap()),
+                ],
+            }],
+            chains: vec![Chain {
+                name: "pre".into(),
+                base: Some(BaseChain {
+                    kind: ChainType::Nat,
+                    hook: Hook::Prerouting,
+                    priority: -100,
+                }),
+                rules: vec![
+                    Rule {
+                        matches: vec![Match::Dport {
+                            proto: L4Proto::Tcp,
+                            port: 80,
+                        }],
+                        action: Action::Redirect { port: 15001 },
+                    },
+                    Rule {
+                        matches: vec![],
+                        action: Action::DnatMap {
+                            family: IpFamily::V4,
+                            proto: L4Proto::Udp,
+                            entries: vec![(
+                                "10.0.0.1:53".parse().unwrap(),
+                                "10.1.0.1:5353".parse().unwrap(),
+                            )],
+                        },
+                    },
+                ],
+            }],
+        };
+        let snap = expected_snapshot(&rs, true);
+        assert_eq!(snap.comment.as_deref(), Some("ours"));
+        let chain = &snap.chains[0];
+        assert_eq!(
+            chain.base.as_deref(),
+            Some("type nat hook prerouting priority -100")
+        );
+        assert_eq!(
+            chain.rules,
+            [
+                "tcp dport 80 redirect to :15001 comment \"ours\"",
+                "dnat ip to ip daddr . udp dport map { 10.0.0.1 . 53 : 10.1.0.1 . 5353 } comment \"ours\"",
+            ]
+        );
+        let set = &snap.sets["dst"];
+        assert_eq!(set.elements, ["1.2.3.4", "10.0.0.0-10.255.255.255"]);
+        assert!(
+            expected_snapshot(&rs, false).sets["dst"]
+                .elements
+                .is_empty()
+        );
+    }
+}
