@@ -1,7 +1,7 @@
 //! Backend-neutral desired state: the content of the one `inet` table a command owns.
 //!
 //! Pure data, no I/O. Commands build a [`Ruleset`] with pure functions; backends render
-//! (`render.rs`, nft text) or lower it (`backend/netlink.rs`, nf_tables expressions).
+//! (`render.rs`, nft text) or lower it (`backend/netlink/`, nf_tables expressions).
 
 use std::net::IpAddr;
 

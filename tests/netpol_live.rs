@@ -662,7 +662,7 @@ fn measure_label_change(nodes: usize) {
         field("sets").parse().unwrap(),
         field("elements").parse().unwrap(),
     );
-    // Messages of the netlink batch (backend/netlink.rs): begin, destroy + add table,
+    // Messages of the netlink batch (backend/netlink/encode.rs): begin, destroy + add table,
     // one per chain, set and rule, element messages of up to 256 elements per set, end.
     let table = ns.table("inet", TABLE).expect("table");
     eprintln!(

@@ -1,0 +1,488 @@
+//! nf_tables over netlink (the `nlink` crate). The only module (with `addr.rs`) that uses
+//! nlink, so the netlink library can be swapped without touching commands or the model.
+//!
+//! Apply is ONE batch: destroy our table if present, then create table, sets, elements
+//! (split into several messages so no netlink attribute nest overflows), chains and rules.
+//! The kernel commits all of it or none of it; a refused message is reported by name.
+//!
+//! - `encode`: the model lowered to nlink, step by step for one batch (rules to the
+//!   expressions nft generates for the same text);
+//! - `wire`: netlink attributes written by hand (element lists, uid/gid sets, DNAT maps)
+//!   and the socket's send buffer;
+//! - `decode`: the kernel's table read back as a `Snapshot`, and the snapshot a ruleset
+//!   should read back as;
+//! - here: the `Backend` over one netfilter netlink socket.
+
+mod decode;
+mod encode;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+
+use nlink::netlink::nftables::{self as nft, Family, Verdict};
+use nlink::netlink::{Connection, Nftables};
+
+use super::{Backend, OwnedTable, is_owned_comment};
+use crate::error::{Error, Result};
+use crate::model::{self, Ruleset};
+use crate::snapshot::Snapshot;
+use encode::OldTable;
+
+/// nft's datatype numbers for the set key types nlink has no name for.
+const TYPE_UID: u32 = 24;
+const TYPE_GID: u32 = 25;
+
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+
+pub struct NetlinkBackend {
+    rt: tokio::runtime::Runtime,
+    conn: Connection<Nftables>,
+    /// Create tables with NFT_TABLE_F_OWNER: they live as long as this socket.
+    process_owned: bool,
+    /// `--force`: take over a same-named table that is not marked as ours.
+    force: bool,
+    /// The last full read-back: (ruleset generation, table, snapshot). Every commit in this
+    /// network namespace, by anyone, bumps the generation, so while it is unchanged the
+    /// kernel still holds exactly this: a no-op resync then skips the element dump.
+    last_read: Option<(u32, String, Option<Snapshot>)>,
+}
+
+impl NetlinkBackend {
+    /// Open a netfilter netlink socket in the current network namespace and check that
+    /// nf_tables answers (needs CAP_NET_ADMIN).
+    pub fn connect() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime(format!("cannot start runtime: {e}")))?;
+        let conn = rt
+            .block_on(async { Connection::<Nftables>::new() })
+            .map_err(|e| kernel_error("open nf_tables netlink socket", &e))?;
+        wire::raise_send_buffer(conn.socket().as_raw_fd());
+        let _ = conn.socket().set_rcvbuf(4 << 20);
+        let b = NetlinkBackend {
+            rt,
+            conn,
+            process_owned: false,
+            force: false,
+            last_read: None,
+        };
+        b.rt.block_on(b.conn.list_tables_in(Family::Inet))
+            .map_err(|e| kernel_error("list nf_tables tables", &e))?;
+        Ok(b)
+    }
+
+    fn table_info(&self, table: &str) -> Result<Option<nft::Table>> {
+        let tables = self
+            .rt
+            .block_on(self.conn.list_tables_in(Family::Inet))
+            .map_err(|e| kernel_error("list tables", &e))?;
+        Ok(tables.into_iter().find(|t| t.name == table))
+    }
+
+    /// The replace batch for `rs` and what each of its messages does (see
+    /// `encode::build_batch`).
+    fn build_batch(&self, rs: &Ruleset) -> Result<(nft::Transaction, Vec<BatchOp>)> {
+        let old = if nft::connection::kernel_has_destroy() {
+            OldTable::Destroy
+        } else if self.table_info(&rs.table)?.is_some() {
+            OldTable::Delete
+        } else {
+            OldTable::Absent
+        };
+        let mut tx = Some(self.conn.transaction());
+        let mut ops = Vec::new();
+        encode::build_batch(rs, old, self.process_owned, &mut |step, op| {
+            tx = tx.take().map(|tx| step.queue(tx, rs));
+            ops.push(op);
+        })?;
+        let tx = tx.expect("the transaction is always put back");
+        Ok((tx, ops))
+    }
+}
+
+impl Backend for NetlinkBackend {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn apply(&mut self, rs: &Ruleset) -> Result<()> {
+        if let Some(existing) = self.table_info(&rs.table)?
+            && !is_owned_comment(existing.comment.as_deref())
+        {
+            if !self.force {
+                return Err(Error::runtime(format!(
+                    "table inet {} exists but is not managed by nftkit (no ownership comment); refusing to replace it (--force takes it over)",
+                    rs.table
+                )));
+            }
+            tracing::warn!(table = %rs.table, "replacing a table not managed by nftkit (--force)");
+        }
+        let built = std::time::Instant::now();
+        let (tx, ops) = self.build_batch(rs)?;
+        let sent = std::time::Instant::now();
+        let result = self
+            .rt
+            .block_on(tx.commit(&self.conn))
+            .map_err(|e| batch_error(rs, &e, &ops));
+        // The kernel's share: it checks and commits the whole batch inside the send.
+        tracing::debug!(
+            build_us = (sent - built).as_micros() as u64,
+            commit_us = sent.elapsed().as_micros() as u64,
+            messages = ops.len(),
+            "batch sent and acknowledged"
+        );
+        result
+    }
+
+    fn expected(&self, rs: &Ruleset) -> Snapshot {
+        decode::expected_snapshot(rs, true)
+    }
+
+    /// After an acknowledged batch: structure only (see `Backend::check_applied`).
+    fn check_applied(&mut self, rs: &Ruleset) -> Result<Vec<String>> {
+        let observed = match self.table_info(&rs.table)? {
+            None => None,
+            Some(info) => Some(self.snapshot_of(&info, false)?),
+        };
+        Ok(crate::snapshot::diff(
+            &decode::expected_snapshot(rs, false),
+            observed.as_ref(),
+        ))
+    }
+
+    fn ruleset_generation(&mut self) -> Option<u64> {
+        self.rt.block_on(self.conn.generation()).ok().map(u64::from)
+    }
+
+    fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
+        let generation = || self.rt.block_on(self.conn.generation()).ok();
+        let before = generation();
+        if let (Some(g), Some((lg, lt, snap))) = (before, &self.last_read)
+            && *lg == g
+            && lt == table
+        {
+            return Ok(snap.clone());
+        }
+        let snap = match self.table_info(table)? {
+            None => None,
+            Some(info) => Some(self.snapshot_of(&info, true)?),
+        };
+        // Cached only if nothing was committed while we read (a consistent dump).
+        self.last_read = match before {
+            Some(g) if generation() == Some(g) => Some((g, table.to_string(), snap.clone())),
+            _ => None,
+        };
+        Ok(snap)
+    }
+
+    fn delete(&mut self, table: &str) -> Result<bool> {
+        let Some(info) = self.table_info(table)? else {
+            return Ok(false);
+        };
+        if !is_owned_comment(info.comment.as_deref()) && !self.force {
+            return Err(Error::runtime(format!(
+                "table inet {table} is not managed by nftkit (no ownership comment); not deleting it (--force does)"
+            )));
+        }
+        let tx = self.conn.transaction().del_table(table, Family::Inet);
+        self.rt
+            .block_on(tx.commit(&self.conn))
+            .map_err(|e| kernel_error(&format!("delete table inet {table}"), &e))?;
+        Ok(true)
+    }
+
+    fn set_force(&mut self, on: bool) {
+        self.force = on;
+    }
+
+    fn other_backends(&self) -> Vec<Box<dyn Backend>> {
+        super::usable_backends(Some("nftables"))
+    }
+
+    fn set_process_owned(&mut self, on: bool) {
+        self.process_owned = on;
+    }
+
+    fn foreign_drop_chains(
+        &mut self,
+        own_table: &str,
+        hook: model::Hook,
+    ) -> Result<Vec<super::ForeignDrop>> {
+        let want = match hook {
+            model::Hook::Prerouting => 0,
+            model::Hook::Input => 1,
+            model::Hook::Forward => 2,
+            model::Hook::Output => 3,
+            model::Hook::Postrouting => 4,
+        };
+        let chains = self
+            .rt
+            .block_on(self.conn.list_chains())
+            .map_err(|e| kernel_error("list chains", &e))?;
+        let mut rules_of: BTreeMap<(u8, String), Vec<nft::RuleInfo>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for c in chains.iter().filter(|c| c.hook == Some(want)) {
+            let family = match c.family {
+                Family::Ip => "ip",
+                Family::Ip6 => "ip6",
+                Family::Inet => "inet",
+                _ => continue,
+            };
+            if c.family == Family::Inet && c.table == own_table {
+                continue;
+            }
+            let key = (c.family as u8, c.table.clone());
+            if !rules_of.contains_key(&key) {
+                let rules = self
+                    .rt
+                    .block_on(self.conn.list_rules(&c.table, c.family))
+                    .map_err(|e| kernel_error(&format!("list rules of table {}", c.table), &e))?;
+                rules_of.insert(key.clone(), rules);
+            }
+            let drop_rules = rules_of[&key]
+                .iter()
+                .filter(|r| r.chain == c.name)
+                .filter(|r| {
+                    r.expressions().iter().any(|e| match e {
+                        nft::RuleExpr::Verdict(Verdict::Drop) | nft::RuleExpr::Reject { .. } => {
+                            true
+                        }
+                        // iptables-nft's `-j REJECT` is an xtables target.
+                        nft::RuleExpr::Unknown { name, data, .. } => {
+                            name == "target" && data.windows(6).any(|w| w == b"REJECT")
+                        }
+                        _ => false,
+                    })
+                })
+                .count();
+            // NF_DROP is 0.
+            let policy_drop = c.policy == Some(0);
+            if policy_drop || drop_rules > 0 {
+                out.push(super::ForeignDrop {
+                    family,
+                    table: c.table.clone(),
+                    chain: c.name.clone(),
+                    policy_drop,
+                    drop_rules,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {
+        let tables = self
+            .rt
+            .block_on(self.conn.list_tables_in(Family::Inet))
+            .map_err(|e| kernel_error("list tables", &e))?;
+        let mut out = Vec::new();
+        for t in tables
+            .iter()
+            .filter(|t| is_owned_comment(t.comment.as_deref()))
+        {
+            let snap = self.snapshot_of(t, true)?;
+            out.push(OwnedTable {
+                backend: "nftables",
+                table: t.name.clone(),
+                comment: t.comment.clone().unwrap_or_default(),
+                chains: snap.chains.len(),
+                rules: snap.rule_count(),
+                sets: snap.sets.len(),
+                elements: snap.element_count(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Map an nlink error to exit 1 with a hint for the usual causes.
+/// What one message of the replace batch does, by position in `rs` (see `build_batch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BatchOp {
+    RemoveTable,
+    AddTable,
+    AddSet(usize),
+    AddElements {
+        set: usize,
+        range: std::ops::Range<usize>,
+    },
+    AddChain(usize),
+    AddMap {
+        chain: usize,
+        rule: usize,
+    },
+    AddRule {
+        chain: usize,
+        rule: usize,
+    },
+}
+
+impl BatchOp {
+    fn describe(&self, rs: &Ruleset) -> String {
+        let t = &rs.table;
+        match self {
+            BatchOp::RemoveTable => format!("remove old table inet {t}"),
+            BatchOp::AddTable => format!("add table inet {t}"),
+            BatchOp::AddSet(i) => {
+                let set = &rs.sets[*i];
+                format!("add set {} ({})", set.name, set.key.nft_name())
+            }
+            BatchOp::AddElements { set, range } => {
+                let set = &rs.sets[*set];
+                let shown: Vec<String> = set.elements[range.clone()]
+                    .iter()
+                    .map(crate::render::element)
+                    .collect();
+                format!(
+                    "add elements {}..{} to set {} ({})",
+                    range.start,
+                    range.end,
+                    set.name,
+                    preview(&shown)
+                )
+            }
+            BatchOp::AddChain(c) => format!("add chain {}", rs.chains[*c].name),
+            BatchOp::AddMap { chain, rule } => format!(
+                "add the map of rule #{} of chain {}",
+                rule + 1,
+                rs.chains[*chain].name
+            ),
+            BatchOp::AddRule { chain, rule } => {
+                let chain = &rs.chains[*chain];
+                format!(
+                    "add rule #{} to chain {}: {}",
+                    rule + 1,
+                    chain.name,
+                    crate::render::rule_text(&chain.rules[*rule])
+                )
+            }
+        }
+    }
+}
+
+/// A few elements of a long list, for error messages.
+fn preview(items: &[String]) -> String {
+    if items.len() <= 3 {
+        items.join(", ")
+    } else {
+        format!("{}, ... {}", items[..2].join(", "), items[items.len() - 1])
+    }
+}
+
+/// An apply failure naming the refused objects when the kernel said which messages.
+fn batch_error(rs: &Ruleset, e: &nlink::Error, ops: &[BatchOp]) -> Error {
+    let table = &rs.table;
+    if let nlink::ErrorDetail::NftBatch { failures, .. } = e.detail() {
+        let named: Vec<String> = failures
+            .iter()
+            .filter_map(|f| {
+                let what = f.index.and_then(|i| ops.get(i))?.describe(rs);
+                let why = std::io::Error::from_raw_os_error(f.errno);
+                let ack = f
+                    .ext_ack
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default();
+                Some(format!("{what}: {why}{ack}"))
+            })
+            .collect();
+        if !named.is_empty() {
+            return Error::runtime(format!(
+                "kernel refused the batch for table inet {table}, nothing committed: {}",
+                named.join("; ")
+            ));
+        }
+    }
+    kernel_error(&format!("apply table inet {table}"), e)
+}
+
+/// For `--backend auto` (backend/detect.rs): does nf_tables answer in this network
+/// namespace? `Ok(Ok(()))` yes; `Ok(Err(reason))` the kernel lacks it (EOPNOTSUPP,
+/// EPROTONOSUPPORT, EAFNOSUPPORT, ENOENT: no nf_tables / nfnetlink); `Err` anything else
+/// (EPERM: missing CAP_NET_ADMIN, which another backend would not fix).
+pub fn probe() -> Result<std::result::Result<(), String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::runtime(format!("cannot start runtime: {e}")))?;
+    let answer = rt.block_on(async {
+        let conn = Connection::<Nftables>::new()?;
+        conn.list_tables_in(Family::Inet).await.map(|_| ())
+    });
+    match answer {
+        Ok(()) => Ok(Ok(())),
+        Err(e)
+            if matches!(
+                e.errno(),
+                Some(libc::EOPNOTSUPP)
+                    | Some(libc::EPROTONOSUPPORT)
+                    | Some(libc::EAFNOSUPPORT)
+                    | Some(libc::ENOENT)
+            ) =>
+        {
+            Ok(Err(e.to_string()))
+        }
+        Err(e) => Err(kernel_error("probe nf_tables over netlink", &e)),
+    }
+}
+
+/// Map an nlink error to exit 1 with a hint for the usual causes.
+fn kernel_error(op: &str, e: &nlink::Error) -> Error {
+    let hint = match e.errno() {
+        Some(libc::EPERM) => " (needs CAP_NET_ADMIN)",
+        Some(libc::EOPNOTSUPP) | Some(libc::EPROTONOSUPPORT) => {
+            " (nf_tables or a needed module is missing)"
+        }
+        _ => "",
+    };
+    Error::runtime(format!("{op}: {e}{hint}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, Chain, Element, KeyType, Rule, Set};
+
+    #[test]
+    fn refused_messages_are_described_by_what_they_add() {
+        let mut rs = Ruleset {
+            table: "t".into(),
+            comment: "ours".into(),
+            sets: vec![Set {
+                name: "ports".into(),
+                key: KeyType::InetService,
+                interval: false,
+                elements: (1..=5).map(Element::Port).collect(),
+            }],
+            chains: vec![],
+        };
+        rs.chains.push(Chain {
+            name: "c".into(),
+            base: None,
+            rules: vec![Rule {
+                matches: vec![],
+                action: Action::Drop,
+            }],
+        });
+        let elements = BatchOp::AddElements {
+            set: 0,
+            range: 0..5,
+        };
+        assert_eq!(
+            elements.describe(&rs),
+            "add elements 0..5 to set ports (1, 2, ... 5)"
+        );
+        assert_eq!(
+            BatchOp::AddSet(0).describe(&rs),
+            "add set ports (inet_service)"
+        );
+        assert_eq!(
+            BatchOp::AddRule { chain: 0, rule: 0 }.describe(&rs),
+            "add rule #1 to chain c: drop"
+        );
+        assert_eq!(preview(&["a".into(), "b".into()]), "a, b");
+    }
+}
