@@ -86,22 +86,17 @@ impl Alt {
         };
         match c {
             C::Family(f) => fam(&mut self, *f).then_some(self),
-            C::Src(n) => {
+            C::Src(n) | C::Dst(n) => {
                 if !fam(&mut self, family_of(n)) {
                     return None;
                 }
-                self.src = Some(match self.src {
-                    Some(s) => narrower(s, *n)?,
-                    None => *n,
-                });
-                Some(self)
-            }
-            C::Dst(n) => {
-                if !fam(&mut self, family_of(n)) {
-                    return None;
-                }
-                self.dst = Some(match self.dst {
-                    Some(d) => narrower(d, *n)?,
+                let slot = if matches!(c, C::Src(_)) {
+                    &mut self.src
+                } else {
+                    &mut self.dst
+                };
+                *slot = Some(match *slot {
+                    Some(have) => narrower(have, *n)?,
                     None => *n,
                 });
                 Some(self)
