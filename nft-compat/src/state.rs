@@ -14,8 +14,11 @@
 //! replace or delete it unless told to (`--force`, [`FamilyState::from_save_claiming`]).
 //! [`plan`] writes nothing but the two states it is given: chains outside them are never
 //! declared, rules outside them never deleted.
+//!
+//! Which nftkit tables a save holds at all is [`owned_prefixes`] (found through commented
+//! rules), and the comment they carry [`owner_comment`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::Table;
@@ -203,23 +206,75 @@ fn proven_ours(st: &SavedTable, name: &str) -> bool {
 fn longer_prefixes(save: &Save, prefix: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in &save.tables {
-        for (chain, spec) in &t.rules {
-            if !t.is_builtin(chain) {
-                continue;
-            }
-            let Some((_, target)) = crate::rule::target_of(spec) else {
-                continue;
-            };
-            if let Some(p) = naming::prefix_of_base_chain(&target)
-                && p != prefix
-                && naming::is_owned(prefix, p)
-                && !out.iter().any(|o| o == p)
-            {
-                out.push(p.to_string());
+        for (_, p) in base_chain_entries(t) {
+            if p != prefix && naming::is_owned(prefix, &p) && !out.contains(&p) {
+                out.push(p);
             }
         }
     }
     out
+}
+
+/// The rules of `t`'s built-in chains that enter a chain named like a base chain, each
+/// with that chain's prefix (`-A OUTPUT … -j NFTKIT-REDIRECT-OUTPUT` → `NFTKIT-REDIRECT`).
+fn base_chain_entries(t: &SavedTable) -> impl Iterator<Item = (&str, String)> + '_ {
+    t.rules
+        .iter()
+        .filter(|(chain, _)| t.is_builtin(chain))
+        .filter_map(|(_, spec)| {
+            let (_, target) = crate::rule::target_of(spec)?;
+            let p = naming::prefix_of_base_chain(&target)?.to_string();
+            Some((spec.as_str(), p))
+        })
+}
+
+/// Prefixes of the nftkit tables present in `save`: targets of built-in-chain rules
+/// carrying an nftkit comment (base chains name their prefix); then, for chains left
+/// without their jump (someone deleted it), owned-looking chains whose rules carry one and
+/// that no prefix found so far claims.
+pub fn owned_prefixes(save: &Save) -> BTreeSet<String> {
+    let tables: Vec<_> = save
+        .tables
+        .iter()
+        .filter(|t| Table::from_name(&t.name).is_some())
+        .collect();
+    let mut out = BTreeSet::new();
+    for t in &tables {
+        out.extend(
+            base_chain_entries(t)
+                .filter(|(spec, _)| is_ours(spec))
+                .map(|(_, p)| p),
+        );
+    }
+    let mut orphans = BTreeSet::new();
+    for t in &tables {
+        for (chain, spec) in &t.rules {
+            if !t.is_builtin(chain)
+                && is_ours(spec)
+                && !out.iter().any(|p| naming::is_owned(p, chain))
+                && let Some(p) = naming::prefix_of_base_chain(chain)
+            {
+                orphans.insert(p.to_string());
+            }
+        }
+    }
+    out.extend(orphans);
+    out
+}
+
+/// The ownership comment found on the jumps or rules of `fams` (the first one).
+pub fn owner_comment(fams: &[FamilyState]) -> Option<String> {
+    fams.iter()
+        .flat_map(|f| &f.tables)
+        .flat_map(|t| {
+            t.jumps.iter().map(|j| j.spec.as_str()).chain(
+                t.chains
+                    .iter()
+                    .flat_map(|c| c.rules.iter().map(String::as_str)),
+            )
+        })
+        .filter_map(crate::rule::comment_of)
+        .find(|c| c.starts_with(OWNER_PREFIX))
 }
 
 /// `iptables-restore --noflush` input that turns `current` into `desired`, one
