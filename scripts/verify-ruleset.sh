@@ -3,16 +3,23 @@
 # programs is in place: the table, its base chains (type, hook, priority) and its sets,
 # including every set a rule refers to. For node health checks and CI jobs.
 #
-#   scripts/verify-ruleset.sh [--table NAME] [--set NAME]... [--json FILE] COMMAND
+#   scripts/verify-ruleset.sh [--table NAME] [--set NAME]... [--json FILE] COMMAND [ARGS...]
 #
+#   COMMAND ARGS  the nftkit command and its options, as the daemon or init container runs
+#                 it (e.g. `dnat --map 169.254.169.254:80=10.0.0.5:8080 --hooks output`)
 #   --table NAME  table name if nftkit ran with --table (default nftkit-COMMAND)
 #   --set NAME    also require this set (repeatable)
 #   --json FILE   read this `nft -j list ruleset` output instead of running nft
 #
-# Exit 0 when everything is there, 1 with one line per problem otherwise, 2 on bad usage.
+# The expected base chains come from `nftkit --dry-run COMMAND ARGS` (the binary in
+# $NFTKIT, else `nftkit` on $PATH, else this checkout's target/{release,debug}/nftkit), so
+# there is no second list of chains to keep in step with the code.
+#
+# Exit 0 when everything is there, 1 with one line per problem otherwise, 2 on bad usage
+# (including options nftkit refuses).
 set -euo pipefail
 
-usage() { echo "usage: $0 [--table NAME] [--set NAME]... [--json FILE] redirect|masquerade|local-address|dnat|netpol" >&2; exit 2; }
+usage() { echo "usage: $0 [--table NAME] [--set NAME]... [--json FILE] COMMAND [ARGS...]" >&2; exit 2; }
 table="" json="" sets=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -24,21 +31,36 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
-[ $# -eq 1 ] || usage
+[ $# -ge 1 ] || usage
 command=$1
+table_given=$table
 table=${table:-nftkit-$command}
 
-# Base chains each command creates: "name type hook priority".
-case "$command" in
-    redirect) chains=("nat-output nat output -100") ;;
-    masquerade) chains=("nat-postrouting nat postrouting 100") ;;
-    local-address) chains=("raw-prerouting filter prerouting -300" "raw-output filter output -300"
-                           "filter-input filter input 0" "filter-output filter output 0") ;;
-    # dnat: with --hooks output only, pass --table and expect nat-prerouting to be missing.
-    dnat) chains=("nat-prerouting nat prerouting -100" "nat-output nat output -100" "filter-forward filter forward 0") ;;
-    netpol) chains=("filter-forward filter forward 0") ;;
-    *) echo "unknown command '$command' (expected redirect, masquerade, local-address, dnat or netpol)" >&2; exit 2 ;;
-esac
+here=$(cd "$(dirname "$0")/.." && pwd)
+nftkit=${NFTKIT:-}
+if [ -z "$nftkit" ]; then
+    for candidate in "$(command -v nftkit || true)" "$here/target/release/nftkit" "$here/target/debug/nftkit"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then nftkit=$candidate; break; fi
+    done
+fi
+[ -n "$nftkit" ] || { echo "nftkit not found: set NFTKIT=/path/to/nftkit" >&2; exit 2; }
+
+# Base chains of the desired table, "name type hook priority", from the dry-run text:
+#   chain NAME {  ...  type T hook H priority P; policy accept;
+errors=$(mktemp)
+trap 'rm -f "$errors"' EXIT
+if ! dry=$(env -u NFTKIT_BACKEND "$nftkit" -q --backend nftables --dry-run ${table_given:+--table "$table_given"} "$@" 2>"$errors"); then
+    echo "cannot derive the expected chains: $(head -n 1 "$errors")" >&2
+    exit 2
+fi
+mapfile -t chains < <(awk '
+    $1 == "chain" { name = $2 }
+    $1 == "type" && $3 == "hook" && $5 == "priority" { p = $6; sub(/;$/, "", p); print name, $2, $4, p }
+' <<<"$dry")
+if [ "${#chains[@]}" -eq 0 ]; then
+    echo "nftkit $command with these options programs no nf_tables table: nothing to check" >&2
+    exit 2
+fi
 
 command -v jq >/dev/null || { echo "jq is required" >&2; exit 2; }
 if [ -n "$json" ]; then

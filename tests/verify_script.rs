@@ -90,9 +90,40 @@ fn passes_on_an_applied_ruleset_and_names_each_problem_otherwise() {
         let mut argv: Vec<&str> = args.clone();
         argv.insert(0, "-q");
         ns.nftkit_ok(&[], &argv);
-        let out = check(&[cmd]);
+        // The expected base chains come from `nftkit --dry-run` of the same command line.
+        let out = check(&args);
         assert!(out.success(), "{cmd}: {out}");
     }
+
+    // Derived, not hand-kept: dnat with --hooks output has no prerouting chain, so the
+    // table applied with both hooks passes for both command lines, and a table with only
+    // the output hook fails the default (both hooks) but passes `--hooks output`.
+    let map = "169.254.169.254:80=192.0.2.5:8080";
+    ns.nftkit_ok(
+        &[],
+        &[
+            "-q",
+            "dnat",
+            "--map",
+            map,
+            "--hooks",
+            "output",
+            "--daemon=false",
+        ],
+    );
+    let out = check(&["dnat", "--map", map, "--hooks", "output"]);
+    assert!(out.success(), "{out}");
+    let out = check(&["dnat", "--map", map]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stdout
+            .contains("chain nat-prerouting is missing from table inet nftkit-dnat"),
+        "{out}"
+    );
+    // Options nftkit refuses are bad usage, named.
+    let out = check(&["local-address"]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("--ip-address is required"), "{out}");
 
     let out = common::run(&["bash", &script(), "frobnicate"]);
     assert_eq!(out.code, Some(2), "{out}");

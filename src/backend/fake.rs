@@ -91,6 +91,8 @@ impl Backend for FakeBackend {
                 rs.table
             )));
         }
+        // Refuse what the kernel would refuse, so tests on the fake can fail.
+        crate::apply::validated(rs)?;
         self.take_failure()?;
         let snap = self.expected(rs);
         self.tables.insert(rs.table.clone(), snap);

@@ -5,6 +5,9 @@
 
 use std::net::IpAddr;
 
+mod validate;
+pub use validate::NAME_MAX;
+
 use ipnet::{Ipv4Net, Ipv6Net};
 
 /// Everything nftkit puts in one owned table (family `inet`).
@@ -80,13 +83,13 @@ pub struct BaseChain {
     pub priority: i32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChainType {
     Filter,
     Nat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {
     Prerouting,
     Input,
