@@ -1,0 +1,281 @@
+//! Live mode's connection to the API server: where the server and credentials come
+//! from (`--kubeconfig`, `KUBECONFIG`, `~/.kube/config` or in-cluster), and the three
+//! kube-rs watchers (pods, namespaces, NetworkPolicies) on a thread and tokio runtime
+//! of their own, feeding the shared `store::Objects` and telling the main loop
+//! (`netpol::live`) through a channel.
+//!
+//! A failed list or watch is retried for ever with our own backoff (0.8 s doubling to
+//! 30 s, with jitter; see `BACKOFF_MIN`), and recorded in the kind's store as failing;
+//! an expired resourceVersion (410 Gone) re-lists at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod as K8sPod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use super::manifest::Cluster;
+use super::store::{Note, Objects, Watched, apply_event, lock};
+use crate::error::{Error, Result};
+
+/// Where the API server and credentials come from.
+#[derive(Debug, Clone)]
+pub enum KubeSource {
+    /// `--kubeconfig PATH` or `KUBECONFIG` (read and parsed while validating flags).
+    File {
+        /// The option that named it, for messages.
+        option: &'static str,
+        path: String,
+        config: Box<kube::config::Kubeconfig>,
+    },
+    /// Neither given: `~/.kube/config`, else the in-cluster service account.
+    Infer,
+}
+
+/// Read a kubeconfig file (or a `:`-separated list, as `KUBECONFIG` allows). Errors are
+/// invalid input naming `option`.
+pub fn read_kubeconfig(option: &'static str, raw: &str) -> Result<KubeSource> {
+    let bad = |e: &dyn std::fmt::Display| {
+        // One line: YAML errors carry a multi-line excerpt.
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default().to_string();
+        Error::invalid(option, raw, format!("a readable kubeconfig file ({first})"))
+    };
+    let mut merged: Option<kube::config::Kubeconfig> = None;
+    for p in std::env::split_paths(raw).filter(|p| !p.as_os_str().is_empty()) {
+        let kc = kube::config::Kubeconfig::read_from(&p).map_err(|e| bad(&e))?;
+        merged = Some(match merged {
+            None => kc,
+            Some(m) => m.merge(kc).map_err(|e| bad(&e))?,
+        });
+    }
+    let config = merged.ok_or_else(|| bad(&"no file named"))?;
+    Ok(KubeSource::File {
+        option,
+        path: raw.to_string(),
+        config: Box::new(config),
+    })
+}
+
+/// Backoff between failed list/watch attempts of one kind: 0.8 s doubling to 30 s (as
+/// client-go's reflector and kube's `DefaultBackoff`), plus up to half of it as jitter so
+/// a DaemonSet's nodes do not retry in step. kube's own `StreamBackoff` cannot be used:
+/// a failed initial list sends the watcher back to its first state, which yields
+/// `Event::Init` before the next list, and that Ok item resets the backoff — against an
+/// API server that is down it retried about once a second for ever.
+const BACKOFF_MIN: Duration = Duration::from_millis(800);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The delay after `previous` (None: the first failure), before jitter.
+fn next_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(BACKOFF_MIN, |d| (d * 2).min(BACKOFF_MAX))
+}
+
+/// `d` plus up to half of it (clock nanoseconds as the random source).
+fn jittered(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
+/// Watch one kind forever (errors are logged and retried with backoff).
+async fn watch_kind<K: Watched>(client: Client, objects: Arc<Mutex<Objects>>, tx: Sender<Note>) {
+    let api: Api<K> = Api::all(client);
+    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    let mut backoff: Option<Duration> = None;
+    while let Some(item) = stream.next().await {
+        let mut sleep = None;
+        let notes = match item {
+            Ok(event) => {
+                // `Init` only announces a list; data from the server ends the backoff.
+                if !matches!(event, watcher::Event::Init) {
+                    backoff = None;
+                }
+                apply_event(&mut lock(&objects), event)
+            }
+            Err(e) => {
+                let text = e.to_string();
+                match &e {
+                    // Expected (events compacted away): re-list at once.
+                    watcher::Error::WatchError(status) if status.code == 410 => {
+                        tracing::warn!(
+                            kind = K::PLURAL,
+                            error = %text,
+                            "watch expired (410 Gone); re-listing"
+                        );
+                    }
+                    _ => {
+                        let d = next_backoff(backoff);
+                        backoff = Some(d);
+                        sleep = Some(jittered(d));
+                        tracing::warn!(
+                            kind = K::PLURAL,
+                            error = %text,
+                            retry_in_s = d.as_secs_f64(),
+                            "watch failed; retrying with backoff"
+                        );
+                    }
+                }
+                let now = Instant::now();
+                let mut o = lock(&objects);
+                let store = K::store(&mut o);
+                let first = store.failing.as_ref().map_or(now, |f| f.0);
+                store.failing = Some((first, now, format!("{}: {text}", K::PLURAL)));
+                vec![Note::Error]
+            }
+        };
+        for n in notes {
+            if tx.send(n).is_err() {
+                return;
+            }
+        }
+        if let Some(d) = sleep {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+/// The watchers, running on their own thread and tokio runtime (the backend blocks on a
+/// runtime of its own, so the two must not share a thread).
+pub struct Watch {
+    pub(super) objects: Arc<Mutex<Objects>>,
+    pub(super) rx: Receiver<Note>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Build the client from `source` and start the three watchers.
+    pub fn start(source: &KubeSource) -> Result<Watch> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime(format!("cannot start runtime: {e}")))?;
+        let config = rt.block_on(async {
+            match source {
+                KubeSource::File {
+                    option,
+                    path,
+                    config,
+                } => kube::Config::from_custom_kubeconfig(
+                    (**config).clone(),
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .map_err(|e| {
+                    Error::invalid(*option, path, format!("a usable kubeconfig ({e})"))
+                }),
+                KubeSource::Infer => kube::Config::infer().await.map_err(|e| {
+                    Error::Usage(format!(
+                        "netpol needs --from-file, --kubeconfig / KUBECONFIG, ~/.kube/config or to run in a pod (in-cluster config): {e}"
+                    ))
+                }),
+            }
+        })?;
+        tracing::info!(server = %config.cluster_url, "watching the API server");
+        let client = {
+            let _guard = rt.enter();
+            Client::try_from(config)
+                .map_err(|e| Error::runtime(format!("cannot create the API client: {e}")))?
+        };
+        let objects = Arc::new(Mutex::new(Objects::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (o, s) = (Arc::clone(&objects), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("netpol-watch".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let watches = async {
+                        futures::join!(
+                            watch_kind::<K8sPod>(client.clone(), Arc::clone(&o), tx.clone()),
+                            watch_kind::<Namespace>(client.clone(), Arc::clone(&o), tx.clone()),
+                            watch_kind::<NetworkPolicy>(client, Arc::clone(&o), tx),
+                        )
+                    };
+                    let stopped = async {
+                        while !s.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = watches => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .map_err(|e| Error::runtime(format!("cannot start the watch thread: {e}")))?;
+        Ok(Watch {
+            objects,
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait until pods, namespaces and networkpolicies have each been listed once
+    /// (`--dry-run` and `verify` without `--from-file`): exit 1 after `timeout`.
+    pub fn wait_synced(&self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let now = Instant::now();
+            {
+                let o = lock(&self.objects);
+                if o.synced() {
+                    return Ok(());
+                }
+                if let Some(why) = o.unreachable(started, now, timeout) {
+                    return Err(Error::runtime(format!("API server unreachable: {why}")));
+                }
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::runtime("the API watch stopped unexpectedly"));
+                }
+            }
+        }
+    }
+
+    /// The complete cluster as currently known, or why there is none (see
+    /// [`Objects::complete`]).
+    pub fn cluster(&self) -> Result<Cluster> {
+        lock(&self.objects).complete()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_30s_with_at_most_half_as_jitter() {
+        let mut d = None;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let next = next_backoff(d);
+            let j = jittered(next);
+            assert!(j >= next && j <= next + next / 2, "{j:?} for {next:?}");
+            seen.push(next.as_millis());
+            d = Some(next);
+        }
+        assert_eq!(seen, [800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+    }
+}
