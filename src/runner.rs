@@ -206,7 +206,7 @@ pub fn step_cached(
 }
 
 /// Sleep `total` in short steps; false as soon as `stop` is set.
-fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
+pub fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
     let deadline = Instant::now() + total;
     while Instant::now() < deadline {
         if stop.load(Ordering::Relaxed) {

@@ -29,7 +29,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::addr::{AddrManager, Ensured, host_prefix};
@@ -369,18 +369,6 @@ impl runner::Job for Job {
     }
 }
 
-/// Sleep `total` in short steps; false as soon as `stop` is set.
-pub(crate) fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
-    let deadline = Instant::now() + total;
-    while Instant::now() < deadline {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(100)));
-    }
-    !stop.load(Ordering::Relaxed)
-}
-
 /// Run `nftkit local-address`.
 pub fn run(
     args: &LocalAddressArgs,
@@ -454,7 +442,7 @@ fn address_only_loop(job: &mut Job, stop: &AtomicBool) -> Result<()> {
         interval_s = job.cfg.interval.as_secs_f64(),
         "reconciling the address"
     );
-    while sleep_unless_stopped(job.cfg.interval, stop) {
+    while runner::sleep_unless_stopped(job.cfg.interval, stop) {
         if let Err(e) = job.repair_address() {
             tracing::error!(error = %e, "repair failed; will retry next interval");
         }
