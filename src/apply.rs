@@ -16,7 +16,7 @@ const APPLY_ATTEMPTS: u32 = 5;
 
 /// Apply `rs` and read it back: a table that does not read back as applied is an error.
 pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
-    validated(rs)?;
+    backend::validated(rs)?;
     backend.check(rs)?;
     let mut attempt = 1;
     let elapsed = loop {
@@ -103,17 +103,6 @@ pub fn remove_from_other_backends(active: &dyn Backend, table: &str) -> Vec<&'st
         }
     }
     removed
-}
-
-/// `rs` as the kernel would take it, or exit 1 naming the problem (a builder's bug: every
-/// input was validated before a ruleset was built), before anything is sent.
-pub fn validated(rs: &Ruleset) -> Result<&Ruleset> {
-    rs.validate().map(|()| rs).map_err(|why| {
-        Error::runtime(format!(
-            "internal error: table inet {} would be refused: {why}",
-            rs.table
-        ))
-    })
 }
 
 /// Compare the kernel with `rs`: Ok if equal, Error::Drift with the diff otherwise.

@@ -92,7 +92,7 @@ impl Backend for FakeBackend {
             )));
         }
         // Refuse what the kernel would refuse, so tests on the fake can fail.
-        crate::apply::validated(rs)?;
+        super::validated(rs)?;
         self.take_failure()?;
         let snap = self.expected(rs);
         self.tables.insert(rs.table.clone(), snap);

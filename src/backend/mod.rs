@@ -2,7 +2,7 @@
 //! back, delete it. `netlink` speaks nf_tables directly; `fake` keeps state in memory for
 //! logic tests.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Ruleset;
 use crate::snapshot::Snapshot;
 
@@ -199,6 +199,17 @@ pub fn usable_backends(except: Option<&str>) -> Vec<Box<dyn Backend>> {
         }
     }
     out
+}
+
+/// `rs` as the kernel would take it, or exit 1 naming the problem (a builder's bug: every
+/// input was validated before a ruleset was built), before anything is sent.
+pub fn validated(rs: &Ruleset) -> Result<&Ruleset> {
+    rs.validate().map(|()| rs).map_err(|why| {
+        Error::runtime(format!(
+            "internal error: table inet {} would be refused: {why}",
+            rs.table
+        ))
+    })
 }
 
 /// Whether a table comment marks the table as nftkit's.

@@ -144,6 +144,16 @@ pub enum IpFamily {
     V6,
 }
 
+impl IpFamily {
+    /// The family of a prefix.
+    pub fn of(net: &ipnet::IpNet) -> IpFamily {
+        match net {
+            ipnet::IpNet::V4(_) => IpFamily::V4,
+            ipnet::IpNet::V6(_) => IpFamily::V6,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4Proto {
     Tcp,

@@ -5,7 +5,6 @@
 
 use serde_json::Value;
 
-use super::manifest::Protocol;
 use super::selector::Labels;
 use crate::error::{Error, Result};
 
@@ -78,4 +77,58 @@ pub(super) fn protocol(ctx: &Ctx, v: Option<&Value>, path: &str) -> Result<Proto
             .and_then(Protocol::parse)
             .ok_or_else(|| ctx.err(path, v, "TCP, UDP or SCTP")),
     }
+}
+
+/// A container port's or a policy port's protocol (`TCP` when omitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// (namespace, name, labels) from `metadata`. Also used by live mode (`netpol::store`) on
+/// the objects the API server sends, so both sources share one validation.
+pub fn meta(item: &Value, kind: &str, namespaced: bool) -> Result<(String, String, Labels)> {
+    let m = get(item, "metadata");
+    let name = m.and_then(|m| get(m, "name")).and_then(Value::as_str);
+    let ns = m
+        .and_then(|m| get(m, "namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or(if namespaced { "default" } else { "" });
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Err(Error::invalid(
+            format!("{kind} field metadata.name"),
+            m.and_then(|m| m.get("name"))
+                .cloned()
+                .unwrap_or(Value::Null),
+            "a non-empty name",
+        ));
+    };
+    let object = if namespaced {
+        format!("{kind} {ns}/{name}")
+    } else {
+        format!("{kind} {name}")
+    };
+    let ctx = Ctx { object: &object };
+    let labels = string_map(&ctx, m.and_then(|m| get(m, "labels")), "metadata.labels")?;
+    Ok((ns.to_string(), name.to_string(), labels))
 }

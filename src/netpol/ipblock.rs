@@ -12,13 +12,6 @@ use crate::model::IpFamily;
 /// An inclusive range of addresses of one family.
 pub type Range = (u128, u128);
 
-pub fn family_of(net: &IpNet) -> IpFamily {
-    match net {
-        IpNet::V4(_) => IpFamily::V4,
-        IpNet::V6(_) => IpFamily::V6,
-    }
-}
-
 fn bits(f: IpFamily) -> u32 {
     match f {
         IpFamily::V4 => 32,
@@ -81,12 +74,12 @@ pub fn subtract(from: Vec<Range>, minus: Vec<Range>) -> Vec<Range> {
 /// What an ipBlock allows: `cidr` minus `except` (excepts of another family are ignored;
 /// the manifest parser refuses them).
 pub fn allowed(cidr: &IpNet, except: &[IpNet]) -> Vec<Range> {
-    let f = family_of(cidr);
+    let f = IpFamily::of(cidr);
     subtract(
         vec![range_of(cidr)],
         except
             .iter()
-            .filter(|e| family_of(e) == f)
+            .filter(|e| IpFamily::of(e) == f)
             .map(range_of)
             .collect(),
     )
@@ -204,7 +197,7 @@ mod tests {
         ];
         for (cidr, except, want) in cases {
             let c: IpNet = cidr.parse().unwrap();
-            let got = show(to_prefixes(family_of(&c), allowed(&c, &nets(except))));
+            let got = show(to_prefixes(IpFamily::of(&c), allowed(&c, &nets(except))));
             assert_eq!(&got, want, "{cidr} except {except:?}");
         }
     }

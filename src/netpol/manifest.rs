@@ -23,7 +23,8 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::fields::{Ctx, array, get, port_number, protocol, string, string_map};
+use super::fields::{Ctx, array, get, port_number, protocol, string};
+pub use super::fields::{Protocol, meta};
 use super::selector::Labels;
 use crate::error::{Error, Result};
 
@@ -63,31 +64,6 @@ pub struct ContainerPort {
     pub name: Option<String>,
     pub port: u16,
     pub protocol: Protocol,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub(super) fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "TCP" => Protocol::Tcp,
-            "UDP" => Protocol::Udp,
-            "SCTP" => Protocol::Sctp,
-            _ => return None,
-        })
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
 }
 
 impl Cluster {
@@ -302,34 +278,6 @@ fn list_items(source: &str, at: &str, path: &str, doc: Value, out: &mut Vec<Valu
         }
     }
     Ok(())
-}
-
-/// (namespace, name, labels) from `metadata`. Also used by live mode (`netpol::store`) on
-/// the objects the API server sends, so both sources share one validation.
-pub fn meta(item: &Value, kind: &str, namespaced: bool) -> Result<(String, String, Labels)> {
-    let m = get(item, "metadata");
-    let name = m.and_then(|m| get(m, "name")).and_then(Value::as_str);
-    let ns = m
-        .and_then(|m| get(m, "namespace"))
-        .and_then(Value::as_str)
-        .unwrap_or(if namespaced { "default" } else { "" });
-    let Some(name) = name.filter(|n| !n.is_empty()) else {
-        return Err(Error::invalid(
-            format!("{kind} field metadata.name"),
-            m.and_then(|m| m.get("name"))
-                .cloned()
-                .unwrap_or(Value::Null),
-            "a non-empty name",
-        ));
-    };
-    let object = if namespaced {
-        format!("{kind} {ns}/{name}")
-    } else {
-        format!("{kind} {name}")
-    };
-    let ctx = Ctx { object: &object };
-    let labels = string_map(&ctx, m.and_then(|m| get(m, "labels")), "metadata.labels")?;
-    Ok((ns.to_string(), name.to_string(), labels))
 }
 
 /// One Pod object (as kubectl or the API server writes it).

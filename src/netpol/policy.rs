@@ -7,8 +7,7 @@
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::fields::{Ctx, array, get, port_number, protocol, string, string_map};
-use super::manifest::{Protocol, meta};
+use super::fields::{Ctx, Protocol, array, get, meta, port_number, protocol, string, string_map};
 use super::selector::{Operator, Requirement, Selector};
 use crate::error::Result;
 

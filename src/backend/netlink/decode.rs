@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use nlink::netlink::nftables::{self as nft, CmpOp, Family, MetaKey, PayloadBase, Register};
 
-use super::encode::{nl_key, nl_rule};
-use super::wire::{dnat_map_layout, element_wire};
+use super::encode::nl_rule;
+use super::wire::{dnat_map_layout, element_wire, nl_key};
 use super::{NFPROTO_IPV4, NFPROTO_IPV6, NetlinkBackend, TYPE_GID, TYPE_UID, kernel_error};
 use crate::error::Result;
 use crate::model::{self, Action, IpFamily, Ruleset};

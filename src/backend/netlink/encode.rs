@@ -6,13 +6,13 @@ use std::net::IpAddr;
 
 use nlink::netlink::nftables::{
     self as nft, BaseChain as NlBase, ByteorderOp, CmpOp, Expr, Family, LookupExpr, MetaKey,
-    NatHook, PayloadBase, Priority, Register, SetKeyType, Verdict,
+    NatHook, PayloadBase, Priority, Register, Verdict,
 };
 
 use super::wire::{
-    self, ANON_MAP_NAME, ELEMENTS_PER_MESSAGE, dnat_map_layout, nul_terminated, put_attr,
+    self, ANON_MAP_NAME, ELEMENTS_PER_MESSAGE, dnat_map_layout, nl_key, nul_terminated, put_attr,
 };
-use super::{BatchOp, NFPROTO_IPV4, NFPROTO_IPV6, TYPE_GID, TYPE_UID};
+use super::{BatchOp, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::error::{Error, Result};
 use crate::model::{self, Action, IpFamily, KeyType, Match, Owner, Ruleset};
 
@@ -133,22 +133,6 @@ pub(super) fn build_batch(
         }
     }
     Ok(())
-}
-
-pub(super) fn nl_key(k: KeyType) -> SetKeyType {
-    match k {
-        KeyType::Ipv4Addr => SetKeyType::Ipv4Addr,
-        KeyType::Ipv6Addr => SetKeyType::Ipv6Addr,
-        KeyType::InetService => SetKeyType::InetService,
-        KeyType::Uid => SetKeyType::Other {
-            type_id: TYPE_UID,
-            len: 4,
-        },
-        KeyType::Gid => SetKeyType::Other {
-            type_id: TYPE_GID,
-            len: 4,
-        },
-    }
 }
 
 fn nl_set(table: &str, set: &model::Set, comment: &str) -> nft::Set {

@@ -4,10 +4,10 @@
 
 use std::net::IpAddr;
 
-use nlink::netlink::nftables::{self as nft, Family, Register};
+use nlink::netlink::nftables::{self as nft, Family, Register, SetKeyType};
 
-use super::encode::nl_key;
-use crate::model::{self, Element, IpFamily};
+use super::{TYPE_GID, TYPE_UID};
+use crate::model::{self, Element, IpFamily, KeyType};
 
 /// Elements per NEWSETELEM message. An IPv6 interval range is two wire elements of
 /// ~60 bytes, so 256 ranges stay well below the 64 KiB limit of one attribute nest.
@@ -330,6 +330,23 @@ pub(super) fn dnat_map_messages(
         );
     }
     out
+}
+
+/// The kernel key type of a set of `k` (uid/gid: nftables' own type ids, host order).
+pub(super) fn nl_key(k: KeyType) -> SetKeyType {
+    match k {
+        KeyType::Ipv4Addr => SetKeyType::Ipv4Addr,
+        KeyType::Ipv6Addr => SetKeyType::Ipv6Addr,
+        KeyType::InetService => SetKeyType::InetService,
+        KeyType::Uid => SetKeyType::Other {
+            type_id: TYPE_UID,
+            len: 4,
+        },
+        KeyType::Gid => SetKeyType::Other {
+            type_id: TYPE_GID,
+            len: 4,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use ipnet::IpNet;
 use nft_compat::Table;
 use nft_compat::rule::Target;
 
-use super::rule::{C, family_of};
+use super::constraint::C;
 use super::unsupported;
 use crate::error::Result;
-use crate::model::Action;
+use crate::model::{Action, IpFamily};
 
 /// What an action needs from the rule, and its iptables target (chain references are
 /// model names here, resolved per table later).
@@ -38,7 +38,7 @@ pub(super) fn action(a: &Action) -> (Vec<Vec<C>>, Verdict) {
         Action::Masquerade { fully_random: true } => plain("MASQUERADE --random-fully"),
         Action::Redirect { port } => plain(&format!("REDIRECT --to-ports {port}")),
         Action::Dnat { addr, port } => {
-            let fam = family_of(&IpNet::from(*addr));
+            let fam = IpFamily::of(&IpNet::from(*addr));
             (
                 vec![vec![C::Family(fam)]],
                 Verdict::Target(format!(

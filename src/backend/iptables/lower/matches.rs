@@ -4,7 +4,7 @@
 
 use ipnet::IpNet;
 
-use super::rule::C;
+use super::constraint::C;
 use super::unsupported;
 use crate::error::Result;
 use crate::model::{CtState, Element, IpFamily, Match, Owner, Ruleset};

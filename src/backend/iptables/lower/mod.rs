@@ -23,6 +23,7 @@ use crate::model::{Chain, IpFamily, Ruleset};
 
 mod actions;
 mod chains;
+mod constraint;
 mod matches;
 mod rule;
 

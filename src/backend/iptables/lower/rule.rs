@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use nft_compat::rule::{Rule as IptRule, Target};
 
 use super::actions::{Verdict, action, ipt_addr_port};
+use super::constraint::C;
 use super::matches::options;
 use super::unsupported;
 use crate::error::Result;
@@ -33,27 +34,6 @@ struct Alt {
     extra: Vec<String>,
     /// Set by a DNAT map entry: `DNAT --to-destination` this.
     dnat_to: Option<SocketAddr>,
-}
-
-/// One constraint a match or an action puts on a rule.
-#[derive(Debug, Clone)]
-pub(super) enum C {
-    Family(IpFamily),
-    Src(IpNet),
-    Dst(IpNet),
-    Proto(L4Proto),
-    NotProto(L4Proto),
-    Sport(L4Proto, u16, u16),
-    Dport(L4Proto, u16, u16),
-    Extra(String),
-    DnatTo(SocketAddr),
-}
-
-pub(super) fn family_of(net: &IpNet) -> IpFamily {
-    match net {
-        IpNet::V4(_) => IpFamily::V4,
-        IpNet::V6(_) => IpFamily::V6,
-    }
 }
 
 /// The intersection of two prefixes: the narrower one, or None if disjoint.
@@ -87,7 +67,7 @@ impl Alt {
         match c {
             C::Family(f) => fam(&mut self, *f).then_some(self),
             C::Src(n) | C::Dst(n) => {
-                if !fam(&mut self, family_of(n)) {
+                if !fam(&mut self, IpFamily::of(n)) {
                     return None;
                 }
                 let slot = if matches!(c, C::Src(_)) {
