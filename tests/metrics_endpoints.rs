@@ -381,3 +381,37 @@ fn readiness_follows_the_kernel_table_and_the_last_success_advances() {
     assert_eq!(d.stop_with(libc::SIGTERM), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `local-address` without `--setup-iptables` (address only) serves the endpoints too, so
+/// a DaemonSet's probes work in that mode: ready once the address is in place.
+#[test]
+fn address_only_local_address_serves_health_and_readiness() {
+    let ns = Netns::new();
+    let port = 20000 + (std::process::id() % 1000) as u16;
+    let d = NftkitDaemon::start(
+        &ns,
+        &[
+            "--metrics-addr",
+            &port.to_string(),
+            "local-address",
+            "--ip-address",
+            "192.0.2.77",
+            "--sync-interval=1s",
+        ],
+    );
+    assert!(
+        poll_until(Duration::from_secs(10), || get(&ns, port, "/readyz")
+            .is_some_and(|(s, _)| s.contains("200"))),
+        "never ready:\n{}",
+        d.log()
+    );
+    let (status, _) = get(&ns, port, "/healthz").expect("healthz");
+    assert!(status.contains("200"), "{status}");
+    let (_, metrics) = get(&ns, port, "/metrics").expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("nftkit_ready{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}

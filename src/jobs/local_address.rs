@@ -433,19 +433,35 @@ pub fn run(
 }
 
 /// Without rules there is no table and no nf_tables access at all: keep the address.
+/// A daemon serves `--metrics-addr` here too (probes of a DaemonSet without
+/// `--setup-iptables`): ready while the address is in place, as a table-keeping daemon is
+/// while its table is.
 fn address_only_loop(job: &mut Job, stop: &AtomicBool) -> Result<()> {
     job.repair_address()?;
     if !job.cfg.daemon {
         return Ok(());
     }
+    let published = crate::metrics::start(job.cfg.interval)?;
+    let mut stats = crate::stats::LoopStats {
+        ready: true,
+        ..Default::default()
+    };
+    stats.record_success();
+    crate::metrics::publish(&published, &stats, &job.rs);
     tracing::info!(
         interval_s = job.cfg.interval.as_secs_f64(),
         "reconciling the address"
     );
     while runner::sleep_unless_stopped(job.cfg.interval, stop) {
-        if let Err(e) = job.repair_address() {
-            tracing::error!(error = %e, "repair failed; will retry next interval");
+        match job.repair_address() {
+            Ok(()) => stats.record_success(),
+            Err(e) => {
+                stats.errors += 1;
+                stats.record_failure();
+                tracing::error!(error = %e, "repair failed; will retry next interval");
+            }
         }
+        crate::metrics::publish(&published, &stats, &job.rs);
     }
     tracing::info!("stopping on signal");
     Ok(())
