@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,26 +437,6 @@ fn redirect_foreign_rules_untouched(b: B) {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("{}-{what}", unique_name()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn s(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// client (10.244.0.2, 2001:db8:1::2) -> router (nftkit) -> server holding an outside

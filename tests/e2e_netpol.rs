@@ -631,7 +631,7 @@ fn table(c: &Cluster) -> Option<String> {
 #[test]
 fn live_table_outlives_the_daemon_and_an_unreachable_api_server() {
     let c = Cluster::new();
-    let dir = TempDir::new();
+    let dir = TempDir::new("live");
     let api_port = free_port(&c.node);
     let metrics = free_port(&c.node);
     let api = FakeApi::start_at(&c.node, api_port);
@@ -717,7 +717,7 @@ fn live_table_outlives_the_daemon_and_an_unreachable_api_server() {
 #[test]
 fn live_unconvertible_policy_keeps_the_last_good_rules() {
     let c = Cluster::new();
-    let dir = TempDir::new();
+    let dir = TempDir::new("live");
     let api_port = free_port(&c.node);
     let metrics = free_port(&c.node);
     let api = FakeApi::start_at(&c.node, api_port);

@@ -13,7 +13,6 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 
 const FLAVOURS: [&str; 2] = ["iptables-legacy", "iptables-nft"];
 
@@ -113,26 +112,6 @@ fn kube_proxy_chains(ns: &Netns, flavour: &str) {
         let mut v = vec![t];
         v.extend_from_slice(args);
         ns.must(&v);
-    }
-}
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("{}-{what}", unique_name()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn s(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -171,7 +171,7 @@ fn live_mode_follows_the_api_server() {
     let ns = Netns::new();
     let api = FakeApi::start(&ns);
     seed(&api);
-    let dir = TempDir::new();
+    let dir = TempDir::new("live");
     let kc = kubeconfig(&dir.0, &format!("http://127.0.0.1:{}", api.port));
     let kc = kc.to_str().unwrap();
     // --persist=false: the table carries the kernel's owner flag and dies with us.
@@ -320,7 +320,7 @@ fn live_mode_persist_repairs_drift_and_dry_run_lists_once() {
     let api = FakeApi::start(&ns);
     seed(&api);
     api.apply("networkpolicies", policy("prod", "db", "db", "web"));
-    let dir = TempDir::new();
+    let dir = TempDir::new("live");
     let kc = kubeconfig(&dir.0, &format!("http://127.0.0.1:{}", api.port));
     let kc = kc.to_str().unwrap();
 
@@ -396,7 +396,7 @@ fn live_mode_keeps_the_table_while_the_api_server_is_away() {
     let api = FakeApi::start_at(&ns, port);
     seed(&api);
     api.apply("networkpolicies", policy("prod", "db", "db", "web"));
-    let dir = TempDir::new();
+    let dir = TempDir::new("live");
     let kc = kubeconfig(&dir.0, &format!("http://127.0.0.1:{port}"));
     let kc = kc.to_str().unwrap();
     let mut d = NftkitDaemon::start(
@@ -456,7 +456,7 @@ fn live_mode_start_failures() {
     let ns = Netns::new();
     let api = FakeApi::start(&ns);
     seed(&api);
-    let dir = TempDir::new();
+    let dir = TempDir::new("live");
     let closed = {
         let l: TcpListener = ns.enter(|| TcpListener::bind("127.0.0.1:0").unwrap());
         l.local_addr().unwrap().port()
@@ -625,7 +625,7 @@ fn measure_label_change(nodes: usize) {
     let ns = Netns::new();
     let api = FakeApi::start(&ns);
     scale_seed(&api, nodes);
-    let dir = TempDir::new();
+    let dir = TempDir::new("live");
     let kc = kubeconfig(&dir.0, &format!("http://127.0.0.1:{}", api.port));
     let started = Instant::now();
     let mut d = NftkitDaemon::start(

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Netns, unique_name};
+use crate::common::Netns;
 
 /// The three resources nftkit watches: (plural, list path, apiVersion, kind).
 const RESOURCES: [(&str, &str, &str, &str); 3] = [
@@ -393,22 +393,6 @@ pub fn kubeconfig(dir: &std::path::Path, url: &str) -> PathBuf {
     )
     .expect("write kubeconfig");
     p
-}
-
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let d = std::env::temp_dir().join(format!("{}-live", unique_name()));
-        std::fs::create_dir_all(&d).expect("mkdir");
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The log without ANSI colour codes.
