@@ -148,3 +148,132 @@ impl JobName {
         }
     }
 }
+
+/// Subcommands that replace Go programs, whose manifests write flags Go's way.
+const GO_COMMANDS: [&str; 4] = ["masquerade", "local-address", "dnat", "netpol"];
+
+/// Go's flag package takes `-flag` and `-flag=value` as well as `--flag`: upstream
+/// manifests of the Go tools we replace write `-enable-ipv6`, `-v=2`. After a Go-derived
+/// subcommand, a single-dash token naming one of its long options (up to `=`) becomes
+/// the double-dash form; everything else (short flags such as `-v`, values, `--`) is
+/// left as it is.
+pub fn go_flag_forms(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let root = <Cli as clap::CommandFactory>::command();
+    let mut longs: Option<Vec<String>> = None;
+    let mut out = Vec::with_capacity(args.len());
+    for (i, arg) in args.into_iter().enumerate() {
+        let text = arg.to_str().map(str::to_string);
+        match (&longs, text) {
+            (_, Some(t)) if t == "--" => {
+                out.push(arg);
+                longs = Some(Vec::new()); // nothing after `--` is rewritten
+            }
+            (None, Some(t)) if i > 0 && GO_COMMANDS.contains(&t.as_str()) => {
+                longs = root.find_subcommand(&t).map(|c| {
+                    c.get_arguments()
+                        .filter_map(|a| a.get_long().map(str::to_string))
+                        .chain(
+                            root.get_arguments()
+                                .filter(|a| a.is_global_set())
+                                .filter_map(|a| a.get_long().map(str::to_string)),
+                        )
+                        .collect()
+                });
+                out.push(arg);
+            }
+            (Some(names), Some(t))
+                if t.starts_with('-')
+                    && !t.starts_with("--")
+                    && names.iter().any(|n| {
+                        let name = t[1..].split('=').next().unwrap_or("");
+                        name == n && (name.len() > 1 || t.contains('='))
+                    }) =>
+            {
+                out.push(format!("-{t}").into());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forms(args: &[&str]) -> Vec<String> {
+        go_flag_forms(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn go_single_dash_flags_become_long_flags_after_go_commands() {
+        assert_eq!(
+            forms(&[
+                "nftkit",
+                "masquerade",
+                "-enable-ipv6",
+                "-v=2",
+                "-masq-chain=X",
+                "-v"
+            ]),
+            [
+                "nftkit",
+                "masquerade",
+                "--enable-ipv6",
+                "--v=2",
+                "--masq-chain=X",
+                "-v"
+            ]
+        );
+        assert_eq!(
+            forms(&[
+                "nftkit",
+                "local-address",
+                "-ip-address",
+                "10.0.0.1",
+                "-daemon=false"
+            ]),
+            [
+                "nftkit",
+                "local-address",
+                "--ip-address",
+                "10.0.0.1",
+                "--daemon=false"
+            ]
+        );
+        // Global long options too; unknown names, redirect (not a Go tool) and values stay.
+        assert_eq!(
+            forms(&["nftkit", "dnat", "-dry-run", "-nope", "-map", "-1"]),
+            ["nftkit", "dnat", "--dry-run", "-nope", "--map", "-1"]
+        );
+        assert_eq!(
+            forms(&["nftkit", "redirect", "-accept-uids", "1"]),
+            ["nftkit", "redirect", "-accept-uids", "1"]
+        );
+        for argv in [
+            &["nftkit", "masquerade", "--enable-ipv6"][..],
+            &["nftkit", "-v", "masquerade", "-q"][..],
+        ] {
+            assert_eq!(forms(argv), argv);
+        }
+        // Every rewritten command line parses.
+        let argv = forms(&[
+            "nftkit",
+            "masquerade",
+            "-enable-ipv6",
+            "-v=2",
+            "-resync-interval=5",
+        ]);
+        let cli = <Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        match cli.command {
+            Command::Masquerade(m) => {
+                assert!(m.enable_ipv6);
+                assert_eq!(m.resync_interval, "5");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -47,7 +47,7 @@ fn one_line_usage_error(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(nftkit::cli::go_flag_forms(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

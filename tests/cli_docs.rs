@@ -100,3 +100,26 @@ fn missing_arguments_are_named_on_one_line() {
         }
     }
 }
+
+/// Go's flag forms, as upstream manifests of the Go tools write them, work after the
+/// Go-derived commands (`-enable-ipv6`, `-v=2`, `-config-dir=DIR`).
+#[test]
+fn go_single_dash_flags_are_accepted() {
+    let out = nftkit(&[
+        "--dry-run",
+        "masquerade",
+        "-enable-ipv6",
+        "-v=2",
+        "-config-dir=/nonexistent-nftkit-test",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("fe80::/10"),
+        "--enable-ipv6 not applied:\n{text}"
+    );
+}
