@@ -20,6 +20,10 @@ pub enum Error {
     /// `verify` found the kernel different from the desired state: exit 3.
     #[error("drift in table {table}:\n{diff}")]
     Drift { table: String, diff: String },
+    /// Several steps of one task failed, each still tried (a cleanup keeps going past a
+    /// failure, as netavark's teardown does); the highest exit code among them wins.
+    #[error("{what}: {}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several { what: String, errors: Vec<Error> },
 }
 
 impl Error {
@@ -44,8 +48,27 @@ impl Error {
             Error::Invalid { .. } | Error::Usage(_) => 2,
             Error::Runtime(_) => 1,
             Error::Drift { .. } => 3,
+            Error::Several { errors, .. } => errors.iter().map(Error::exit_code).max().unwrap_or(1),
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_errors_keep_each_and_the_highest_exit_code() {
+        let e = Error::Several {
+            what: "cleanup".into(),
+            errors: vec![
+                Error::runtime("address: EPERM"),
+                Error::runtime("table: EBUSY"),
+            ],
+        };
+        assert_eq!(e.to_string(), "cleanup: address: EPERM; table: EBUSY");
+        assert_eq!(e.exit_code(), 1);
+    }
+}

@@ -468,7 +468,8 @@ fn address_only_loop(job: &mut Job, stop: &AtomicBool) -> Result<()> {
 }
 
 /// `--cleanup`: remove the table, and the address if this process added it (`added`; one
-/// that was on the interface before we started stays). Both are tried; errors are joined.
+/// that was on the interface before we started stays). Both are tried; every failure is
+/// reported.
 fn cleanup(
     cfg: &LocalAddressConfig,
     table: &str,
@@ -484,20 +485,23 @@ fn cleanup(
         match addrs.remove(ifname, ip) {
             Ok(true) => tracing::info!(address = %ip, interface = ifname, "address removed"),
             Ok(false) => tracing::info!(address = %ip, interface = ifname, "address was not there"),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     if let Some(b) = backend {
         match b.delete(table) {
             Ok(true) => tracing::info!(table, "table removed"),
             Ok(false) => tracing::info!(table, "table was not there"),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Error::runtime(format!("cleanup: {}", errors.join("; "))))
+        Err(Error::Several {
+            what: "cleanup".into(),
+            errors,
+        })
     }
 }
 
