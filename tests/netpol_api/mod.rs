@@ -413,10 +413,23 @@ pub fn plain(log: &str) -> String {
     out
 }
 
-/// A port on 127.0.0.1 inside `ns` that nothing listens on (bound once, then released).
+/// A port on 127.0.0.1 inside `ns` that nothing listens on (a test namespace is fresh, so
+/// the first free one counts up from 20000).
+///
+/// Below the kernel's ephemeral range (32768-60999): a daemon retrying a connection to a
+/// stopped server on an ephemeral port can be given that very port as its source and
+/// connect to itself (TCP simultaneous open), which then holds the port and makes the
+/// server's restart fail with "Address already in use".
 pub fn free_port(ns: &Netns) -> u16 {
-    let l: TcpListener = ns.enter(|| TcpListener::bind("127.0.0.1:0").expect("bind"));
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(20_000);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_768, "no free port below the ephemeral range");
+        if ns.enter(move || TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return port;
+        }
+    }
 }
 
 /// (status code, body) of `GET path` to 127.0.0.1:port inside `ns`; None if nothing
