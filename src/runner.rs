@@ -240,6 +240,20 @@ mod tests {
         }
     }
 
+    /// The first apply, as `--once` does it.
+    fn run_once(b: &mut dyn Backend, job: &mut dyn Job) -> LoopStats {
+        run(
+            b,
+            job,
+            &LoopOptions {
+                interval: Duration::ZERO,
+                once: true,
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap()
+    }
+
     fn clone_result(r: &Result<Ruleset>) -> Result<Ruleset> {
         match r {
             Ok(rs) => Ok(rs.clone()),
@@ -276,16 +290,7 @@ mod tests {
         let mut job = Scripted {
             configs: vec![Ok(table(80))],
         };
-        let stats = run(
-            &mut b,
-            &mut job,
-            &LoopOptions {
-                interval: Duration::ZERO,
-                once: true,
-            },
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let stats = run_once(&mut b, &mut job);
         assert_eq!((stats.applies, b.applies), (1, 1));
         let mut good = table(80);
         let mut stats = LoopStats::default();
@@ -345,16 +350,7 @@ mod tests {
                 Ok(table(443)),
             ],
         };
-        let mut stats = run(
-            &mut b,
-            &mut job,
-            &LoopOptions {
-                interval: Duration::ZERO,
-                once: true,
-            },
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let mut stats = run_once(&mut b, &mut job);
         let mut good = table(80);
         step(&mut b, &mut job, &mut good, &mut stats);
         assert!(!stats.ready);
@@ -391,16 +387,7 @@ mod tests {
         let mut job = Scripted {
             configs: vec![Ok(table(80))],
         };
-        let mut stats = run(
-            &mut b,
-            &mut job,
-            &LoopOptions {
-                interval: Duration::ZERO,
-                once: true,
-            },
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let mut stats = run_once(&mut b, &mut job);
         let mut good = table(80);
         b.tables.clear();
         b.fail_next = Some("EBUSY".into());
@@ -573,16 +560,7 @@ mod tests {
         let mut job = Scripted {
             configs: vec![Ok(table(80))],
         };
-        let mut stats = run(
-            &mut b,
-            &mut job,
-            &LoopOptions {
-                interval: Duration::ZERO,
-                once: true,
-            },
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let mut stats = run_once(&mut b, &mut job);
         let mut good = table(80);
         b.failing = true;
         for _ in 0..NOT_READY_AFTER_FAILURES {
