@@ -80,6 +80,12 @@ def target(what, value, goal, ok):
 
 target("1: nftkit redirect / nft -f create", ratio(med("1-redirect", "-", "nftkit-redirect", "ms"),
        med("1-redirect", "-", "nft-f-create", "ms")), "<= 0.8", lambda v: v <= 0.8)
+# Small configs (issue 20): no slower than iptables-legacy-restore.
+for n in ("10", "1000"):
+    target(f"2: nftkit masquerade / iptables-legacy-restore @{n}",
+           ratio(med("2-masquerade-apply", n, "nftkit-masquerade", "ms"),
+                 med("2-masquerade-apply", n, "iptables-legacy-restore", "ms")),
+           "<= 1.0", lambda v: v <= 1.0)
 for n in ("10000", "50000"):
     target(f"2: nftkit masquerade / iptables-legacy-restore @{n}",
            ratio(med("2-masquerade-apply", n, "nftkit-masquerade", "ms"),
@@ -89,6 +95,14 @@ target("3: nftkit daemon no-op resync events", med("3-noop-reconcile", "10000", 
        "== 0", lambda v: v == 0)
 target("3: nftkit daemon resync / legacy resync",
        ratio(med("3-noop-reconcile", "10000", "nftkit-daemon-resync", "ms"),
+             med("3-noop-reconcile", "10000", "iptables-legacy-resync", "ms")), "<= 0.2", lambda v: v <= 0.2)
+
+# An unchanged one-shot re-run (issue 20): compare, send nothing.
+target("3: nftkit --once unchanged re-run events",
+       med("3-noop-reconcile", "10000", "nftkit masquerade --once (unchanged re-run)", "events"),
+       "== 0", lambda v: v == 0)
+target("3: nftkit --once unchanged re-run / legacy resync",
+       ratio(med("3-noop-reconcile", "10000", "nftkit masquerade --once (unchanged re-run)", "ms"),
              med("3-noop-reconcile", "10000", "iptables-legacy-resync", "ms")), "<= 0.2", lambda v: v <= 0.2)
 
 
@@ -104,8 +118,12 @@ def paired(w, p, n, m, base_p):
 # The issue's target is at 10 000 CIDRs; 1 000 is shown next to it.
 target("4: nftkit cps @10000 / nftkit cps @0 (paired runs)",
        paired("4-datapath", "10000", "nftkit", "cps", "0"), ">= 0.95", lambda v: v >= 0.95)
+# Issue 20: verify and status ahead of iptables-legacy-save (the kernel's element dump
+# alone is ~0.6x of it, see kernel_share).
 target("5: nftkit verify / iptables-legacy-save", ratio(med("5-readback", "10000", "nftkit verify masquerade", "ms"),
-       med("5-readback", "10000", "iptables-legacy-save", "ms")), "<= 0.7", lambda v: v <= 0.7)
+       med("5-readback", "10000", "iptables-legacy-save", "ms")), "<= 0.9", lambda v: v <= 0.9)
+target("5: nftkit status --json / iptables-legacy-save", ratio(med("5-readback", "10000", "nftkit status --json", "ms"),
+       med("5-readback", "10000", "iptables-legacy-save", "ms")), "<= 0.9", lambda v: v <= 0.9)
 target("6: nftkit peak RSS / nft -f (50000)", ratio(med("6-footprint", "50000", "nftkit-masquerade", "rss_kb"),
        med("6-footprint", "50000", "nft-f", "rss_kb")), "<= 0.5", lambda v: v <= 0.5)
 

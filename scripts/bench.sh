@@ -259,23 +259,29 @@ w3() {
     ns_del "$ns"
 
     # Legacy resync and nft replace, interleaved, each namespace with its own monitor.
-    local nl=${P}w3l nr=${P}w3r
-    ns_new "$nl"; ns_new "$nr"
+    local nl=${P}w3l nr=${P}w3r nk=${P}w3k
+    ns_new "$nl"; ns_new "$nr"; ns_new "$nk"
     ip netns exec "$nl" iptables-legacy-restore --noflush "$d/legacy.rules"
     ip netns exec "$nr" nft -f "$d/nft-set.nft"
     ip netns exec "$nr" "$NFTKIT" -q masquerade --once --config-dir "$d/config" # nftkit's own table, for verify
-    local ml mr
+    ip netns exec "$nk" "$NFTKIT" -q masquerade --once --config-dir "$d/config" # re-run below, unchanged
+    local ml mr mk
     ml=$(nft_monitor "$nl" "$W/legacy.events"); PIDS+=("$ml")
     mr=$(nft_monitor "$nr" "$W/replace.events"); PIDS+=("$mr")
+    mk=$(nft_monitor "$nk" "$W/rerun.events"); PIDS+=("$mk")
     sleep 0.3
     for ((i = 0; i < RUNS; i++)); do
         sample 3-noop-reconcile iptables-legacy-resync $n ms "$(timed "$nl" iptables-legacy-restore --noflush "$d/legacy.rules")"
         sample 3-noop-reconcile nft-f-replace $n ms "$(timed "$nr" nft -f "$d/nft-replace.nft")"
         sample 3-noop-reconcile "nftkit verify (one-shot compare)" $n ms "$(timed "$nr" "$NFTKIT" -q verify masquerade --config-dir "$d/config")"
+        # A one-shot apply run again with the same config: compares, sends nothing.
+        sample 3-noop-reconcile "nftkit masquerade --once (unchanged re-run)" $n ms "$(timed "$nk" "$NFTKIT" -q masquerade --once --config-dir "$d/config")"
     done
     sleep 0.3
-    kill "$ml" "$mr" 2>/dev/null || true
-    wait "$ml" "$mr" 2>/dev/null || true
+    kill "$ml" "$mr" "$mk" 2>/dev/null || true
+    wait "$ml" "$mr" "$mk" 2>/dev/null || true
+    sample 3-noop-reconcile "nftkit masquerade --once (unchanged re-run)" $n events "$(($(grep -c . "$W/rerun.events" || true) / RUNS))"
+    ns_del "$nk"
     # Events per resync. Legacy tables are not nf_tables: `nft monitor` cannot see them
     # (it rewrites the whole nat table blob each time, invisible here).
     sample 3-noop-reconcile iptables-legacy-resync $n events "$(($(wc -l <"$W/legacy.events") / RUNS))"

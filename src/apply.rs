@@ -5,7 +5,6 @@
 use crate::backend::{self, Backend};
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
-use crate::snapshot;
 
 /// Applies (each a whole replace) before a table that keeps reading back differently is an
 /// error. Another process replacing the same table between our commit and our read-back
@@ -62,6 +61,36 @@ pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     Ok(())
 }
 
+/// What [`apply_unless_equal`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The kernel already held exactly `rs`, owned by us: nothing was sent.
+    Unchanged,
+    /// The table was replaced (one atomic batch) and read back.
+    Applied,
+}
+
+/// [`apply_and_check`], unless the kernel already holds exactly `rs`: a re-run with an
+/// unchanged config then sends nothing (no ruleset events, no generation bump, counters
+/// kept). The comparison is the full one `verify` makes, ownership comment included, so a
+/// table that differs in anything, lost its comment or is someone else's of our name is
+/// applied (or refused) as before. A read-back that fails falls back to the apply.
+pub fn apply_unless_equal(backend: &mut dyn Backend, rs: &Ruleset) -> Result<Outcome> {
+    backend::validated(rs)?;
+    backend.check(rs)?;
+    match backend.compare(rs) {
+        Ok(c) if c.in_place() => {
+            tracing::info!(backend = backend.name(), table = %rs.table, "unchanged, nothing sent");
+            return Ok(Outcome::Unchanged);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(table = %rs.table, error = %e, "read-back before apply failed; applying")
+        }
+    }
+    apply_and_check(backend, rs).map(|()| Outcome::Applied)
+}
+
 /// One job lives on one backend (CONTRACT.md "Ownership"): after `table` was applied on
 /// `active`, remove that job's owned state (same table name / chain prefix) from every
 /// other usable backend, so a host never keeps two copies. Call it after the first
@@ -107,9 +136,7 @@ pub fn remove_from_other_backends(active: &dyn Backend, table: &str) -> Vec<&'st
 
 /// Compare the kernel with `rs`: Ok if equal, Error::Drift with the diff otherwise.
 pub fn verify(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
-    backend.check(rs)?;
-    let observed = backend.read_back(&rs.table)?;
-    let diff = snapshot::diff(&backend.expected(rs), observed.as_ref());
+    let diff = drift(backend, rs)?;
     if diff.is_empty() {
         Ok(())
     } else {
@@ -118,4 +145,11 @@ pub fn verify(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
             diff: diff.join("\n"),
         })
     }
+}
+
+/// What differs between the kernel and `rs` (empty: nothing), after checking that the
+/// backend can express `rs` at all.
+pub fn drift(backend: &mut dyn Backend, rs: &Ruleset) -> Result<Vec<String>> {
+    backend.check(rs)?;
+    Ok(backend.compare(rs)?.diff)
 }

@@ -21,7 +21,6 @@ use crate::apply;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::model::Ruleset;
-use crate::snapshot;
 pub use crate::stats::LoopStats;
 
 /// What a long-running command plugs into the loop.
@@ -39,6 +38,17 @@ pub struct LoopOptions {
     pub interval: Duration,
     /// Stop after the first successful apply (`--once`, `--daemon=false`).
     pub once: bool,
+    /// The table outlives the process (`--persist`, the default). A daemon with
+    /// `--persist=false` ties its tables to itself (the kernel's owner flag), so its first
+    /// apply always replaces the table, even an equal one left by an earlier run.
+    pub persist: bool,
+}
+
+impl LoopOptions {
+    /// Whether tables applied by this run die with the process.
+    fn process_owned(&self) -> bool {
+        !self.once && !self.persist
+    }
 }
 
 /// SIGTERM / SIGINT set this flag; the loop checks it between steps.
@@ -84,10 +94,18 @@ pub fn run_published(
     let publish = |stats: &LoopStats, rs: &Ruleset| crate::metrics::publish(published, stats, rs);
     publish(&stats, &good);
     job.repair()?;
+    backend.set_process_owned(opts.process_owned());
     let started = Instant::now();
-    apply::apply_and_check(backend, &good)?;
-    stats.applies += 1;
-    stats.last_apply = Some(started.elapsed());
+    let outcome = if opts.process_owned() {
+        apply::apply_and_check(backend, &good).map(|()| apply::Outcome::Applied)?
+    } else {
+        // A re-run or a restarted daemon whose table is already in place sends nothing.
+        apply::apply_unless_equal(backend, &good)?
+    };
+    if outcome == apply::Outcome::Applied {
+        stats.applies += 1;
+        stats.last_apply = Some(started.elapsed());
+    }
     stats.ready = true;
     stats.record_success();
     // One job lives on one backend: only now that this copy is in place, the job's copy
@@ -159,13 +177,8 @@ pub fn step_cached(
     }
     *in_sync = None;
     // A table of our name without our comment: the apply below is refused unless --force.
-    let (foreign, diff) = match backend.read_back(&good.table) {
-        Ok(observed) => (
-            observed
-                .as_ref()
-                .is_some_and(|o| !crate::backend::is_owned_comment(o.comment.as_deref())),
-            snapshot::diff(&backend.expected(good), observed.as_ref()),
-        ),
+    let (foreign, diff) = match backend.compare(good) {
+        Ok(c) => (c.foreign(), c.diff),
         Err(e) => {
             stats.errors += 1;
             stats.record_failure();
@@ -248,6 +261,7 @@ mod tests {
             &LoopOptions {
                 interval: Duration::ZERO,
                 once: true,
+                persist: true,
             },
             &AtomicBool::new(false),
         )
@@ -373,6 +387,7 @@ mod tests {
             &LoopOptions {
                 interval: Duration::ZERO,
                 once: false,
+                persist: true,
             },
             &AtomicBool::new(false),
         )
@@ -410,6 +425,7 @@ mod tests {
             &LoopOptions {
                 interval: Duration::from_secs(3600),
                 once: false,
+                persist: true,
             },
             &stop,
         )
@@ -425,6 +441,7 @@ mod tests {
             &LoopOptions {
                 interval: Duration::ZERO,
                 once: true,
+                persist: true,
             },
             &AtomicBool::new(false),
         )
@@ -607,6 +624,7 @@ mod tests {
         let opts = LoopOptions {
             interval: Duration::from_millis(10),
             once: false,
+            persist: true,
         };
         crate::metrics::set_interval(&published, opts.interval);
         let first = job.desired().unwrap();

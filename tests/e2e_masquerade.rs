@@ -928,3 +928,89 @@ fn daemon_bad_config_at_start_is_exit_2() {
     assert!(d.log().contains("ip-masq-agent") && d.log().contains("perhaps"));
     assert!(lab.table().is_none());
 }
+
+/// `masquerade --once` run again with an unchanged config sends nothing (issue 20: no
+/// ruleset events, `-v` says so), yet any difference is still found: an element added
+/// by hand, a flushed chain, and a table of our name that lacks the ownership comment
+/// (refused, exit 1, left as it was) each stop the shortcut.
+#[test]
+fn once_rerun_with_unchanged_config_sends_nothing_but_sees_every_difference() {
+    let lab = Lab::new();
+    lab.config.write(
+        "ip-masq-agent",
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 198.18.0.0/15]\n",
+    );
+    lab.masq_ok(&["--once"]);
+    let applied = lab.table().expect("table applied");
+    lab.expect(OUTSIDE, true);
+
+    // The re-run: nothing reaches the kernel.
+    let router = &lab.router;
+    let (mon, out) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            router
+                .cmd(&["timeout", "2.5", "nft", "monitor"])
+                .timeout(Duration::from_secs(10))
+                .run()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let out = lab.masq_ok(&["--once", "-v"]);
+        (h.join().unwrap(), out)
+    });
+    assert!(
+        out.stderr.contains("unchanged, nothing sent"),
+        "re-run should say it sent nothing:\n{out}"
+    );
+    assert_eq!(
+        mon.code,
+        Some(124),
+        "nft monitor should run until timeout: {mon}"
+    );
+    assert_eq!(
+        mon.stdout.trim(),
+        "",
+        "unchanged re-run changed the ruleset:\n{mon}"
+    );
+    assert_eq!(lab.table().as_deref(), Some(applied.as_str()));
+
+    // An element added by hand (only a full element compare sees it) is put right.
+    lab.router.must(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        TABLE,
+        "nomasq-v4",
+        "{ 198.51.100.0/24 }",
+    ]);
+    let out = lab.masq_ok(&["--once", "-v"]);
+    assert!(!out.stderr.contains("unchanged, nothing sent"), "{out}");
+    assert_eq!(lab.table().as_deref(), Some(applied.as_str()));
+
+    // A flushed chain is put right, and packets are masqueraded again.
+    lab.router
+        .must(&["nft", "flush", "chain", "inet", TABLE, "IP-MASQ-AGENT"]);
+    lab.expect(OUTSIDE, false);
+    let out = lab.masq_ok(&["--once", "-v"]);
+    assert!(!out.stderr.contains("unchanged, nothing sent"), "{out}");
+    assert_eq!(lab.table().as_deref(), Some(applied.as_str()));
+    lab.expect(OUTSIDE, true);
+
+    // The same table without our comment is someone else's: refused, never "unchanged".
+    let dry = lab.masq_ok(&["--dry-run"]).stdout;
+    // The table's own comment is the only line indented once.
+    let table_comment = "\tcomment \"managed by nftkit masquerade\"";
+    let foreign: Vec<&str> = dry.lines().filter(|l| *l != table_comment).collect();
+    assert_eq!(foreign.len() + 1, dry.lines().count(), "{dry}");
+    let foreign = foreign.join("\n");
+    lab.router.nft_load(&foreign);
+    let before = lab.table().expect("foreign table");
+    let out = lab.masq(&["--once"]);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "a table without our comment must be refused:\n{out}"
+    );
+    assert!(out.stderr.contains("not managed by nftkit"), "{out}");
+    assert_eq!(lab.table().as_deref(), Some(before.as_str()));
+}

@@ -41,6 +41,19 @@ pub trait Backend {
     fn expected(&self, rs: &Ruleset) -> Snapshot;
     /// The kernel's table `table`, or None if it does not exist.
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>>;
+    /// The kernel's table next to `rs`, elements included: what `verify`, a resync and a
+    /// one-shot re-run compare. Default: [`Backend::read_back`] diffed with
+    /// [`Backend::expected`]. A backend may compare raw values and format only what
+    /// differs, as long as the result is the same.
+    fn compare(&mut self, rs: &Ruleset) -> Result<Comparison> {
+        let observed = self.read_back(&rs.table)?;
+        Ok(Comparison {
+            found: observed
+                .as_ref()
+                .map(|o| is_owned_comment(o.comment.as_deref())),
+            diff: crate::snapshot::diff(&self.expected(rs), observed.as_ref()),
+        })
+    }
     /// The check right after an acknowledged apply of `rs`: what differs between `rs` and
     /// the kernel (empty if nothing). Default: the full read-back and diff. A backend whose
     /// element read-back is costly may compare structure only (table, chains, rules, set
@@ -85,6 +98,26 @@ pub trait Backend {
         _hook: crate::model::Hook,
     ) -> Result<Vec<ForeignDrop>> {
         Ok(Vec::new())
+    }
+}
+
+/// The kernel's table of a ruleset's name next to the ruleset ([`Backend::compare`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    /// None: no such table. Some(owned): it exists; whether it carries our comment.
+    pub found: Option<bool>,
+    /// What differs, one line each as [`crate::snapshot::diff`] words it; empty if equal.
+    pub diff: Vec<String>,
+}
+
+impl Comparison {
+    /// The kernel holds exactly the ruleset, as ours.
+    pub fn in_place(&self) -> bool {
+        self.found == Some(true) && self.diff.is_empty()
+    }
+    /// A table of our name that is not marked as ours.
+    pub fn foreign(&self) -> bool {
+        self.found == Some(false)
     }
 }
 
@@ -165,7 +198,8 @@ pub fn select(choice: BackendChoice) -> Result<Box<dyn Backend>> {
 }
 
 /// Every backend usable here except the one named `except`: nftables when nf_tables
-/// answers over netlink; iptables-nft when its binaries are installed; iptables-legacy
+/// answers over netlink; iptables-nft when its binaries are installed and nf_tables holds
+/// some table of family ip or ip6 (where iptables-nft keeps its tables); iptables-legacy
 /// when its binaries are installed and some legacy table already exists (reading
 /// `/proc/net/ip*_tables_names`, which instantiates nothing). A backend that cannot be
 /// opened is left out (logged at debug): these are only consulted, never required.
@@ -190,6 +224,16 @@ pub fn usable_backends(except: Option<&str>) -> Vec<Box<dyn Backend>> {
             tracing::debug!(
                 backend = flavour.name(),
                 "no legacy table exists; not consulted"
+            );
+            continue;
+        }
+        // iptables-nft keeps its tables in nf_tables (families ip and ip6): with none
+        // there it holds nothing of ours, and its save commands need not run (two
+        // process starts, most of a small one-shot apply's time).
+        if flavour == nft_compat::Flavour::Nft && netlink::xtables_tables_present() == Some(false) {
+            tracing::debug!(
+                backend = flavour.name(),
+                "no ip or ip6 table exists in nf_tables; not consulted"
             );
             continue;
         }

@@ -485,7 +485,6 @@ pub fn run(
         Arc::new(AtomicBool::new(false))
     };
     let mut b = backend_for()?;
-    b.set_process_owned(cfg.daemon && !cfg.persist);
     let mut families = Vec::new();
     if cfg.maps.iter().any(|m| m.orig.is_ipv4()) {
         families.push(IpFamily::V4);
@@ -507,6 +506,7 @@ pub fn run(
         &runner::LoopOptions {
             interval: cfg.interval,
             once: !cfg.daemon,
+            persist: cfg.persist,
         },
         &stop,
     )

@@ -408,7 +408,6 @@ pub fn run(
     let result = if cfg.rules {
         let mut b = backend_for()?;
         // Tables persist by default; --persist=false ties a daemon's table to it.
-        b.set_process_owned(cfg.daemon && !cfg.persist);
         job.checker = Some(backend_for()?);
         let r = runner::run(
             b.as_mut(),
@@ -416,6 +415,7 @@ pub fn run(
             &runner::LoopOptions {
                 interval: cfg.interval,
                 once: !cfg.daemon,
+                persist: cfg.persist,
             },
             &stop,
         );
@@ -527,8 +527,7 @@ pub fn verify(
     if cfg.rules {
         let rs = build(&cfg, &table);
         let mut b = backend_for()?;
-        let observed = b.read_back(&table)?;
-        diff.extend(crate::snapshot::diff(&b.expected(&rs), observed.as_ref()));
+        diff.extend(crate::apply::drift(b.as_mut(), &rs)?);
     }
     let write = |out: &mut dyn std::io::Write, s: String| {
         out.write_all(s.as_bytes())

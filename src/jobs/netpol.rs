@@ -188,7 +188,7 @@ pub fn run(
         Source::File(cfg) => {
             let rs = log_build(&cfg, table);
             let mut b = backend_for()?;
-            apply::apply_and_check(b.as_mut(), &rs)?;
+            apply::apply_unless_equal(b.as_mut(), &rs)?;
             apply::remove_from_other_backends(b.as_ref(), &rs.table);
             Ok(())
         }

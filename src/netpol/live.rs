@@ -254,10 +254,19 @@ pub fn run(
                 Ok(rs) => {
                     refused = None;
                     let t = Instant::now();
-                    match apply::apply_and_check(b, &rs) {
-                        Ok(()) => {
-                            stats.applies += 1;
-                            stats.last_apply = Some(t.elapsed());
+                    // A restarted daemon whose table is already in place sends nothing
+                    // (not with --persist=false: its table must be tied to this process).
+                    let result = if last.is_none() && cfg.persist {
+                        apply::apply_unless_equal(b, &rs)
+                    } else {
+                        apply::apply_and_check(b, &rs).map(|()| apply::Outcome::Applied)
+                    };
+                    match result {
+                        Ok(outcome) => {
+                            if outcome == apply::Outcome::Applied {
+                                stats.applies += 1;
+                                stats.last_apply = Some(t.elapsed());
+                            }
                             stats.record_success();
                             retry = None;
                             let reason = if last.is_none() {

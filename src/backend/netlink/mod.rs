@@ -153,6 +153,16 @@ impl Backend for NetlinkBackend {
         ))
     }
 
+    fn compare(&mut self, rs: &Ruleset) -> Result<super::Comparison> {
+        match self.table_info(&rs.table)? {
+            Some(info) => self.compare_table(&info, rs),
+            None => Ok(super::Comparison {
+                found: None,
+                diff: crate::snapshot::diff(&decode::expected_snapshot(rs, false), None),
+            }),
+        }
+    }
+
     fn ruleset_generation(&mut self) -> Option<u64> {
         self.rt.block_on(self.conn.generation()).ok().map(u64::from)
     }
@@ -283,7 +293,16 @@ impl Backend for NetlinkBackend {
             .iter()
             .filter(|t| is_owned_comment(t.comment.as_deref()))
         {
-            let snap = self.snapshot_of(t, true)?;
+            // Counts only: the elements are dumped and counted, never formatted.
+            let snap = self.snapshot_of(t, false)?;
+            let mut elements = 0;
+            for set in snap.sets.keys() {
+                elements += self
+                    .rt
+                    .block_on(self.conn.list_set_elements(&t.name, set, Family::Inet))
+                    .map_err(|e| kernel_error(&format!("read set {set}"), &e))?
+                    .len();
+            }
             out.push(OwnedTable {
                 backend: "nftables",
                 table: t.name.clone(),
@@ -291,14 +310,13 @@ impl Backend for NetlinkBackend {
                 chains: snap.chains.len(),
                 rules: snap.rule_count(),
                 sets: snap.sets.len(),
-                elements: snap.element_count(),
+                elements,
             });
         }
         Ok(out)
     }
 }
 
-/// Map an nlink error to exit 1 with a hint for the usual causes.
 /// What one message of the replace batch does, by position in `rs` (see `build_batch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BatchOp {
@@ -427,6 +445,25 @@ pub fn probe() -> Result<std::result::Result<(), String>> {
         }
         Err(e) => Err(kernel_error("probe nf_tables over netlink", &e)),
     }
+}
+
+/// Whether nf_tables holds any table of family ip or ip6, where iptables-nft keeps its
+/// tables (`nat`, `filter`, ...); None if nf_tables cannot be asked (then iptables-nft is
+/// consulted as before).
+pub fn xtables_tables_present() -> Option<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let conn = Connection::<Nftables>::new().ok()?;
+        for family in [Family::Ip, Family::Ip6] {
+            if !conn.list_tables_in(family).await.ok()?.is_empty() {
+                return Some(true);
+            }
+        }
+        Some(false)
+    })
 }
 
 /// Map an nlink error to exit 1 with a hint for the usual causes.

@@ -435,14 +435,13 @@ fn run_job(
 ) -> Result<()> {
     let stop = runner::stop_on_signals()?;
     let mut backend = backend_for()?;
-    // Tables persist by default; --persist=false ties a daemon's table to it.
-    backend.set_process_owned(!args.once && !args.persist);
     let result = runner::run(
         backend.as_mut(),
         job,
         &runner::LoopOptions {
             interval,
             once: args.once,
+            persist: args.persist,
         },
         &stop,
     );
