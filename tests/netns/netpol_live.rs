@@ -1,20 +1,17 @@
-//! `nftkit netpol` live mode against a fake Kubernetes API server (tests/netpol_api),
+//! `nftkit netpol` live mode against a fake Kubernetes API server (tests/netns/netpol_api.rs),
 //! listening inside the test's network namespace, so the real kube-rs client, watcher and
 //! k8s-openapi decoding are exercised and only the namespace's own table is programmed.
 //!
-//! Datapath coverage (packets between pod namespaces) is in tests/e2e_netpol.rs: live mode
+//! Datapath coverage (packets between pod namespaces) is in tests/netns/e2e_netpol.rs: live mode
 //! builds the same Ruleset as `--from-file`, which these tests check with
 //! `nftkit verify netpol --from-file <the fake server's objects as a kubectl List>`.
-
-mod common;
-mod netpol_api;
 
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use netpol_api::*;
+use crate::common::*;
+use crate::netpol_api::*;
 use serde_json::{Value, json};
 
 const TABLE: &str = "nftkit-netpol";
@@ -449,7 +446,7 @@ fn live_mode_keeps_the_table_while_the_api_server_is_away() {
 /// Failures at start: for `--dry-run` (one list), the API server unreachable (closed
 /// port; TLS to a plain-HTTP server) beyond `--sync-timeout` is exit 1; the daemon
 /// instead keeps retrying, programs nothing and reports not ready (also
-/// tests/e2e_netpol.rs). Bad input is exit 2.
+/// tests/netns/e2e_netpol.rs). Bad input is exit 2.
 #[test]
 fn live_mode_start_failures() {
     require_root();
@@ -552,7 +549,7 @@ fn live_mode_start_failures() {
 }
 
 // ---------------------------------------------------------------------------
-// Scale: 1000 pods, 200 policies (the cluster of tests/netpol_scale.rs)
+// Scale: 1000 pods, 200 policies (the cluster of tests/netns/netpol_scale.rs)
 // ---------------------------------------------------------------------------
 
 const PODS: usize = 1000;

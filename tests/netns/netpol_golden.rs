@@ -3,12 +3,10 @@
 //! its dry-run text and verifies clean; invalid manifests exit 2 naming object and field,
 //! with nothing sent to the kernel. `UPDATE_GOLDEN=1` rewrites the .nft files.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const CASES: &[&str] = &["docs-example", "ports-and-union"];
 

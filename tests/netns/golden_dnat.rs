@@ -1,11 +1,11 @@
 //! Golden tests of `nftkit --dry-run dnat`: each case's flags render to
 //! tests/golden/dnat/<case>.nft, and `nft -c -f` (in a
 //! throwaway network namespace) accepts that text.
-//! `UPDATE_GOLDEN=1 cargo test --test golden_dnat` rewrites them.
+//! `UPDATE_GOLDEN=1 cargo test --test netns golden_dnat::` rewrites them.
 
-mod common;
-
-use common::golden::{Golden, assert_invalid_dry_run, assert_matches_golden, assert_nft_accepts};
+use crate::common::golden::{
+    Golden, assert_invalid_dry_run, assert_matches_golden, assert_nft_accepts,
+};
 
 struct Case {
     command: &'static str,

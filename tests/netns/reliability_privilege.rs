@@ -5,9 +5,7 @@
 //!
 //! Root only (to create the namespace and drop privileges inside it).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const NETPOL_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -6,16 +6,13 @@
 //! packets (rules outlive the daemon and an unreachable API server; an unconvertible
 //! policy keeps the last good rules) run the same matrix against a fake API server.
 
-mod common;
-mod netpol_api;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
-use netpol_api::*;
+use crate::common::*;
+use crate::netpol_api::*;
 use serde_json::{Value, json};
 
 const NODE: &str = "node-1";
@@ -582,7 +579,7 @@ fn updates_and_deletes_are_reapplied() {
 }
 
 // ---------------------------------------------------------------------------
-// Live mode (a fake API server in the node namespace, tests/netpol_api)
+// Live mode (a fake API server in the node namespace, tests/netns/netpol_api.rs)
 // ---------------------------------------------------------------------------
 
 /// Serve the cluster's objects (a `Cluster::manifest`) from `api`.

@@ -10,9 +10,7 @@
 //!
 //! Needs root; run through `scripts/test.sh`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const TABLE: &str = "nftkit-local-address";

@@ -3,7 +3,7 @@
 //! and on a foreign table, and a server that slow, idle and huge requests neither block
 //! nor bloat (its RSS read from /proc).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Netns, NftkitDaemon, poll_until};
+use crate::common::{Netns, NftkitDaemon, poll_until};
 
 /// (status line, body) of `GET path` to 127.0.0.1:port inside `ns`.
 fn get(ns: &Netns, port: u16, path: &str) -> Option<(String, String)> {

@@ -5,12 +5,10 @@
 //! Builds it (glibc, crt-static; the toolchain here has no musl target) into target/static
 //! unless NFTKIT_STATIC_BIN names one already built.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::Netns;
+use crate::common::Netns;
 
 fn static_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NFTKIT_STATIC_BIN") {

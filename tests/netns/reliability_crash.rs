@@ -11,13 +11,11 @@
 //!
 //! Root only: everything happens in throw-away network namespaces.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Seeded xorshift, so a failure can be replayed (`RELIABILITY_SEED`).
 struct Rng(u64);

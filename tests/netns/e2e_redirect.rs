@@ -11,9 +11,7 @@
 //!
 //! Needs root; run through `scripts/test.sh`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const REDIRECT: &[&str] = &["redirect"];

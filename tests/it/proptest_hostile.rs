@@ -1,5 +1,5 @@
 //! Issue 11, part 4: hostile input for every parser other than redirect's (that one is
-//! tests/proptest_redirect.rs): masquerade config files (YAML/JSON), local-address and
+//! tests/it/proptest_redirect.rs): masquerade config files (YAML/JSON), local-address and
 //! dnat flags (`--ip-address`, `--port`, `--interface`, `--sync-interval` Go durations,
 //! `--map`, `--hooks`, owners), and netpol manifests (mutations of the golden manifests).
 //!
@@ -213,8 +213,8 @@ fn masq_doc() -> impl Strategy<Value = String> {
 // ---------------------------------------------------------------------------
 
 const MANIFESTS: &[&str] = &[
-    include_str!("golden/netpol/docs-example.yaml"),
-    include_str!("golden/netpol/ports-and-union.yaml"),
+    include_str!("../golden/netpol/docs-example.yaml"),
+    include_str!("../golden/netpol/ports-and-union.yaml"),
 ];
 
 #[derive(Debug, Clone)]

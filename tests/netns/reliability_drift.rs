@@ -6,11 +6,9 @@
 //!
 //! Root only: everything happens in throw-away network namespaces.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn table_json(ns: &Netns, table: &str) -> Option<String> {
     let out = ns.nft(&["-j", "list", "table", "inet", table]);

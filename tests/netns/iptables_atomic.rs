@@ -6,9 +6,7 @@
 //! rule carrying `managed by nftkit <command>`.
 //! Needs root; run through scripts/test.sh.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// `tool` output without comments and counters.
 fn save(ns: &Netns, tool: &str) -> String {

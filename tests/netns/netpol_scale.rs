@@ -3,11 +3,9 @@
 //! 1000 pods on this node (worst case) and for 100 of them (10 nodes). Prints the numbers;
 //! the bounds asserted are loose (a debug build on a shared 2-core machine).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nftkit::backend::Backend;
 use nftkit::backend::netlink::NetlinkBackend;
 use nftkit::netpol::build::{NetpolConfig, build};

@@ -1,5 +1,5 @@
-//! A fake Kubernetes API server for `nftkit netpol` live mode (tests/netpol_live.rs,
-//! tests/e2e_netpol.rs), and the helpers around it: a kubeconfig pointing at it, the
+//! A fake Kubernetes API server for `nftkit netpol` live mode (tests/netns/netpol_live.rs,
+//! tests/netns/e2e_netpol.rs), and the helpers around it: a kubeconfig pointing at it, the
 //! daemon's `/readyz` and `/metrics` fetched inside its namespace.
 //!
 //! The server is a small HTTP/1.1 server in the test process, listening on 127.0.0.1

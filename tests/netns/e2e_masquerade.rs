@@ -12,9 +12,7 @@
 //! 192.0.2.1 / 2001:db8:2::1 means masqueraded, the client's own address means not.
 //! Needs root; run through `scripts/test.sh`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,21 +1,19 @@
 //! Golden tests of the iptables backends' `--dry-run` output (the iptables-restore input
-//! per family): each redirect golden case (the same cases as tests/golden.rs) renders to
+//! per family): each redirect golden case (the same cases as tests/netns/golden.rs) renders to
 //! tests/golden/redirect/<case>.iptables with `--backend iptables-nft`;
-//! `UPDATE_GOLDEN=1 cargo test --test iptables_golden` rewrites them.
+//! `UPDATE_GOLDEN=1 cargo test --test netns iptables_golden::` rewrites them.
 //!
 //! Beyond text equality: the legacy flavour prints the same input (only the binary names
 //! differ), and each golden file, restored in a throw-away network namespace with both
 //! flavours, reads back through iptables-save as exactly its own `-A` lines — so the text
 //! we render is iptables-save's canonical form, which is what makes `verify` exact.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-// The same cases as tests/golden.rs.
-use common::golden::{REDIRECT_CASES as CASES, RedirectCase as Case};
+// The same cases as tests/netns/golden.rs.
+use crate::common::golden::{REDIRECT_CASES as CASES, RedirectCase as Case};
 
 fn golden_path(case: &Case) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

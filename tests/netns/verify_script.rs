@@ -1,9 +1,9 @@
 //! scripts/verify-ruleset.sh (nft -j + jq only) against a ruleset nftkit really applied,
 //! and against broken ones.
 
-mod common;
+use crate::common;
 
-use common::Netns;
+use crate::common::Netns;
 
 fn script() -> String {
     format!("{}/scripts/verify-ruleset.sh", env!("CARGO_MANIFEST_DIR"))

@@ -1,13 +1,11 @@
 //! Golden tests of `nftkit masquerade --dry-run`: each case's flags and config dir
 //! (tests/golden/masquerade/configs/<dir>) render to tests/golden/masquerade/<case>.nft,
 //! and `nft -c -f` (in a throwaway network namespace) accepts that text.
-//! `UPDATE_GOLDEN=1 cargo test --test golden_masquerade` rewrites the files.
-
-mod common;
+//! `UPDATE_GOLDEN=1 cargo test --test netns golden_masquerade::` rewrites the files.
 
 use std::process::Command;
 
-use common::golden::{Golden, assert_matches_golden, assert_nft_accepts};
+use crate::common::golden::{Golden, assert_matches_golden, assert_nft_accepts};
 
 struct Case {
     name: &'static str,

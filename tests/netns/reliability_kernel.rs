@@ -5,11 +5,9 @@
 //!
 //! Root only: everything happens in throw-away network namespaces.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn addrs(ns: &Netns, dev: &str) -> String {
     ns.must(&["ip", "-o", "addr", "show", "dev", dev]).stdout

@@ -4,13 +4,11 @@
 //! out. Each either works or fails fast (exit 2, one line naming the file) with bounded
 //! memory: wall time and max RSS are measured with `/usr/bin/time` and printed.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 struct TempDir(PathBuf);
 

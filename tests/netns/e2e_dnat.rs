@@ -15,9 +15,7 @@
 //!
 //! Needs root; run through `scripts/test.sh`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const TABLE: &str = "nftkit-dnat";

@@ -2,9 +2,7 @@
 //! error of the iptables backends. (The decision itself is unit-tested on recorded
 //! evidence in nft-compat/src/detect.rs.) Needs root; run through scripts/test.sh.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn detect_json(ns: &Netns) -> serde_json::Value {
     let out = ns.nftkit_ok(&[], &["detect", "--json"]);

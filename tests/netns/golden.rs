@@ -1,12 +1,14 @@
 //! Golden tests of `--dry-run` output: each case's flags and environment render to the
 //! text in tests/golden/redirect/<case>.nft, and `nft -c -f` (in a throwaway network
-//! namespace) accepts that text. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites them.
-
-mod common;
+//! namespace) accepts that text.
+//! `UPDATE_GOLDEN=1 cargo test --test netns -- --exact golden::dry_run_matches_golden_files`
+//! rewrites them.
 
 use std::process::Command;
 
-use common::golden::{Golden, REDIRECT_CASES as CASES, assert_matches_golden, assert_nft_accepts};
+use crate::common::golden::{
+    Golden, REDIRECT_CASES as CASES, assert_matches_golden, assert_nft_accepts,
+};
 
 fn goldens() -> Vec<Golden> {
     CASES

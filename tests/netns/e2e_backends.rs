@@ -8,9 +8,7 @@
 //! local-address scenarios build their own small namespaces here. Needs root; run through
 //! scripts/test.sh.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 

@@ -10,9 +10,7 @@
 //!
 //! Needs root; run through scripts/test.sh.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const FLAVOURS: [&str; 2] = ["iptables-legacy", "iptables-nft"];
 
