@@ -3,8 +3,6 @@
 //! failure, read-back, ownership. Needs root, as CI runs.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use nftkit::backend::Backend;
@@ -13,67 +11,13 @@ use nftkit::jobs::redirect::{self, PortMapping, RedirectConfig, Targets};
 use nftkit::model::{IpFamily, Match};
 use nftkit::snapshot;
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+use crate::common::Netns;
 
-/// A named network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "nkb{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("ip netns add");
-        assert!(st.success());
-        Netns(name)
-    }
-    /// Move the calling thread into this namespace.
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/var/run/netns/{}", self.0)).expect("open netns");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    }
-    fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .expect("nft");
-        assert!(
-            out.status.success(),
-            "nft {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn nft_f(&self, script: &str) {
-        let path = std::env::temp_dir().join(format!("{}.nft", self.0));
-        std::fs::write(&path, script).unwrap();
-        self.nft(&["-f", path.to_str().unwrap()]);
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Run `f` on a fresh thread inside `ns` (setns only affects the calling thread).
-fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            ns.enter();
-            f()
-        })
-        .join()
-        .expect("test thread panicked")
-    })
+/// `nft ARGS` inside `ns`, which must succeed; its stdout.
+fn nft(ns: &Netns, args: &[&str]) -> String {
+    let mut argv = vec!["nft"];
+    argv.extend_from_slice(args);
+    ns.must(&argv).stdout
 }
 
 fn base_config() -> RedirectConfig {
@@ -114,7 +58,7 @@ fn fifty_thousand_elements_per_family_apply_in_one_batch_and_read_back() {
     cfg.blocks_v4 = v4;
     cfg.blocks_v6 = v6;
     let rs = redirect::build(&cfg, Targets::default(), "nftkit-redirect");
-    let (diff, count) = in_ns(&ns, || {
+    let (diff, count) = ns.enter(|| {
         let mut b = NetlinkBackend::connect().expect("connect");
         b.apply(&rs).expect("apply 100k elements");
         let observed = b.read_back(&rs.table).unwrap();
@@ -123,7 +67,10 @@ fn fifty_thousand_elements_per_family_apply_in_one_batch_and_read_back() {
     });
     assert!(diff.is_empty(), "{diff:?}");
     assert!(count >= 100_000, "read back {count} elements");
-    let listed = ns.nft(&["list", "set", "inet", "nftkit-redirect", "accept-v6"]);
+    let listed = nft(
+        &ns,
+        &["list", "set", "inet", "nftkit-redirect", "accept-v6"],
+    );
     assert!(
         listed.contains("2001:db8::/64") && listed.contains("2001:db8:1:869e::/64"),
         "tail of the set missing"
@@ -146,14 +93,12 @@ fn a_refused_message_late_in_a_big_batch_leaves_the_old_table_byte_identical() {
         }],
         action: nftkit::model::Action::Return,
     });
-    in_ns(&ns, || {
+    ns.enter(|| {
         let mut b = NetlinkBackend::connect().unwrap();
         b.apply(&good).unwrap();
     });
-    let listed_before = ns.nft(&["list", "ruleset"]);
-    let err = in_ns(&ns, || {
-        NetlinkBackend::connect().unwrap().apply(&bad).unwrap_err()
-    });
+    let listed_before = nft(&ns, &["list", "ruleset"]);
+    let err = ns.enter(|| NetlinkBackend::connect().unwrap().apply(&bad).unwrap_err());
     assert_eq!(err.exit_code(), 1);
     let msg = err.to_string();
     assert!(
@@ -166,7 +111,7 @@ fn a_refused_message_late_in_a_big_batch_leaves_the_old_table_byte_identical() {
         "error should name the table: {msg}"
     );
     assert_eq!(
-        ns.nft(&["list", "ruleset"]),
+        nft(&ns, &["list", "ruleset"]),
         listed_before,
         "kernel state changed by a refused batch"
     );
@@ -175,10 +120,10 @@ fn a_refused_message_late_in_a_big_batch_leaves_the_old_table_byte_identical() {
 #[test]
 fn a_table_with_our_name_but_no_ownership_comment_is_not_touched() {
     let ns = Netns::new();
-    ns.nft_f("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
-    let before = ns.nft(&["list", "ruleset"]);
+    ns.nft_load("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
+    let before = nft(&ns, &["list", "ruleset"]);
     let rs = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
-    let (apply_err, delete_err, owned) = in_ns(&ns, || {
+    let (apply_err, delete_err, owned) = ns.enter(|| {
         let mut b = NetlinkBackend::connect().unwrap();
         (
             b.apply(&rs).unwrap_err(),
@@ -195,14 +140,14 @@ fn a_table_with_our_name_but_no_ownership_comment_is_not_touched() {
         "{delete_err}"
     );
     assert!(owned.is_empty());
-    assert_eq!(ns.nft(&["list", "ruleset"]), before);
+    assert_eq!(nft(&ns, &["list", "ruleset"]), before);
 }
 
 #[test]
 fn reapply_replaces_and_delete_removes_only_our_table() {
     let ns = Netns::new();
-    ns.nft_f("table ip foreign {\n chain c {\n type filter hook output priority 0; policy accept;\n ip daddr 192.0.2.1 counter drop\n }\n}\n");
-    let foreign = ns.nft(&["list", "table", "ip", "foreign"]);
+    ns.nft_load("table ip foreign {\n chain c {\n type filter hook output priority 0; policy accept;\n ip daddr 192.0.2.1 counter drop\n }\n}\n");
+    let foreign = nft(&ns, &["list", "table", "ip", "foreign"]);
     let a = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
     let mut cfg = base_config();
     cfg.mappings = vec![PortMapping {
@@ -210,7 +155,7 @@ fn reapply_replaces_and_delete_removes_only_our_table() {
         dest: None,
     }];
     let b_rs = redirect::build(&cfg, Targets::default(), "nftkit-redirect");
-    in_ns(&ns, || {
+    ns.enter(|| {
         let mut b = NetlinkBackend::connect().unwrap();
         b.apply(&a).unwrap();
         b.apply(&b_rs).unwrap();
@@ -224,7 +169,7 @@ fn reapply_replaces_and_delete_removes_only_our_table() {
         );
         assert!(b.read_back("nftkit-redirect").unwrap().is_none());
     });
-    assert_eq!(ns.nft(&["list", "table", "ip", "foreign"]), foreign);
+    assert_eq!(nft(&ns, &["list", "table", "ip", "foreign"]), foreign);
 }
 
 /// A ruleset using every match and action the model has, for the equivalence test.
@@ -487,20 +432,20 @@ fn every_variant() -> nftkit::model::Ruleset {
 fn every_match_and_action_lists_exactly_like_nft_f_of_the_dry_run_text() {
     let rs = every_variant();
     let by_nft = Netns::new();
-    by_nft.nft_f(&nftkit::render::nft_script(&rs));
+    by_nft.nft_load(&nftkit::render::nft_script(&rs));
     let by_nftkit = Netns::new();
-    let diff = in_ns(&by_nftkit, || {
+    let diff = by_nftkit.enter(|| {
         let mut b = NetlinkBackend::connect().unwrap();
         b.apply(&rs).expect("apply");
         snapshot::diff(&b.expected(&rs), b.read_back(&rs.table).unwrap().as_ref())
     });
     assert!(diff.is_empty(), "read-back differs: {diff:?}");
     assert_eq!(
-        by_nftkit.nft(&["list", "ruleset"]),
-        by_nft.nft(&["list", "ruleset"])
+        nft(&by_nftkit, &["list", "ruleset"]),
+        nft(&by_nft, &["list", "ruleset"])
     );
     // And the table nft loaded from our text verifies clean against the model too.
-    let diff = in_ns(&by_nft, || {
+    let diff = by_nft.enter(|| {
         let mut b = NetlinkBackend::connect().unwrap();
         snapshot::diff(&b.expected(&rs), b.read_back(&rs.table).unwrap().as_ref())
     });
@@ -510,9 +455,9 @@ fn every_match_and_action_lists_exactly_like_nft_f_of_the_dry_run_text() {
 #[test]
 fn force_takes_over_and_deletes_a_table_not_marked_ours() {
     let ns = Netns::new();
-    ns.nft_f("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
+    ns.nft_load("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
     let rs = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
-    in_ns(&ns, || {
+    ns.enter(|| {
         let mut b = NetlinkBackend::connect().unwrap();
         b.set_force(true);
         b.apply(&rs).expect("--force replaces the foreign table");
@@ -520,8 +465,8 @@ fn force_takes_over_and_deletes_a_table_not_marked_ours() {
             snapshot::diff(&b.expected(&rs), b.read_back(&rs.table).unwrap().as_ref()).is_empty()
         );
     });
-    ns.nft_f("delete table inet nftkit-redirect\ntable inet nftkit-redirect {\n}\n");
-    in_ns(&ns, || {
+    ns.nft_load("delete table inet nftkit-redirect\ntable inet nftkit-redirect {\n}\n");
+    ns.enter(|| {
         let mut b = NetlinkBackend::connect().unwrap();
         assert!(
             b.delete("nftkit-redirect").is_err(),
@@ -530,5 +475,5 @@ fn force_takes_over_and_deletes_a_table_not_marked_ours() {
         b.set_force(true);
         assert!(b.delete("nftkit-redirect").unwrap());
     });
-    assert!(!ns.nft(&["list", "tables"]).contains("nftkit-redirect"));
+    assert!(!nft(&ns, &["list", "tables"]).contains("nftkit-redirect"));
 }
