@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use clap::Parser;
+use ipnet::{Ipv4Net, Ipv6Net};
 use nftkit::backend::Backend;
 use nftkit::backend::fake::FakeBackend;
 use nftkit::cli::Cli;
-use nftkit::jobs::redirect::{self, RedirectArgs};
+use nftkit::jobs::redirect::{self, RedirectArgs, RedirectConfig};
+use nftkit::parse::IdRange;
+use nftkit::snapshot::Snapshot;
 use proptest::prelude::*;
 
 const VARS: &[&str] = &[
@@ -75,6 +78,82 @@ fn env_map() -> impl Strategy<Value = HashMap<String, String>> {
     )
 }
 
+/// The applied table against a model built here from the config (not by `redirect::build`):
+/// every set holds exactly the configured blocks and single ids, every id range has its
+/// rule, and the NAT rules are the port mappings in order, DNAT where a family has a target.
+fn check_applied(cfg: &RedirectConfig, applied: &Snapshot) -> Result<(), TestCaseError> {
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let net4 = |n: &Ipv4Net| match n.prefix_len() {
+        32 => n.addr().to_string(),
+        _ => n.to_string(),
+    };
+    let net6 = |n: &Ipv6Net| match n.prefix_len() {
+        128 => n.addr().to_string(),
+        _ => n.to_string(),
+    };
+    let singles = |ids: &[IdRange]| -> Vec<String> {
+        ids.iter()
+            .filter(|r| r.first == r.last)
+            .map(|r| r.first.to_string())
+            .collect()
+    };
+    for (set, want) in [
+        (
+            "accept-v4",
+            cfg.blocks_v4.iter().map(net4).collect::<Vec<_>>(),
+        ),
+        ("accept-v6", cfg.blocks_v6.iter().map(net6).collect()),
+        ("accept-uids", singles(&cfg.accept_uids)),
+        ("accept-gids", singles(&cfg.accept_gids)),
+    ] {
+        let got = applied.sets.get(set).map(|s| s.elements.clone());
+        let want = (!want.is_empty()).then(|| sorted(want));
+        prop_assert_eq!(got, want, "set {}", set);
+    }
+    prop_assert_eq!(applied.chains.len(), 1);
+    let rules = &applied.chains[0].rules;
+    for (key, ids) in [("skuid", &cfg.accept_uids), ("skgid", &cfg.accept_gids)] {
+        for r in ids.iter().filter(|r| r.first != r.last) {
+            let m = format!("meta {key} {}-{} return", r.first, r.last);
+            prop_assert!(
+                rules.iter().any(|rule| rule.ends_with(&m)),
+                "no rule {}: {:?}",
+                m,
+                rules
+            );
+        }
+    }
+    let mut want_nat = Vec::new();
+    for m in &cfg.mappings {
+        let dport = match m.dest {
+            Some(p) => format!("tcp dport {p}"),
+            None => "meta l4proto tcp".to_string(),
+        };
+        let redirect = format!("redirect to :{}", m.to);
+        if cfg.to_ipv4.is_none() && cfg.to_ipv6.is_none() {
+            want_nat.push(format!("{dport} {redirect}"));
+            continue;
+        }
+        let v4 = cfg
+            .to_ipv4
+            .map_or(redirect.clone(), |a| format!("dnat ip to {a}:{}", m.to));
+        let v6 = cfg
+            .to_ipv6
+            .map_or(redirect, |a| format!("dnat ip6 to [{a}]:{}", m.to));
+        want_nat.push(format!("meta nfproto ipv4 {dport} {v4}"));
+        want_nat.push(format!("meta nfproto ipv6 {dport} {v6}"));
+    }
+    let got_nat: Vec<&String> = rules
+        .iter()
+        .filter(|r| r.contains(" redirect to :") || r.contains(" dnat ip"))
+        .collect();
+    prop_assert_eq!(got_nat, want_nat.iter().collect::<Vec<_>>());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
@@ -84,11 +163,16 @@ proptest! {
     fn parse_never_panics_and_errors_are_exit_2_one_line(env in env_map()) {
         match redirect::parse(&RedirectArgs::default(), &|k| env.get(k).cloned(), Path::new("/nonexistent")) {
             Ok(cfg) => {
-                // A valid config always builds, renders and applies to the fake.
+                // A valid config always builds, renders and applies to the fake, and the
+                // table read back holds what the config asked for.
                 let rs = redirect::build(&cfg, redirect::Targets { v4: cfg.to_ipv4, v6: cfg.to_ipv6 }, "t");
                 let _ = nftkit::render::nft_script(&rs);
                 let mut fake = FakeBackend::new();
-                prop_assert!(fake.apply(&rs).is_ok());
+                if let Err(e) = fake.apply(&rs) {
+                    return Err(TestCaseError::fail(format!("apply refused: {e}")));
+                }
+                let applied = fake.read_back("t").unwrap().expect("applied table");
+                check_applied(&cfg, &applied)?;
             }
             Err(e) => {
                 prop_assert_eq!(e.exit_code(), 2);
