@@ -251,6 +251,7 @@ fn pester(stop: Arc<AtomicBool>, every: Option<Duration>) {
 
 #[test]
 fn slow_idle_and_huge_requests_neither_block_healthz_nor_grow_memory() {
+    let _turn = common::cpu_heavy();
     let ns = Netns::new();
     let (d, dir) = ready_daemon(&ns, "metrics-dos");
     let pid = daemon_pid(&ns);

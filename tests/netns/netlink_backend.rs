@@ -11,7 +11,7 @@ use nftkit::jobs::redirect::{self, PortMapping, RedirectConfig, Targets};
 use nftkit::model::{IpFamily, Match};
 use nftkit::snapshot;
 
-use crate::common::Netns;
+use crate::common::{Netns, cpu_heavy};
 
 /// `nft ARGS` inside `ns`, which must succeed; its stdout.
 fn nft(ns: &Netns, args: &[&str]) -> String {
@@ -52,6 +52,7 @@ fn many_blocks(n: usize) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
 
 #[test]
 fn fifty_thousand_elements_per_family_apply_in_one_batch_and_read_back() {
+    let _turn = cpu_heavy();
     let ns = Netns::new();
     let mut cfg = base_config();
     let (v4, v6) = many_blocks(50_000);
@@ -79,6 +80,7 @@ fn fifty_thousand_elements_per_family_apply_in_one_batch_and_read_back() {
 
 #[test]
 fn a_refused_message_late_in_a_big_batch_leaves_the_old_table_byte_identical() {
+    let _turn = cpu_heavy();
     let ns = Netns::new();
     let good = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
     let mut cfg = base_config();
@@ -119,6 +121,7 @@ fn a_refused_message_late_in_a_big_batch_leaves_the_old_table_byte_identical() {
 
 #[test]
 fn a_table_with_our_name_but_no_ownership_comment_is_not_touched() {
+    let _turn = cpu_heavy();
     let ns = Netns::new();
     ns.nft_load("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
     let before = nft(&ns, &["list", "ruleset"]);
@@ -145,6 +148,7 @@ fn a_table_with_our_name_but_no_ownership_comment_is_not_touched() {
 
 #[test]
 fn reapply_replaces_and_delete_removes_only_our_table() {
+    let _turn = cpu_heavy();
     let ns = Netns::new();
     ns.nft_load("table ip foreign {\n chain c {\n type filter hook output priority 0; policy accept;\n ip daddr 192.0.2.1 counter drop\n }\n}\n");
     let foreign = nft(&ns, &["list", "table", "ip", "foreign"]);
@@ -430,6 +434,7 @@ fn every_variant() -> nftkit::model::Ruleset {
 
 #[test]
 fn every_match_and_action_lists_exactly_like_nft_f_of_the_dry_run_text() {
+    let _turn = cpu_heavy();
     let rs = every_variant();
     let by_nft = Netns::new();
     by_nft.nft_load(&nftkit::render::nft_script(&rs));
@@ -454,6 +459,7 @@ fn every_match_and_action_lists_exactly_like_nft_f_of_the_dry_run_text() {
 
 #[test]
 fn force_takes_over_and_deletes_a_table_not_marked_ours() {
+    let _turn = cpu_heavy();
     let ns = Netns::new();
     ns.nft_load("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
     let rs = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");

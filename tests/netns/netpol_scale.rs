@@ -57,6 +57,7 @@ fn cluster_yaml(nodes: usize) -> String {
 }
 
 fn measure(nodes: usize) {
+    let _turn = cpu_heavy();
     let yaml = cluster_yaml(nodes);
     let t0 = Instant::now();
     let cluster = manifest::parse("scale.yaml", &yaml).expect("valid");
