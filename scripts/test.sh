@@ -2,8 +2,12 @@
 # Builds everything and runs every test, including the end-to-end tests that
 # create network namespaces and program nf_tables (they need root).
 #
-#   scripts/test.sh                # all tests
-#   scripts/test.sh e2e_redirect   # extra arguments go to the test harness (filters)
+#   scripts/test.sh                 # all tests
+#   scripts/test.sh e2e_redirect::  # extra arguments go to the test harness (filters)
+#
+# Integration tests are two binaries: tests/netns (needs root) and tests/it (no
+# root); a filter matches module paths, so `e2e_redirect::` selects the tests of
+# tests/netns/e2e_redirect.rs.
 #
 # Missing tools (nft, iptables, ip, socat, conntrack, setpriv, jq) are
 # installed with apt-get when running as root on Debian/Ubuntu.
@@ -48,6 +52,6 @@ fi
 
 cargo build --workspace --all-targets
 # --include-ignored: nothing is skipped here (CI runs as root).
-# Property tests: 10 000 cases each in CI (see tests/proptest_*.rs).
+# Property tests: 10 000 cases each in CI (see tests/it/proptest_*.rs).
 export PROPTEST_CASES=${PROPTEST_CASES:-10000}
 cargo test --workspace --no-fail-fast -- --test-threads=2 --include-ignored "$@"

@@ -37,7 +37,7 @@ fn nl_error(op: &str, e: &nlink::Error) -> Error {
     let hint = match e.errno() {
         // The kernel answers EACCES, not a capability error, when IPv6 is disabled on
         // the interface (its extended ack says so): do not send the user after
-        // CAP_NET_ADMIN (tests/reliability_kernel.rs).
+        // CAP_NET_ADMIN (tests/netns/reliability_kernel.rs).
         Some(libc::EACCES) if e.to_string().contains("IPv6 is disabled") => {
             " (net.ipv6.conf.<interface>.disable_ipv6 is 1 here: enable IPv6 or use an IPv4 address)"
         }

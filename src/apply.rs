@@ -8,7 +8,7 @@ use crate::model::Ruleset;
 
 /// Applies (each a whole replace) before a table that keeps reading back differently is an
 /// error. Another process replacing the same table between our commit and our read-back
-/// (two nftkit runs racing, tests/reliability_concurrency.rs) makes a committed batch read
+/// (two nftkit runs racing, tests/netns/reliability_concurrency.rs) makes a committed batch read
 /// back differently; re-applying ends the race with one whole table instead of a spurious
 /// exit 1. A table that never reads back as applied still fails, after a few attempts.
 const APPLY_ATTEMPTS: u32 = 5;

@@ -11,7 +11,7 @@
 //! from the input (no allocation per list item), or `None` when the input is outside its
 //! narrow grammar ("not sure": the caller uses the full parser). Whenever it returns
 //! `Some(doc)`, `doc.to_value()` equals `serde_norway::from_slice::<Value>`'s value
-//! (tests/proptest_fast_yaml.rs checks this on near-miss documents). It takes time linear
+//! (tests/it/proptest_fast_yaml.rs checks this on near-miss documents). It takes time linear
 //! in the input and never errors, so inputs it accepts cannot blow up.
 //!
 //! Accepted: printable ASCII and `\n` only (no `\r`, tab, BOM, non-ASCII, control

@@ -256,7 +256,7 @@ pub fn id(what: &str, raw: &str, kind: IdKind, db_root: &Path) -> Result<IdRange
 /// Deepest `[` / `{` nesting accepted in a YAML or JSON input. serde_norway refuses deeper
 /// documents anyway (its recursion limit is 128), but only after libyaml has scanned the
 /// whole input, which takes time quadratic in the nesting depth (100 000 levels: ~50 s).
-/// [`flow_depth`] finds it in one linear pass first (tests/reliability_input.rs).
+/// [`flow_depth`] finds it in one linear pass first (tests/it/reliability_input.rs).
 pub const MAX_FLOW_DEPTH: usize = 128;
 
 /// Most YAML nodes (counted as [`flow_depth`]'s `nodes`) accepted in one input. libyaml

@@ -37,7 +37,7 @@
 //!
 //! Every update is one atomic batch that replaces the whole owned table (CONTRACT.md
 //! "Ownership and atomicity"): there are no incremental element updates, so the batch
-//! after one pod label change is as large as the table (see tests/netpol_live.rs for
+//! after one pod label change is as large as the table (see tests/netns/netpol_live.rs for
 //! the measured size).
 //!
 //! The pieces: `watch` (kubeconfig, API client, the watcher thread and its backoff),

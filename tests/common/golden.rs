@@ -106,8 +106,8 @@ pub fn assert_nft_accepts(cases: &[Golden]) {
     }
 }
 
-/// A redirect golden case: flags and environment (tests/golden.rs renders the nft text,
-/// tests/iptables_golden.rs the iptables-restore text of the same cases).
+/// A redirect golden case: flags and environment (tests/netns/golden.rs renders the nft text,
+/// tests/netns/iptables_golden.rs the iptables-restore text of the same cases).
 pub struct RedirectCase {
     pub name: &'static str,
     pub args: &'static [&'static str],

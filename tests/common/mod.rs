@@ -21,7 +21,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -862,6 +862,18 @@ impl Default for Topology {
     fn default() -> Self {
         Topology::new()
     }
+}
+
+/// Taken by the tests that load the CPU hard inside the test process (every
+/// netlink_backend test, the 1000-pod netpol build) and by the one that measures latency
+/// under a client flood (metrics_endpoints), so they take turns. In one test binary they
+/// would otherwise run side by side (as separate binaries they never did), and the flood
+/// test's /healthz probe then failed about one run in three.
+pub fn cpu_heavy() -> MutexGuard<'static, ()> {
+    static CPU_HEAVY: Mutex<()> = Mutex::new(());
+    CPU_HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Fails (never skips) a test run without root, with a clear message.
