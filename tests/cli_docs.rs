@@ -123,3 +123,101 @@ fn go_single_dash_flags_are_accepted() {
         "--enable-ipv6 not applied:\n{text}"
     );
 }
+
+/// klog's flags, which ip-masq-agent and kube-policy-manager manifests write before or
+/// after the command (`--v=2`, `--logtostderr=1`), are accepted; a bad level is exit 2.
+#[test]
+fn klog_flags_before_and_after_the_command_are_accepted() {
+    for args in [
+        &["--v=2", "--dry-run", "masquerade"][..],
+        &["-v=4", "-logtostderr", "--dry-run", "masquerade", "--v=2"],
+        &[
+            "--dry-run",
+            "local-address",
+            "--ip-address=198.51.100.2",
+            "--logtostderr=true",
+            "-v=2",
+        ],
+        &[
+            "--alsologtostderr",
+            "--log_dir=/tmp",
+            "--dry-run",
+            "redirect",
+        ],
+    ] {
+        let out = nftkit(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = nftkit(&["--v=loud", "masquerade"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--v=loud") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+/// Every daemon takes `--persist[=BOOL]` and an interval as whole seconds or a Go duration.
+#[test]
+fn daemons_share_persist_and_interval_forms() {
+    let dir = std::env::temp_dir().join(format!("nftkit-cli-docs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("cluster.yaml");
+    std::fs::write(&list, "apiVersion: v1\nkind: List\nitems: []\n").unwrap();
+    let list = list.to_str().unwrap();
+    let daemons: [(&[&str], &str); 4] = [
+        (
+            &["masquerade", "--config-dir=/nonexistent-nftkit"],
+            "--resync-interval",
+        ),
+        (
+            &[
+                "local-address",
+                "--ip-address=198.51.100.2",
+                "--setup-iptables",
+            ],
+            "--sync-interval",
+        ),
+        (
+            &["dnat", "--map=198.51.100.1:80=198.51.100.2:8080"],
+            "--sync-interval",
+        ),
+        (
+            &["netpol", "--node-name=n1", "--from-file", list],
+            "--resync-interval",
+        ),
+    ];
+    for (base, interval) in daemons {
+        for extra in [
+            vec!["--persist".to_string()],
+            vec!["--persist=false".into()],
+            vec!["--persist=true".into(), format!("{interval}=60")],
+            vec![format!("{interval}=1m30s")],
+            vec![format!("-{}=45", interval.trim_start_matches('-'))],
+        ] {
+            let mut args = vec!["--dry-run"];
+            args.extend_from_slice(base);
+            args.extend(extra.iter().map(String::as_str));
+            let out = nftkit(&args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for bad in ["0", "1 minute", "-5s"] {
+            let arg = format!("{interval}={bad}");
+            let mut args = vec!["--dry-run"];
+            args.extend_from_slice(base);
+            args.push(&arg);
+            let out = nftkit(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains(interval));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
