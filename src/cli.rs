@@ -9,6 +9,10 @@ use crate::jobs::masquerade::MasqueradeArgs;
 use crate::jobs::netpol::NetpolArgs;
 use crate::jobs::redirect::RedirectArgs;
 
+/// The help heading of the options every command takes, listed apart from a command's
+/// own (as kubectl does).
+const GLOBAL: &str = "Global options";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "nftkit",
@@ -21,37 +25,42 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "NFTKIT_BACKEND",
         value_enum,
         default_value = "auto"
     )]
     pub backend: BackendChoice,
     /// Validate and print the ruleset that would be committed (nft syntax); touch nothing
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub dry_run: bool,
     /// Name of the owned table [default: nftkit-<command>]
-    #[arg(long, global = true, env = "NFTKIT_TABLE", value_name = "NAME")]
+    #[arg(long, global = true,
+        help_heading = GLOBAL, env = "NFTKIT_TABLE", value_name = "NAME")]
     pub table: Option<String>,
     /// Log line format on stderr
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "NFTKIT_LOG_FORMAT",
         value_enum,
         default_value = "text"
     )]
     pub log_format: LogFormat,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true,
+        help_heading = GLOBAL, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only warnings and errors
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Replace or delete a same-named table even if it lacks nftkit's ownership comment
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub force: bool,
     /// Daemons: serve /metrics, /healthz and /readyz on PORT (127.0.0.1) or ADDRESS:PORT
-    #[arg(long, global = true, env = "NFTKIT_METRICS_ADDR", value_name = "ADDR")]
+    #[arg(long, global = true,
+        help_heading = GLOBAL, env = "NFTKIT_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -83,8 +92,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), generated from these definitions
-    Man,
+    /// Print the top-level man page (roff), or write one page per command into a directory
+    Man {
+        /// Write nftkit.1, nftkit-redirect.1, ... (every command and verify's targets) into
+        /// DIR (created if missing) and list the files, instead of printing nftkit.1
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// List what nftkit owns on this host
     Status {
         /// Machine-readable output

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod fast_yaml;
 pub mod jobs;
+pub mod man;
 pub mod metrics;
 pub mod model;
 pub mod netpol;

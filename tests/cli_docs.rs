@@ -221,3 +221,110 @@ fn daemons_share_persist_and_interval_forms() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `nftkit man --out DIR` writes one page per command (verify's targets included), each
+/// naming every long option of its command (the global ones too) and an ENVIRONMENT
+/// section with the variables the command reads.
+#[test]
+fn man_out_writes_a_page_per_command_with_all_its_flags() {
+    use clap::CommandFactory;
+    let dir = std::env::temp_dir().join(format!("nftkit-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = nftkit(&["man", "--out", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut root = nftkit::cli::Cli::command().disable_help_subcommand(true);
+    root.build();
+    let mut expected = Vec::new();
+    fn walk(cmd: &clap::Command, name: String, out: &mut Vec<(String, Vec<String>)>) {
+        let longs = cmd
+            .get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect();
+        out.push((format!("{name}.1"), longs));
+        for sub in cmd.get_subcommands() {
+            walk(sub, format!("{name}-{}", sub.get_name()), out);
+        }
+    }
+    walk(&root, "nftkit".into(), &mut expected);
+    for must in [
+        "nftkit.1",
+        "nftkit-redirect.1",
+        "nftkit-masquerade.1",
+        "nftkit-local-address.1",
+        "nftkit-dnat.1",
+        "nftkit-netpol.1",
+        "nftkit-verify.1",
+        "nftkit-verify-masquerade.1",
+        "nftkit-status.1",
+        "nftkit-delete.1",
+        "nftkit-detect.1",
+    ] {
+        assert!(
+            expected.iter().any(|(f, _)| f == must),
+            "{must} is not a command"
+        );
+    }
+    for (file, longs) in &expected {
+        let path = dir.join(file);
+        assert!(
+            listed.contains(&path.display().to_string()),
+            "{file} not listed"
+        );
+        let page = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            page.starts_with(".TH ") || page.contains("\n.TH "),
+            "{file}"
+        );
+        for long in longs {
+            let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
+            assert!(page.contains(&roff), "{file} lacks --{long}");
+        }
+        assert!(page.contains(".SH ENVIRONMENT"), "{file}");
+        assert!(
+            page.contains("NFTKIT_BACKEND") && page.contains("RUST_LOG"),
+            "{file}"
+        );
+    }
+    let redirect = std::fs::read_to_string(dir.join("nftkit-redirect.1")).unwrap();
+    for var in ["ACCEPT_UIDS", "PORT_MAPPING", "TO_DOMAIN", "ACCEPT_BLOCKS"] {
+        assert!(redirect.contains(var), "nftkit-redirect.1 lacks {var}");
+    }
+    let netpol = std::fs::read_to_string(dir.join("nftkit-netpol.1")).unwrap();
+    assert!(netpol.contains("NODE_NAME") && netpol.contains("KUBECONFIG"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A command's --help lists its own options first and the global ones under their own
+/// heading, as kubectl does.
+#[test]
+fn command_help_lists_global_options_under_their_own_heading() {
+    let out = nftkit(&["masquerade", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let (own, global) = help
+        .split_once("\nGlobal options:\n")
+        .unwrap_or_else(|| panic!("no Global options heading:\n{help}"));
+    for flag in ["--masq-chain", "--resync-interval", "--persist"] {
+        assert!(
+            own.contains(flag),
+            "{flag} not among masquerade's own options"
+        );
+        assert!(!global.contains(flag), "{flag} among the global options");
+    }
+    for flag in [
+        "--backend",
+        "--dry-run",
+        "--table",
+        "--metrics-addr",
+        "--quiet",
+    ] {
+        assert!(global.contains(flag), "{flag} not under Global options");
+        assert!(!own.contains(flag), "{flag} among masquerade's own options");
+    }
+}
