@@ -119,6 +119,23 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Report what on this host can defeat nftkit's rules: other tables' drop chains at
+    /// nftkit's hooks, iptables-legacy rules, firewalld, sysctls, conntrack usage
+    #[command(
+        long_about = "Report what on this host can defeat nftkit's rules, each finding with its consequence and what to do:\n\n\
+- other tables' base chains at the hooks nftkit uses, with their priority relative to nftkit's chains and their policy; one with policy drop or drop/reject rules interferes, because an accept in nftkit's table ends only nftkit's own chain\n\
+- iptables-legacy rules or DROP policies (they run next to nf_tables)\n\
+- firewalld's table\n\
+- net.ipv4.ip_forward (needed by masquerade, dnat and netpol), IPv6 forwarding, strict rp_filter\n\
+- conntrack table usage (nf_conntrack_count against nf_conntrack_max)\n\n\
+Reads the kernel over netlink and /proc (never runs nft); needs CAP_NET_ADMIN. Changes nothing.",
+        after_help = "Exit codes: 0 nothing found would interfere (notes may be printed), 1 something would (or the kernel could not be read), 2 invalid arguments."
+    )]
+    Doctor {
+        /// Machine-readable output: {interferes, jobs, findings: [{severity, kind, subject, consequence, action, jobs}], facts}
+        #[arg(long)]
+        json: bool,
+    },
     /// Print which backend `--backend auto` picks here, and the evidence
     Detect {
         /// Machine-readable output

@@ -8,6 +8,7 @@ pub mod addr;
 pub mod apply;
 pub mod backend;
 pub mod cli;
+pub mod doctor;
 pub mod error;
 pub mod fast_yaml;
 pub mod jobs;

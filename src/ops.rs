@@ -122,6 +122,7 @@ pub fn run(
         }
     }
     match &cli.command {
+        Command::Doctor { json } => crate::doctor::run(*json, out),
         Command::Detect { json } => {
             let (evidence, decision) = backend::detect::detect(true)?;
             let text = if *json {
@@ -338,7 +339,8 @@ fn job_command(c: &Command) -> Option<JobCommand> {
         | Command::Man { .. }
         | Command::Verify { .. }
         | Command::Delete { .. }
-        | Command::Detect { .. } => None,
+        | Command::Detect { .. }
+        | Command::Doctor { .. } => None,
     }
 }
 

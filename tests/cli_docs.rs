@@ -264,6 +264,7 @@ fn man_out_writes_a_page_per_command_with_all_its_flags() {
         "nftkit-status.1",
         "nftkit-delete.1",
         "nftkit-detect.1",
+        "nftkit-doctor.1",
     ] {
         assert!(
             expected.iter().any(|(f, _)| f == must),
