@@ -9,6 +9,10 @@ use crate::jobs::masquerade::MasqueradeArgs;
 use crate::jobs::netpol::NetpolArgs;
 use crate::jobs::redirect::RedirectArgs;
 
+/// The help heading of the options every command takes, listed apart from a command's
+/// own (as kubectl does).
+const GLOBAL: &str = "Global options";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "nftkit",
@@ -21,37 +25,42 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "NFTKIT_BACKEND",
         value_enum,
         default_value = "auto"
     )]
     pub backend: BackendChoice,
     /// Validate and print the ruleset that would be committed (nft syntax); touch nothing
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub dry_run: bool,
     /// Name of the owned table [default: nftkit-<command>]
-    #[arg(long, global = true, env = "NFTKIT_TABLE", value_name = "NAME")]
+    #[arg(long, global = true,
+        help_heading = GLOBAL, env = "NFTKIT_TABLE", value_name = "NAME")]
     pub table: Option<String>,
     /// Log line format on stderr
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "NFTKIT_LOG_FORMAT",
         value_enum,
         default_value = "text"
     )]
     pub log_format: LogFormat,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true,
+        help_heading = GLOBAL, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only warnings and errors
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Replace or delete a same-named table even if it lacks nftkit's ownership comment
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub force: bool,
     /// Daemons: serve /metrics, /healthz and /readyz on PORT (127.0.0.1) or ADDRESS:PORT
-    #[arg(long, global = true, env = "NFTKIT_METRICS_ADDR", value_name = "ADDR")]
+    #[arg(long, global = true,
+        help_heading = GLOBAL, env = "NFTKIT_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -83,8 +92,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), generated from these definitions
-    Man,
+    /// Print the top-level man page (roff), or write one page per command into a directory
+    Man {
+        /// Write nftkit.1, nftkit-redirect.1, ... (every command and verify's targets) into
+        /// DIR (created if missing) and list the files, instead of printing nftkit.1
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// List what nftkit owns on this host
     Status {
         /// Machine-readable output
@@ -104,6 +118,23 @@ pub enum Command {
         /// Remove every table nftkit owns
         #[arg(long)]
         all: bool,
+    },
+    /// Report what on this host can defeat nftkit's rules: other tables' drop chains at
+    /// nftkit's hooks, iptables-legacy rules, firewalld, sysctls, conntrack usage
+    #[command(
+        long_about = "Report what on this host can defeat nftkit's rules, each finding with its consequence and what to do:\n\n\
+- other tables' base chains at the hooks nftkit uses, with their priority relative to nftkit's chains and their policy; one with policy drop or drop/reject rules interferes, because an accept in nftkit's table ends only nftkit's own chain\n\
+- iptables-legacy rules or DROP policies (they run next to nf_tables)\n\
+- firewalld's table\n\
+- net.ipv4.ip_forward (needed by masquerade, dnat and netpol), IPv6 forwarding, strict rp_filter\n\
+- conntrack table usage (nf_conntrack_count against nf_conntrack_max)\n\n\
+Reads the kernel over netlink and /proc (never runs nft); needs CAP_NET_ADMIN. Changes nothing.",
+        after_help = "Exit codes: 0 nothing found would interfere (notes may be printed), 1 something would (or the kernel could not be read), 2 invalid arguments."
+    )]
+    Doctor {
+        /// Machine-readable output: {interferes, jobs, findings: [{severity, kind, subject, consequence, action, jobs}], facts}
+        #[arg(long)]
+        json: bool,
     },
     /// Print which backend `--backend auto` picks here, and the evidence
     Detect {
@@ -152,23 +183,61 @@ impl JobName {
 /// Subcommands that replace Go programs, whose manifests write flags Go's way.
 const GO_COMMANDS: [&str; 4] = ["masquerade", "local-address", "dnat", "netpol"];
 
-/// Go's flag package takes `-flag` and `-flag=value` as well as `--flag`: upstream
-/// manifests of the Go tools we replace write `-enable-ipv6`, `-v=2`. After a Go-derived
-/// subcommand, a single-dash token naming one of its long options (up to `=`) becomes
-/// the double-dash form; everything else (short flags such as `-v`, values, `--`) is
-/// left as it is.
-pub fn go_flag_forms(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+/// klog's flags (the Go tools we replace all log through klog or glog): boolean ones take
+/// `-flag` or `-flag=BOOL`, the others `-flag=VALUE` or `-flag VALUE`. nftkit logs to
+/// stderr and has its own verbosity, so they are accepted and dropped, except `v`.
+const KLOG_BOOLS: [&str; 6] = [
+    "logtostderr",
+    "alsologtostderr",
+    "add_dir_header",
+    "skip_headers",
+    "skip_log_headers",
+    "one_output",
+];
+const KLOG_VALUES: [&str; 7] = [
+    "v",
+    "log_dir",
+    "log_file",
+    "log_file_max_size",
+    "stderrthreshold",
+    "vmodule",
+    "log_backtrace_at",
+];
+
+/// The command line as clap should see it, from one that upstream manifests of the Go
+/// tools may have written (CONTRACT Packaging):
+///
+/// - klog/glog flags (`--v=2`, `-logtostderr`, `--log_dir=/x`, `-alsologtostderr=false`),
+///   before the subcommand for every command and after a Go-derived one, are dropped;
+///   `v` sets nftkit's verbosity the way klog's levels read: 0-3 info (the default), 4-5
+///   debug (`-v`), 6 and more trace (`-vv`). `-v` alone stays nftkit's own `-v`.
+/// - After a Go-derived subcommand, a single-dash token naming one of its long options
+///   (up to `=`) becomes the double-dash form (`-enable-ipv6`, `-sync-interval=30s`).
+///
+/// Nothing after `--` is rewritten. An invalid klog value (`--v=x`,
+/// `--logtostderr=maybe`) is an error naming the flag, as Go's flag package exits 2 for it.
+pub fn normalize_args(
+    args: Vec<std::ffi::OsString>,
+) -> std::result::Result<Vec<std::ffi::OsString>, String> {
     let root = <Cli as clap::CommandFactory>::command();
+    // None: before the job's subcommand; Some(names): after a Go-derived one (its long
+    // options and the global ones); Some(empty) after another command or after `--`.
     let mut longs: Option<Vec<String>> = None;
+    let mut klog = true;
     let mut out = Vec::with_capacity(args.len());
-    for (i, arg) in args.into_iter().enumerate() {
-        let text = arg.to_str().map(str::to_string);
-        match (&longs, text) {
-            (_, Some(t)) if t == "--" => {
-                out.push(arg);
-                longs = Some(Vec::new()); // nothing after `--` is rewritten
-            }
-            (None, Some(t)) if i > 0 && GO_COMMANDS.contains(&t.as_str()) => {
+    let mut args = args.into_iter().enumerate();
+    while let Some((i, arg)) = args.next() {
+        let Some(t) = arg.to_str().map(str::to_string) else {
+            out.push(arg);
+            continue;
+        };
+        if t == "--" {
+            out.push(arg);
+            out.extend(args.map(|(_, a)| a));
+            break;
+        }
+        if i > 0 && longs.is_none() && !t.starts_with('-') {
+            if GO_COMMANDS.contains(&t.as_str()) {
                 longs = root.find_subcommand(&t).map(|c| {
                     c.get_arguments()
                         .filter_map(|a| a.get_long().map(str::to_string))
@@ -179,9 +248,20 @@ pub fn go_flag_forms(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                         )
                         .collect()
                 });
-                out.push(arg);
+            } else if root.find_subcommand(&t).is_some() && t != "verify" {
+                // Not a Go tool: its arguments stay as written.
+                longs = Some(Vec::new());
+                klog = false;
             }
-            (Some(names), Some(t))
+            out.push(arg);
+            continue;
+        }
+        if klog && let Some(dropped) = klog_flag(&t, &mut args)? {
+            out.extend(dropped.into_iter().map(Into::into));
+            continue;
+        }
+        match &longs {
+            Some(names)
                 if t.starts_with('-')
                     && !t.starts_with("--")
                     && names.iter().any(|n| {
@@ -194,7 +274,52 @@ pub fn go_flag_forms(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
             _ => out.push(arg),
         }
     }
-    out
+    Ok(out)
+}
+
+/// If `t` is a klog flag, consume it (and its separate value from `rest`) and return what
+/// replaces it: nothing, or nftkit's `-v`/`-vv` for `v`.
+fn klog_flag(
+    t: &str,
+    rest: &mut impl Iterator<Item = (usize, std::ffi::OsString)>,
+) -> std::result::Result<Option<Vec<String>>, String> {
+    let Some(body) = t.strip_prefix("--").or_else(|| t.strip_prefix('-')) else {
+        return Ok(None);
+    };
+    let (name, value) = match body.split_once('=') {
+        Some((n, v)) => (n, Some(v.to_string())),
+        None => (body, None),
+    };
+    let bad = |v: &str, why: &str| format!("invalid klog flag {t:?}: value {v:?}, expected {why}");
+    if KLOG_BOOLS.contains(&name) {
+        if let Some(v) = &value {
+            crate::parse::go_bool(v).map_err(|_| bad(v, "true or false"))?;
+        }
+        return Ok(Some(Vec::new()));
+    }
+    // `-v` without a value is nftkit's own verbosity flag.
+    if !KLOG_VALUES.contains(&name) || (name == "v" && value.is_none() && !t.starts_with("--")) {
+        return Ok(None);
+    }
+    let value = match value {
+        Some(v) => v,
+        None => match rest.next().map(|(_, a)| a.into_string()) {
+            Some(Ok(v)) => v,
+            _ => return Err(format!("klog flag {t} needs a value")),
+        },
+    };
+    if name != "v" {
+        return Ok(Some(Vec::new()));
+    }
+    let level: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| bad(&value, "a verbosity level such as 2"))?;
+    Ok(Some(match level {
+        0..=3 => Vec::new(),
+        4 | 5 => vec!["-v".into()],
+        _ => vec!["-vv".into()],
+    }))
 }
 
 #[cfg(test)]
@@ -202,7 +327,8 @@ mod tests {
     use super::*;
 
     fn forms(args: &[&str]) -> Vec<String> {
-        go_flag_forms(args.iter().map(Into::into).collect())
+        normalize_args(args.iter().map(Into::into).collect())
+            .unwrap()
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
@@ -223,7 +349,6 @@ mod tests {
                 "nftkit",
                 "masquerade",
                 "--enable-ipv6",
-                "--v=2",
                 "--masq-chain=X",
                 "-v"
             ]
@@ -275,5 +400,90 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn klog_flags_are_dropped_before_the_command_and_after_go_commands() {
+        for (argv, want) in [
+            (
+                &["nftkit", "--v=2", "masquerade"][..],
+                &["nftkit", "masquerade"][..],
+            ),
+            (
+                &["nftkit", "-v=4", "masquerade"],
+                &["nftkit", "-v", "masquerade"],
+            ),
+            (
+                &["nftkit", "--v", "7", "redirect"],
+                &["nftkit", "-vv", "redirect"],
+            ),
+            (
+                &[
+                    "nftkit",
+                    "-logtostderr",
+                    "--alsologtostderr=false",
+                    "-log_dir=/x",
+                    "--log_file",
+                    "/y",
+                    "netpol",
+                ],
+                &["nftkit", "netpol"],
+            ),
+            (
+                &[
+                    "nftkit",
+                    "netpol",
+                    "--logtostderr=1",
+                    "--v=4",
+                    "--from-file",
+                    "f",
+                ],
+                &["nftkit", "netpol", "-v", "--from-file", "f"],
+            ),
+            (
+                &[
+                    "nftkit",
+                    "verify",
+                    "local-address",
+                    "-v=2",
+                    "-stderrthreshold=INFO",
+                ],
+                &["nftkit", "verify", "local-address"],
+            ),
+            // nftkit's own -v; redirect (a shell script upstream) keeps its arguments;
+            // nothing after `--`.
+            (
+                &["nftkit", "-v", "-q", "dnat"],
+                &["nftkit", "-v", "-q", "dnat"],
+            ),
+            (
+                &["nftkit", "redirect", "--v=2"],
+                &["nftkit", "redirect", "--v=2"],
+            ),
+            (
+                &["nftkit", "masquerade", "--", "--v=2"],
+                &["nftkit", "masquerade", "--", "--v=2"],
+            ),
+        ] {
+            assert_eq!(forms(argv), want, "{argv:?}");
+        }
+        for bad in [
+            &["nftkit", "--v=x", "masquerade"][..],
+            &["nftkit", "masquerade", "-logtostderr=maybe"],
+            &["nftkit", "masquerade", "--log_dir"],
+        ] {
+            let e = normalize_args(bad.iter().map(Into::into).collect()).unwrap_err();
+            assert!(e.contains("klog flag"), "{bad:?}: {e}");
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(forms(&[
+            "nftkit",
+            "--v=4",
+            "--logtostderr",
+            "masquerade",
+            "-v=2",
+            "-resync-interval=5",
+        ]))
+        .unwrap();
+        assert_eq!(cli.verbose, 1);
     }
 }

@@ -47,7 +47,14 @@ fn one_line_usage_error(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(nftkit::cli::go_flag_forms(std::env::args_os().collect())) {
+    let argv = match nftkit::cli::normalize_args(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("nftkit: {e} (see nftkit --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

@@ -122,6 +122,7 @@ pub fn run(
         }
     }
     match &cli.command {
+        Command::Doctor { json } => crate::doctor::run(*json, out),
         Command::Detect { json } => {
             let (evidence, decision) = backend::detect::detect(true)?;
             let text = if *json {
@@ -271,13 +272,16 @@ pub fn run(
             out.write_all(&buf)
                 .map_err(|e| Error::runtime(format!("stdout: {e}")))
         }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut buf)
-                .map_err(|e| Error::runtime(format!("man page: {e}")))?;
-            out.write_all(&buf)
-                .map_err(|e| Error::runtime(format!("stdout: {e}")))
+        Command::Man { out: None } => {
+            let page =
+                crate::man::top_page().map_err(|e| Error::runtime(format!("man page: {e}")))?;
+            w(out, &page)
+        }
+        Command::Man { out: Some(dir) } => {
+            let files = crate::man::write_pages(dir)
+                .map_err(|e| Error::runtime(format!("man pages in {}: {e}", dir.display())))?;
+            let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+            w(out, &list)
         }
         Command::Status { json } => {
             let mut b = backend_for()?;
@@ -332,10 +336,11 @@ fn job_command(c: &Command) -> Option<JobCommand> {
         Command::Netpol(a) => Some(JobCommand::Netpol(a.clone())),
         Command::Status { .. }
         | Command::Completions { .. }
-        | Command::Man
+        | Command::Man { .. }
         | Command::Verify { .. }
         | Command::Delete { .. }
-        | Command::Detect { .. } => None,
+        | Command::Detect { .. }
+        | Command::Doctor { .. } => None,
     }
 }
 

@@ -102,7 +102,11 @@ pub fn ipv6(what: &str, raw: &str) -> Result<Ipv6Addr> {
 const MAX_DURATION_SECS: f64 = 1e9;
 
 pub fn go_duration(what: &str, raw: &str) -> Result<std::time::Duration> {
-    let bad = || Error::invalid(what, raw, "expected a duration such as 30s, 1m or 1m30s");
+    duration_or(what, raw, "expected a duration such as 30s, 1m or 1m30s")
+}
+
+fn duration_or(what: &str, raw: &str, expected: &str) -> Result<std::time::Duration> {
+    let bad = || Error::invalid(what, raw, expected);
     let mut rest = raw.trim();
     if rest.is_empty() {
         return Err(bad());
@@ -330,6 +334,31 @@ pub fn check_yaml_size(text: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A reconcile interval as every daemon takes it: whole seconds (`60`, as
+/// ip-masq-agent's `--resync-interval` is written) or a Go duration (`1m`, `90s`, as
+/// apiserver-proxy's `--sync-interval` is), positive and at most 1e9 s.
+pub fn interval(what: &str, raw: &str) -> Result<std::time::Duration> {
+    let t = raw.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return match t.parse::<u64>() {
+            Ok(0) => Err(Error::invalid(what, raw, "interval must be positive")),
+            Ok(secs) if (secs as f64) < MAX_DURATION_SECS => {
+                Ok(std::time::Duration::from_secs(secs))
+            }
+            _ => Err(Error::invalid(
+                what,
+                raw,
+                "interval too large: at most 277777h (about 31 years)",
+            )),
+        };
+    }
+    duration_or(
+        what,
+        raw,
+        "expected whole seconds (60) or a duration such as 30s, 1m or 1m30s",
+    )
+}
+
 /// Go's `strconv.ParseBool`, which pflag uses for `--flag=value`.
 pub fn go_bool(s: &str) -> std::result::Result<bool, String> {
     match s {
@@ -459,6 +488,38 @@ mod tests {
                     .contains("--sync-interval"),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn intervals_take_whole_seconds_and_go_durations() {
+        use std::time::Duration;
+        for (raw, secs) in [
+            ("60", 60.0),
+            (" 5 ", 5.0),
+            ("1m", 60.0),
+            ("1m30s", 90.0),
+            ("500ms", 0.5),
+        ] {
+            assert_eq!(
+                interval("--resync-interval", raw).unwrap(),
+                Duration::from_secs_f64(secs),
+                "{raw}"
+            );
+        }
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "-1",
+            "-1s",
+            "1x",
+            "1 minute",
+            "99999999999999999999",
+            "2000000000",
+        ] {
+            let e = interval("--resync-interval", bad).unwrap_err().to_string();
+            assert!(e.contains("--resync-interval"), "{bad}: {e}");
         }
     }
 

@@ -121,6 +121,25 @@ impl Comparison {
     }
 }
 
+/// A base chain of any table at an IP hook, as `nftkit doctor` weighs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    /// `ip`, `ip6` or `inet`.
+    pub family: &'static str,
+    pub table: String,
+    /// The table's comment (`managed by nftkit <command>` for ours).
+    pub table_comment: Option<String>,
+    pub chain: String,
+    pub hook: crate::model::Hook,
+    /// `filter`, `nat` or `route`.
+    pub chain_type: &'static str,
+    pub priority: i32,
+    pub policy_drop: bool,
+    pub rules: usize,
+    /// Rules whose verdict is drop or reject.
+    pub drop_rules: usize,
+}
+
 /// A base chain of another table that drops at a hook we accept at.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ForeignDrop {

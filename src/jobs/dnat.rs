@@ -268,7 +268,7 @@ pub fn parse(args: &DnatArgs, db_root: &Path) -> Result<DnatConfig> {
         accept_gids,
         daemon: args.run.daemon,
         cleanup: args.run.cleanup,
-        interval: parse::go_duration("--sync-interval", &args.run.sync_interval)?,
+        interval: parse::interval("--sync-interval", &args.run.sync_interval)?,
         persist: args.run.persist,
     })
 }
@@ -675,7 +675,7 @@ mod tests {
             let e = cfg(&["--map", "1.2.3.4:1=5.6.7.8:2", "--hooks", hooks]).unwrap_err();
             assert!(e.to_string().contains("--hooks"), "{e}");
         }
-        let e = cfg(&["--map", "1.2.3.4:1=5.6.7.8:2", "--sync-interval", "5"]).unwrap_err();
+        let e = cfg(&["--map", "1.2.3.4:1=5.6.7.8:2", "--sync-interval", "0"]).unwrap_err();
         assert!(e.to_string().contains("--sync-interval"), "{e}");
     }
 }

@@ -145,7 +145,7 @@ pub fn parse(args: &LocalAddressArgs) -> Result<LocalAddressConfig> {
         rules: args.setup_iptables,
         daemon: args.run.daemon,
         cleanup: args.run.cleanup,
-        interval: parse::go_duration("--sync-interval", &args.run.sync_interval)?,
+        interval: parse::interval("--sync-interval", &args.run.sync_interval)?,
         persist: args.run.persist,
     })
 }
@@ -653,7 +653,7 @@ mod tests {
                 "--port",
             ),
             (
-                &["--ip-address", "10.96.0.2", "--sync-interval", "10"][..],
+                &["--ip-address", "10.96.0.2", "--sync-interval", "10 s"][..],
                 "--sync-interval",
             ),
             (

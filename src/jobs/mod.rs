@@ -34,8 +34,8 @@ pub struct GoDaemonArgs {
         value_parser = go_bool
     )]
     pub cleanup: bool,
-    /// How often to compare the kernel (table, address) with the desired state (Go
-    /// duration: 30s, 1m, 1m30s)
+    /// How often to compare the kernel (table, address) with the desired state: a Go
+    /// duration (30s, 1m, 1m30s) or whole seconds
     #[arg(long, value_name = "DURATION", default_value = "1m")]
     pub sync_interval: String,
     /// Keep the table when the daemon dies (SIGKILL, OOM, restart), as upstream's iptables

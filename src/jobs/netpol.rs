@@ -29,7 +29,6 @@ use crate::netpol::build::{NetpolConfig, build_with_summary};
 use crate::netpol::live::{self, KubeSource, LiveConfig};
 use crate::netpol::manifest::{self, Cluster};
 use crate::parse::go_bool;
-use crate::parse::go_duration;
 use crate::runner;
 
 pub use crate::netpol::build::COMMAND;
@@ -94,12 +93,7 @@ pub fn is_live(args: &NetpolArgs) -> bool {
 }
 
 fn duration(option: &str, raw: Option<&str>, default: &str) -> Result<Duration> {
-    let raw = raw.unwrap_or(default);
-    match raw.trim().parse::<u64>() {
-        Ok(0) => Err(Error::invalid(option, raw, "duration must be positive")),
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => go_duration(option, raw),
-    }
+    crate::parse::interval(option, raw.unwrap_or(default))
 }
 
 /// Validate flags and environment; read the manifest file, or the kubeconfig. Every

@@ -331,7 +331,7 @@ fn invalid_maps_change_nothing() {
                 "--map",
                 "169.254.169.254:80=198.51.100.5:8080",
                 "--sync-interval",
-                "1",
+                "0",
             ][..],
             "--sync-interval",
         ),

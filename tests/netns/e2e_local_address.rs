@@ -358,7 +358,7 @@ fn invalid_input_and_missing_interface_change_nothing() {
         (&["--ip-address", IP4, "--port", "0"][..], "--port"),
         (&["--ip-address", IP4, "--port", "65536"][..], "--port"),
         (
-            &["--ip-address", IP4, "--sync-interval", "60"][..],
+            &["--ip-address", IP4, "--sync-interval", "0"][..],
             "--sync-interval",
         ),
         (

@@ -110,8 +110,8 @@ fn masquerade_invalid_input_is_exit_2_with_one_line() {
         ),
         (&["--resync-interval", "0"], &["--resync-interval", "\"0\""]),
         (
-            &["--resync-interval", "1m"],
-            &["--resync-interval", "\"1m\""],
+            &["--resync-interval", "1 minute"],
+            &["--resync-interval", "\"1 minute\""],
         ),
         (&["--masq-chain", "a b"], &["--masq-chain", "\"a b\""]),
         (&["--enable-ipv6=maybe"], &["--enable-ipv6", "maybe"]),

@@ -74,6 +74,81 @@ impl NetlinkBackend {
         Ok(b)
     }
 
+    /// Every base chain of families ip, ip6 and inet at the five IP hooks, with its table's
+    /// comment, priority, policy and number of drop/reject rules. Read-only.
+    pub fn base_chains(&mut self) -> Result<Vec<super::BaseChain>> {
+        let hooks = [
+            model::Hook::Prerouting,
+            model::Hook::Input,
+            model::Hook::Forward,
+            model::Hook::Output,
+            model::Hook::Postrouting,
+        ];
+        let tables = self
+            .rt
+            .block_on(self.conn.list_tables())
+            .map_err(|e| kernel_error("list tables", &e))?;
+        let chains = self
+            .rt
+            .block_on(self.conn.list_chains())
+            .map_err(|e| kernel_error("list chains", &e))?;
+        let mut rules_of: BTreeMap<(u8, String), Vec<nft::RuleInfo>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for c in &chains {
+            let Some(hook) = c.hook.and_then(|h| hooks.get(h as usize).copied()) else {
+                continue;
+            };
+            let family = match c.family {
+                Family::Ip => "ip",
+                Family::Ip6 => "ip6",
+                Family::Inet => "inet",
+                _ => continue,
+            };
+            let key = (c.family as u8, c.table.clone());
+            if !rules_of.contains_key(&key) {
+                let rules = self
+                    .rt
+                    .block_on(self.conn.list_rules(&c.table, c.family))
+                    .map_err(|e| kernel_error(&format!("list rules of table {}", c.table), &e))?;
+                rules_of.insert(key.clone(), rules);
+            }
+            let drop_rules = rules_of[&key]
+                .iter()
+                .filter(|r| r.chain == c.name)
+                .filter(|r| {
+                    r.expressions().iter().any(|e| match e {
+                        nft::RuleExpr::Verdict(Verdict::Drop) | nft::RuleExpr::Reject { .. } => {
+                            true
+                        }
+                        // iptables-nft's `-j REJECT` is an xtables target.
+                        nft::RuleExpr::Unknown { name, data, .. } => {
+                            name == "target" && data.windows(6).any(|w| w == b"REJECT")
+                        }
+                        _ => false,
+                    })
+                })
+                .count();
+            let rules = rules_of[&key].iter().filter(|r| r.chain == c.name).count();
+            out.push(super::BaseChain {
+                family,
+                table: c.table.clone(),
+                table_comment: tables
+                    .iter()
+                    .find(|t| t.family == c.family && t.name == c.table)
+                    .and_then(|t| t.comment.clone()),
+                chain: c.name.clone(),
+                hook,
+                chain_type: c.chain_type.map(|t| t.as_str()).unwrap_or("filter"),
+                priority: c.priority.unwrap_or(0),
+                // NF_DROP is 0.
+                policy_drop: c.policy == Some(0),
+                rules,
+                drop_rules,
+            });
+        }
+        Ok(out)
+    }
+
     fn table_info(&self, table: &str) -> Result<Option<nft::Table>> {
         let tables = self
             .rt
@@ -221,66 +296,19 @@ impl Backend for NetlinkBackend {
         own_table: &str,
         hook: model::Hook,
     ) -> Result<Vec<super::ForeignDrop>> {
-        let want = match hook {
-            model::Hook::Prerouting => 0,
-            model::Hook::Input => 1,
-            model::Hook::Forward => 2,
-            model::Hook::Output => 3,
-            model::Hook::Postrouting => 4,
-        };
-        let chains = self
-            .rt
-            .block_on(self.conn.list_chains())
-            .map_err(|e| kernel_error("list chains", &e))?;
-        let mut rules_of: BTreeMap<(u8, String), Vec<nft::RuleInfo>> = BTreeMap::new();
-        let mut out = Vec::new();
-        for c in chains.iter().filter(|c| c.hook == Some(want)) {
-            let family = match c.family {
-                Family::Ip => "ip",
-                Family::Ip6 => "ip6",
-                Family::Inet => "inet",
-                _ => continue,
-            };
-            if c.family == Family::Inet && c.table == own_table {
-                continue;
-            }
-            let key = (c.family as u8, c.table.clone());
-            if !rules_of.contains_key(&key) {
-                let rules = self
-                    .rt
-                    .block_on(self.conn.list_rules(&c.table, c.family))
-                    .map_err(|e| kernel_error(&format!("list rules of table {}", c.table), &e))?;
-                rules_of.insert(key.clone(), rules);
-            }
-            let drop_rules = rules_of[&key]
-                .iter()
-                .filter(|r| r.chain == c.name)
-                .filter(|r| {
-                    r.expressions().iter().any(|e| match e {
-                        nft::RuleExpr::Verdict(Verdict::Drop) | nft::RuleExpr::Reject { .. } => {
-                            true
-                        }
-                        // iptables-nft's `-j REJECT` is an xtables target.
-                        nft::RuleExpr::Unknown { name, data, .. } => {
-                            name == "target" && data.windows(6).any(|w| w == b"REJECT")
-                        }
-                        _ => false,
-                    })
-                })
-                .count();
-            // NF_DROP is 0.
-            let policy_drop = c.policy == Some(0);
-            if policy_drop || drop_rules > 0 {
-                out.push(super::ForeignDrop {
-                    family,
-                    table: c.table.clone(),
-                    chain: c.name.clone(),
-                    policy_drop,
-                    drop_rules,
-                });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .base_chains()?
+            .into_iter()
+            .filter(|c| c.hook == hook && !(c.family == "inet" && c.table == own_table))
+            .filter(|c| c.policy_drop || c.drop_rules > 0)
+            .map(|c| super::ForeignDrop {
+                family: c.family,
+                table: c.table,
+                chain: c.chain,
+                policy_drop: c.policy_drop,
+                drop_rules: c.drop_rules,
+            })
+            .collect())
     }
 
     fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {

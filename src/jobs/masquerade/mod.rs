@@ -102,7 +102,8 @@ pub struct MasqueradeArgs {
           default_value = "false", default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub enable_ipv6: bool,
-    /// Seconds between config re-reads and kernel checks (integer >= 1)
+    /// Time between config re-reads and kernel checks: whole seconds, as upstream, or a Go
+    /// duration (90s, 2m)
     #[arg(long, value_name = "SECONDS", default_value = "60")]
     pub resync_interval: String,
     /// Directory with the ip-masq* config files (a ConfigMap volume)
@@ -122,13 +123,6 @@ pub struct MasqueradeArgs {
           default_value = "true", default_missing_value = "true",
           value_parser = crate::parse::go_bool)]
     pub persist: bool,
-    /// klog verbosity of upstream manifests (`--v=2`); accepted and ignored, use -v
-    #[arg(long = "v", value_name = "LEVEL", hide = true)]
-    pub klog_v: Option<String>,
-    /// klog flag of upstream manifests; accepted and ignored (nftkit logs to stderr)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, hide = true,
-          default_missing_value = "true")]
-    pub logtostderr: Option<String>,
 }
 
 impl Default for MasqueradeArgs {
@@ -142,8 +136,6 @@ impl Default for MasqueradeArgs {
             once: false,
             random_fully: false,
             persist: true,
-            klog_v: None,
-            logtostderr: None,
         }
     }
 }
@@ -225,17 +217,7 @@ pub fn settings(args: &MasqueradeArgs) -> Result<Settings> {
             format!("{BASE_CHAIN} is the base chain's own name; choose another"),
         ));
     }
-    let secs = args.resync_interval.trim();
-    let interval = match secs.parse::<u64>() {
-        Ok(s) if (1..=i32::MAX as u64).contains(&s) => Duration::from_secs(s),
-        _ => {
-            return Err(Error::invalid(
-                "--resync-interval",
-                &args.resync_interval,
-                "expected a whole number of seconds, at least 1 (e.g. 60)",
-            ));
-        }
-    };
+    let interval = crate::parse::interval("--resync-interval", &args.resync_interval)?;
     Ok(Settings {
         masq_chain: chain.to_string(),
         all_reserved: args.nomasq_all_reserved_ranges,
@@ -473,7 +455,7 @@ mod tests {
             ),
             (
                 MasqueradeArgs {
-                    resync_interval: "60s".into(),
+                    resync_interval: "60 s".into(),
                     ..Default::default()
                 },
                 "--resync-interval",
