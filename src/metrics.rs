@@ -15,7 +15,10 @@
 //!
 //! A plain std listener (a few requests a minute need no HTTP stack) that no client can
 //! block or bloat: each connection gets its own thread, at most [`MAX_CONNECTIONS`] at
-//! once (one more closes the oldest, so a probe is never queued behind idle clients); a
+//! once. Beyond that, a newcomer that has sent its request (a probe does at once) closes
+//! the oldest connection, so a probe is never queued behind idle clients; one that has
+//! sent nothing within [`NEWCOMER_WAIT`] is closed at once, so idle clients reconnecting
+//! in a loop cannot push each other, and a probe, out at machine speed; a
 //! request head must fit in [`HEAD_LIMIT`] bytes (else 431 and close) and arrive within
 //! [`REQUEST_DEADLINE`] of the accept, however slowly it trickles (else 408 and close).
 
@@ -35,9 +38,12 @@ pub const HEAD_LIMIT: usize = 8 * 1024;
 /// The whole request head must arrive within this of the accept (not per read), and the
 /// response is written within it too (at least [`WRITE_GRACE`]).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
-/// Connections served at once. One more closes the oldest (most likely an idle or slow
-/// client) rather than waiting behind it.
+/// Connections served at once. One more that has sent its request closes the oldest
+/// (most likely an idle or slow client) rather than waiting behind it.
 pub const MAX_CONNECTIONS: usize = 32;
+/// How long a newcomer beyond [`MAX_CONNECTIONS`] may take to send its first bytes
+/// before it is closed (a probe writes its request right after connecting).
+pub const NEWCOMER_WAIT: Duration = Duration::from_millis(10);
 /// Serving threads, including those of connections closed but not yet finished (an
 /// evicted client's thread is ending): at this many, new connections are closed at once.
 const MAX_THREADS: usize = 2 * MAX_CONNECTIONS;
@@ -237,6 +243,10 @@ fn accept_loop(listener: TcpListener, state: Shared) {
         if threads.len() >= MAX_THREADS {
             continue; // dropped: closed at once
         }
+        let full = open.lock().map_or(true, |o| o.len() >= MAX_CONNECTIONS);
+        if full && !sent_something(&stream) {
+            continue; // an idle newcomer never displaces anyone: closed at once
+        }
         next_id += 1;
         if let Ok(mut open) = open.lock() {
             if open.len() >= MAX_CONNECTIONS
@@ -265,6 +275,15 @@ fn accept_loop(listener: TcpListener, state: Shared) {
             Err(e) => tracing::debug!(error = %e, "metrics connection thread"),
         }
     }
+}
+
+/// Whether the client has sent at least one byte within [`NEWCOMER_WAIT`] (nothing is
+/// consumed: the request is read as usual afterwards).
+fn sent_something(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    let sent = stream.set_read_timeout(Some(NEWCOMER_WAIT)).is_ok()
+        && matches!(stream.peek(&mut byte), Ok(n) if n > 0);
+    sent && stream.set_read_timeout(None).is_ok()
 }
 
 /// Whether `head` holds a whole request head (up to its blank line), looking only at
@@ -710,9 +729,20 @@ mod tests {
     }
 
     #[test]
-    fn connections_beyond_the_cap_close_the_oldest_so_probes_still_answer() {
+    fn beyond_the_cap_idle_newcomers_are_closed_and_a_probe_closes_the_oldest() {
         let addr = server();
         let mut idle: Vec<TcpStream> = (0..MAX_CONNECTIONS + 8).map(|_| connect(addr)).collect();
+        // The 8 beyond the cap sent nothing: closed at once, nobody displaced.
+        let last = idle.len() - 1;
+        assert!(
+            closed_within(&mut idle[last], Duration::from_millis(500)),
+            "an idle newcomer beyond the cap stays open"
+        );
+        assert!(
+            !closed_within(&mut idle[0], Duration::from_millis(100)),
+            "an idle newcomer displaced the oldest"
+        );
+        // A probe sends its request at once: it closes the oldest and is answered.
         let (status, took) = get(addr, "/healthz");
         assert!(
             status.contains("200") && took < Duration::from_secs(1),
@@ -722,10 +752,9 @@ mod tests {
             closed_within(&mut idle[0], Duration::from_millis(500)),
             "the oldest stays open"
         );
-        let last = idle.len() - 1;
         assert!(
-            !closed_within(&mut idle[last], Duration::from_millis(100)),
-            "the newest was closed"
+            !closed_within(&mut idle[MAX_CONNECTIONS - 1], Duration::from_millis(100)),
+            "the newest within the cap was closed"
         );
     }
 }

@@ -461,7 +461,7 @@ pub fn run(
     backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
 ) -> Result<()> {
     let cfg = parse(args, Path::new("/"))?;
-    let rs = build(&cfg, &table);
+    let rs = build(&cfg, table);
     let shown: Vec<String> = cfg
         .maps
         .iter()
@@ -512,7 +512,7 @@ pub fn run(
     )
     .map(|_| ());
     if cfg.cleanup {
-        let cleaned = match b.delete(&table) {
+        let cleaned = match b.delete(table) {
             Ok(true) => {
                 tracing::info!(table = %table, "table removed");
                 Ok(())

@@ -376,7 +376,7 @@ pub fn run(
     backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
 ) -> Result<()> {
     let cfg = parse(args)?;
-    let rs = build(&cfg, &table);
+    let rs = build(&cfg, table);
     tracing::info!(
         address = %cfg.ip,
         interface = %cfg.interface,
@@ -425,7 +425,7 @@ pub fn run(
         address_only_loop(&mut job, &stop)
     };
     if cfg.cleanup {
-        let cleaned = cleanup(&cfg, &table, &job.addrs, job.added, backend.as_mut());
+        let cleaned = cleanup(&cfg, table, &job.addrs, job.added, backend.as_mut());
         result.and(cleaned)
     } else {
         result
@@ -525,7 +525,7 @@ pub fn verify(
         ));
     }
     if cfg.rules {
-        let rs = build(&cfg, &table);
+        let rs = build(&cfg, table);
         let mut b = backend_for()?;
         diff.extend(crate::apply::drift(b.as_mut(), &rs)?);
     }
