@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// `v` without nulls and empty objects, for comparing a round trip.
-fn prune(v: &Value) -> Option<Value> {
+pub(crate) fn prune(v: &Value) -> Option<Value> {
     match v {
         Value::Null => None,
         Value::Object(m) => {
@@ -31,7 +31,10 @@ fn prune(v: &Value) -> Option<Value> {
     }
 }
 
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, file: &str) -> T {
+pub(crate) fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    doc: &Value,
+    file: &str,
+) -> T {
     let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
     let back = serde_json::to_value(&typed).unwrap();
     assert_eq!(

@@ -38,30 +38,9 @@ fn fenced_blocks(text: &str) -> Vec<(String, String)> {
     blocks
 }
 
-/// `v` without nulls and empty objects, for comparing a round trip.
-fn prune(v: &Value) -> Option<Value> {
-    match v {
-        Value::Null => None,
-        Value::Object(m) => {
-            let m: serde_json::Map<_, _> = m
-                .iter()
-                .filter_map(|(k, v)| prune(v).map(|v| (k.clone(), v)))
-                .collect();
-            (!m.is_empty()).then_some(Value::Object(m))
-        }
-        Value::Array(a) => Some(Value::Array(a.iter().filter_map(prune).collect())),
-        other => Some(other.clone()),
-    }
-}
-
+/// Typed as Kubernetes objects with no unknown field (the deploy/ manifests' check).
 fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, what: &str) -> T {
-    let t: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert_eq!(
-        prune(&serde_json::to_value(&t).unwrap()),
-        prune(doc),
-        "{what}: a field is unknown to the Kubernetes types (typo?)"
-    );
-    t
+    crate::deploy_manifests::round_trip(doc, what)
 }
 
 /// Split a command line the way a shell would for the simple lines the guide has:
