@@ -24,8 +24,8 @@
 #   scripts/bench.sh [--quick] [--runs N] [--only "1 2 ..."] [--static] [--reference]
 #
 # --quick: 3 runs, fewer sizes (under 3 minutes); default 7 runs (under 15 minutes).
-# --static: measure the static binary the container image ships (built as
-# scripts/build-image.sh does; about 4 minutes the first time) instead of the dynamic
+# --static: measure the static binary the container image ships (x86_64 musl, built as
+# scripts/build-image.sh does; about 10 minutes the first time) instead of the dynamic
 # release build; it starts ~0.5 ms faster. NFTKIT=path measures that binary.
 # Prints a table of medians (min/max) with ratios and the issue's targets; writes JSON to
 # bench/results/bench-<UTC time>.json (--reference: bench/results/reference-<date>.json).
@@ -59,9 +59,10 @@ for t in nft iptables-legacy-restore iptables-nft-restore ip6tables-legacy-resto
 done
 NFTKIT=${NFTKIT:-}
 if [ -z "$NFTKIT" ] && [ "$STATIC" = 1 ]; then
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet \
-        --target x86_64-unknown-linux-gnu --bin nftkit
-    NFTKIT=target/x86_64-unknown-linux-gnu/release/nftkit
+    rustup target add x86_64-unknown-linux-musl >/dev/null
+    CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --quiet \
+        --target x86_64-unknown-linux-musl --bin nftkit
+    NFTKIT=target/x86_64-unknown-linux-musl/release/nftkit
 elif [ -z "$NFTKIT" ]; then
     cargo build --release --quiet --bin nftkit
     NFTKIT=target/release/nftkit
@@ -369,7 +370,7 @@ w6() {
     log "6: footprint (startup $STARTUP_RUNS runs, RSS at $n CIDRs $RSS_RUNS runs)"
     # The static image binary (scripts/build-image.sh), only if built from the current sources.
     local static
-    static=target/x86_64-unknown-linux-gnu/release/nftkit
+    static=target/x86_64-unknown-linux-musl/release/nftkit
     if [ -f "$static" ] && [ -z "$(find src nft-compat/src Cargo.lock -newer "$static" -print -quit)" ]; then
         sample 6-footprint "binary (static: ${static#target/})" - bytes "$(stat -c %s "$static")"
     else

@@ -9,8 +9,10 @@
 # root); a filter matches module paths, so `e2e_redirect::` selects the tests of
 # tests/netns/e2e_redirect.rs.
 #
-# Missing tools (nft, iptables, ip, socat, conntrack, setpriv, jq) are
-# installed with apt-get when running as root on Debian/Ubuntu.
+# Missing tools (nft, iptables, ip, socat, conntrack, setpriv, jq, musl-gcc,
+# qemu-aarch64-static) are installed with apt-get when running as root on Debian/Ubuntu;
+# the image's static binaries (tests/netns/static_binary.rs, tests/netns/cross_aarch64.rs) also need
+# the two musl rustup targets, zig (PyPI ziglang) and cargo-zigbuild, installed below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,9 +32,11 @@ declare -A pkg_for=(
     [jq]=jq
     [sysctl]=procps
     [unshare]=util-linux
+    [musl-gcc]=musl-tools
+    [qemu-aarch64-static]=qemu-user-static
 )
 missing=()
-for cmd in nft iptables ip socat conntrack setpriv jq sysctl unshare; do
+for cmd in nft iptables ip socat conntrack setpriv jq sysctl unshare musl-gcc qemu-aarch64-static; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         missing+=("${pkg_for[$cmd]}")
     fi
@@ -49,6 +53,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
         echo "warning: missing packages (${missing[*]}) and cannot install them (need root and apt-get)" >&2
     fi
 fi
+
+# The static binaries' toolchains: musl targets (x86_64: C by musl-gcc; aarch64: zig as
+# C compiler and linker, through cargo-zigbuild), as scripts/build-image.sh uses them.
+rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+python3 -c 'import ziglang' 2>/dev/null || command -v zig >/dev/null 2>&1 ||
+    python3 -m pip install --quiet ziglang
+command -v cargo-zigbuild >/dev/null 2>&1 || cargo install --locked cargo-zigbuild
 
 cargo build --workspace --all-targets
 # --include-ignored: nothing is skipped here (CI runs as root).

@@ -7,6 +7,7 @@
 mod common;
 mod netpol_api;
 
+mod cross_aarch64;
 mod doctor;
 mod e2e_backends;
 mod e2e_dnat;

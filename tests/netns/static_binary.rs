@@ -2,8 +2,11 @@
 //! run there with chroot — `--version`, `--dry-run redirect`, name resolution from the
 //! chroot's /etc/hosts, and a real apply inside a network namespace.
 //!
-//! Builds it (glibc, crt-static; the toolchain here has no musl target) into target/static
-//! unless NFTKIT_STATIC_BIN names one already built.
+//! Builds it as the image's amd64 binary is built (x86_64 musl, ring's C compiled by
+//! musl-gcc; see scripts/build-image.sh), with the quicker `static-test` profile, into
+//! target/static, unless NFTKIT_STATIC_BIN names one already built (e.g.
+//! dist/bin/linux-amd64/nftkit, or the glibc crt-static fallback). Needs the
+//! x86_64-unknown-linux-musl rustup target and musl-tools: scripts/test.sh installs them.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,7 +21,7 @@ fn static_binary() -> PathBuf {
     let target_dir = root.join("target/static");
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
         .env("CARGO_TARGET_DIR", &target_dir)
         .args([
             "build",
@@ -26,14 +29,18 @@ fn static_binary() -> PathBuf {
             "--profile",
             "static-test",
             "--target",
-            "x86_64-unknown-linux-gnu",
+            "x86_64-unknown-linux-musl",
             "--bin",
             "nftkit",
         ])
         .status()
         .expect("run cargo");
-    assert!(st.success(), "static build failed");
-    target_dir.join("x86_64-unknown-linux-gnu/static-test/nftkit")
+    assert!(
+        st.success(),
+        "static build failed (needs `rustup target add x86_64-unknown-linux-musl` and \
+         musl-tools; scripts/test.sh installs them)"
+    );
+    target_dir.join("x86_64-unknown-linux-musl/static-test/nftkit")
 }
 
 #[test]

@@ -100,26 +100,16 @@ pub(super) fn element_message(
     let mut attrs = Vec::with_capacity(64 + elements.len() * if set.interval { 40 } else { 20 });
     put_element_list_head(&mut attrs, table, &set.name);
     let list = begin_nest(&mut attrs, nft::NFTA_SET_ELEM_LIST_ELEMENTS);
-    let put_element = |attrs: &mut Vec<u8>, key: &[u8], flags: u32| {
-        let elem = begin_nest(attrs, nft::NFTA_LIST_ELEM);
-        let k = begin_nest(attrs, nft::NFTA_SET_ELEM_KEY);
-        put_attr(attrs, nft::NFTA_DATA_VALUE, key);
-        end_nest(attrs, k);
-        if flags != 0 {
-            put_attr(attrs, nft::NFTA_SET_ELEM_FLAGS, &flags.to_be_bytes());
-        }
-        end_nest(attrs, elem);
-    };
     for e in elements {
         let (key, last, n) = element_wire(e, set.interval);
-        put_element(&mut attrs, &key[..n], 0);
+        put_element(&mut attrs, &key, n, 0);
         if set.interval {
             let mut after = last;
             // `last + 1`, big-endian; none when `last` is the maximum value.
             if let Some(i) = after[..n].iter().rposition(|b| *b != 0xff) {
                 after[i] += 1;
                 after[i + 1..n].fill(0);
-                put_element(&mut attrs, &after[..n], NFT_SET_ELEM_INTERVAL_END);
+                put_element(&mut attrs, &after, n, NFT_SET_ELEM_INTERVAL_END);
             }
         }
     }
@@ -127,6 +117,33 @@ pub(super) fn element_message(
     nft::RawMessage::new(nft::NFT_MSG_NEWSETELEM, Family::Inet)
         .flags(libc::NLM_F_CREATE as u16)
         .attrs(attrs)
+}
+
+/// One set element, `NFTA_LIST_ELEM { NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE key[..n] }
+/// [NFTA_SET_ELEM_FLAGS flags] }`, as `begin_nest` / `put_attr` / `end_nest` would write
+/// it (`key` is zero past `n`, which pads it). Written into a stack buffer at fixed offsets
+/// and appended once: the size-optimised release build does not inline
+/// `extend_from_slice`, and eight small appends per element were 850 000 `memcpy` calls
+/// for 50 000 CIDRs, which tripled the batch's build time.
+fn put_element(attrs: &mut Vec<u8>, key: &[u8; 16], n: usize, flags: u32) {
+    let padded = n.next_multiple_of(4);
+    let key_nest = 4 + 4 + padded;
+    let len = 4 + key_nest + if flags != 0 { 8 } else { 0 };
+    let mut b = [0u8; 4 + 4 + 4 + 16 + 8];
+    b[0..2].copy_from_slice(&(len as u16).to_ne_bytes());
+    b[2..4].copy_from_slice(&(nft::NFTA_LIST_ELEM | NLA_F_NESTED).to_ne_bytes());
+    b[4..6].copy_from_slice(&(key_nest as u16).to_ne_bytes());
+    b[6..8].copy_from_slice(&(nft::NFTA_SET_ELEM_KEY | NLA_F_NESTED).to_ne_bytes());
+    b[8..10].copy_from_slice(&((4 + n) as u16).to_ne_bytes());
+    b[10..12].copy_from_slice(&nft::NFTA_DATA_VALUE.to_ne_bytes());
+    b[12..28].copy_from_slice(key);
+    if flags != 0 {
+        let at = 4 + key_nest;
+        b[at..at + 2].copy_from_slice(&8u16.to_ne_bytes());
+        b[at + 2..at + 4].copy_from_slice(&nft::NFTA_SET_ELEM_FLAGS.to_ne_bytes());
+        b[at + 4..at + 8].copy_from_slice(&flags.to_be_bytes());
+    }
+    attrs.extend_from_slice(&b[..len]);
 }
 
 /// The table and set a NEWSETELEM's element list belongs to.
@@ -356,6 +373,30 @@ mod tests {
     use super::super::{BatchOp, TYPE_UID};
     use super::*;
     use crate::model::{Action, Chain, KeyType, Rule, Ruleset, Set};
+
+    #[test]
+    fn put_element_writes_what_the_nest_helpers_write() {
+        for n in [2, 4, 16] {
+            for flags in [0, NFT_SET_ELEM_INTERVAL_END] {
+                let mut key = [0u8; 16];
+                for (i, b) in key[..n].iter_mut().enumerate() {
+                    *b = 0xa0 + i as u8;
+                }
+                let mut want = vec![0xee; 4];
+                let elem = begin_nest(&mut want, nft::NFTA_LIST_ELEM);
+                let k = begin_nest(&mut want, nft::NFTA_SET_ELEM_KEY);
+                put_attr(&mut want, nft::NFTA_DATA_VALUE, &key[..n]);
+                end_nest(&mut want, k);
+                if flags != 0 {
+                    put_attr(&mut want, nft::NFTA_SET_ELEM_FLAGS, &flags.to_be_bytes());
+                }
+                end_nest(&mut want, elem);
+                let mut got = vec![0xee; 4];
+                put_element(&mut got, &key, n, flags);
+                assert_eq!(got, want, "key length {n}, flags {flags}");
+            }
+        }
+    }
 
     /// The attributes of `b` as (type without NLA_F_NESTED, payload).
     fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
