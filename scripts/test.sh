@@ -58,7 +58,8 @@ fi
 # C compiler and linker, through cargo-zigbuild), as scripts/build-image.sh uses them.
 rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 python3 -c 'import ziglang' 2>/dev/null || command -v zig >/dev/null 2>&1 ||
-    python3 -m pip install --quiet ziglang
+    python3 -m pip install --quiet ziglang ||
+    python3 -m pip install --quiet --break-system-packages ziglang # Debian's own python3 (PEP 668)
 command -v cargo-zigbuild >/dev/null 2>&1 || cargo install --locked cargo-zigbuild
 
 cargo build --workspace --all-targets
