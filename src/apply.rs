@@ -17,6 +17,11 @@ const APPLY_ATTEMPTS: u32 = 5;
 pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     backend::validated(rs)?;
     backend.check(rs)?;
+    commit_and_check(backend, rs)
+}
+
+/// [`apply_and_check`] after validation and the backend check.
+fn commit_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     let mut attempt = 1;
     let elapsed = loop {
         let started = std::time::Instant::now();
@@ -88,7 +93,22 @@ pub fn apply_unless_equal(backend: &mut dyn Backend, rs: &Ruleset) -> Result<Out
             tracing::debug!(table = %rs.table, error = %e, "read-back before apply failed; applying")
         }
     }
-    apply_and_check(backend, rs).map(|()| Outcome::Applied)
+    commit_and_check(backend, rs).map(|()| Outcome::Applied)
+}
+
+/// A run's first apply: [`apply_unless_equal`], except for tables tied to this process
+/// (`process_owned`, a daemon with `--persist=false`), which must always be replaced so
+/// the kernel's owner flag names this process.
+pub fn first_apply(
+    backend: &mut dyn Backend,
+    rs: &Ruleset,
+    process_owned: bool,
+) -> Result<Outcome> {
+    if process_owned {
+        apply_and_check(backend, rs).map(|()| Outcome::Applied)
+    } else {
+        apply_unless_equal(backend, rs)
+    }
 }
 
 /// One job lives on one backend (CONTRACT.md "Ownership"): after `table` was applied on

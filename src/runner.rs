@@ -96,12 +96,8 @@ pub fn run_published(
     job.repair()?;
     backend.set_process_owned(opts.process_owned());
     let started = Instant::now();
-    let outcome = if opts.process_owned() {
-        apply::apply_and_check(backend, &good).map(|()| apply::Outcome::Applied)?
-    } else {
-        // A re-run or a restarted daemon whose table is already in place sends nothing.
-        apply::apply_unless_equal(backend, &good)?
-    };
+    // A re-run or a restarted daemon whose table is already in place sends nothing.
+    let outcome = apply::first_apply(backend, &good, opts.process_owned())?;
     if outcome == apply::Outcome::Applied {
         stats.applies += 1;
         stats.last_apply = Some(started.elapsed());

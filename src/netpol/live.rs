@@ -256,8 +256,8 @@ pub fn run(
                     let t = Instant::now();
                     // A restarted daemon whose table is already in place sends nothing
                     // (not with --persist=false: its table must be tied to this process).
-                    let result = if last.is_none() && cfg.persist {
-                        apply::apply_unless_equal(b, &rs)
+                    let result = if last.is_none() {
+                        apply::first_apply(b, &rs, !cfg.persist)
                     } else {
                         apply::apply_and_check(b, &rs).map(|()| apply::Outcome::Applied)
                     };
