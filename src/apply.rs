@@ -111,6 +111,14 @@ pub fn first_apply(
     }
 }
 
+/// A one-shot command's whole apply: [`apply_unless_equal`], then the job's copy leaves
+/// every other backend.
+pub fn one_shot(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
+    apply_unless_equal(backend, rs)?;
+    remove_from_other_backends(backend, &rs.table);
+    Ok(())
+}
+
 /// One job lives on one backend (CONTRACT.md "Ownership"): after `table` was applied on
 /// `active`, remove that job's owned state (same table name / chain prefix) from every
 /// other usable backend, so a host never keeps two copies. Call it after the first

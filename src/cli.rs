@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::BackendChoice;
+use crate::error::Error;
+use crate::jobs::Job;
 use crate::jobs::dnat::DnatArgs;
 use crate::jobs::local_address::LocalAddressArgs;
 use crate::jobs::masquerade::MasqueradeArgs;
@@ -157,6 +159,63 @@ pub enum JobCommand {
     Dnat(DnatArgs),
     /// Check the table `nftkit netpol` with these options would program
     Netpol(NetpolArgs),
+}
+
+impl JobCommand {
+    pub fn job(&self) -> &dyn Job {
+        match self {
+            JobCommand::Redirect(a) => a,
+            JobCommand::Masquerade(a) => a,
+            JobCommand::LocalAddress(a) => a,
+            JobCommand::Dnat(a) => a,
+            JobCommand::Netpol(a) => a,
+        }
+    }
+}
+
+impl Command {
+    /// The job this command runs, if it is one.
+    pub fn job(&self) -> Option<&dyn Job> {
+        match self {
+            Command::Redirect(a) => Some(a),
+            Command::Masquerade(a) => Some(a),
+            Command::LocalAddress(a) => Some(a),
+            Command::Dnat(a) => Some(a),
+            Command::Netpol(a) => Some(a),
+            Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Status { .. }
+            | Command::Verify { .. }
+            | Command::Delete { .. }
+            | Command::Doctor { .. }
+            | Command::Detect { .. } => None,
+        }
+    }
+}
+
+impl Cli {
+    /// `--table`, validated, or `nftkit-<command>`.
+    pub fn table_for(&self, command: &str) -> Result<String, Error> {
+        match &self.table {
+            None => Ok(format!("nftkit-{command}")),
+            Some(t) => {
+                let ok = !t.is_empty()
+                    && t.len() < 256
+                    && t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+                if ok {
+                    Ok(t.clone())
+                } else {
+                    Err(Error::invalid(
+                        "--table",
+                        t,
+                        "expected a name of letters, digits, '_', '-', '.' starting with a letter",
+                    ))
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

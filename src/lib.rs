@@ -1,10 +1,11 @@
 //! nftkit: Kubernetes node and pod packet rules over nf_tables netlink.
 //!
-//! Flow: argv + env -> `cli` -> a command's validated config (`jobs::*`) -> pure `build`
+//! Flow: argv + env -> `cli` -> `app` (dispatch) -> a command's validated config (`jobs::*`, each a [`jobs::Job`]) -> pure `build`
 //! -> [`model::Ruleset`] -> `--dry-run` text (`render`) or a backend's atomic apply
 //! -> read-back and compare (`snapshot`).
 
 pub mod addr;
+pub mod app;
 pub mod apply;
 pub mod backend;
 pub mod cli;
@@ -16,7 +17,6 @@ pub mod man;
 pub mod metrics;
 pub mod model;
 pub mod netpol;
-pub mod ops;
 pub mod parse;
 pub mod render;
 pub mod runner;

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use nftkit::app;
 use nftkit::cli::{Cli, LogFormat};
-use nftkit::ops;
 
 fn init_logging(cli: &Cli) {
     let default = if cli.quiet {
@@ -75,10 +75,10 @@ fn main() -> ExitCode {
     };
     init_logging(&cli);
     let mut stdout = std::io::stdout().lock();
-    let result = ops::run(
+    let result = app::run(
         &cli,
-        &ops::process_env,
-        &mut || ops::real_backend(&cli),
+        &app::process_env,
+        &mut || app::real_backend(&cli),
         &mut stdout,
     );
     match result {

@@ -24,7 +24,7 @@ use crate::model::Ruleset;
 pub use crate::stats::LoopStats;
 
 /// What a long-running command plugs into the loop.
-pub trait Job {
+pub trait LoopJob {
     /// Re-read configuration and build the desired table. Called at start and every interval.
     fn desired(&mut self) -> Result<Ruleset>;
     /// Repair state outside the table (an address on an interface). Called before each
@@ -66,7 +66,7 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 /// a bad config at start is an error (exit 2), as is a refused first apply (exit 1).
 pub fn run(
     backend: &mut dyn Backend,
-    job: &mut dyn Job,
+    job: &mut dyn LoopJob,
     opts: &LoopOptions,
     stop: &AtomicBool,
 ) -> Result<LoopStats> {
@@ -84,7 +84,7 @@ pub fn run(
 /// also the tick `/healthz` watches).
 pub fn run_published(
     backend: &mut dyn Backend,
-    job: &mut dyn Job,
+    job: &mut dyn LoopJob,
     opts: &LoopOptions,
     stop: &AtomicBool,
     mut good: Ruleset,
@@ -130,7 +130,7 @@ pub struct InSync {
 /// One reconcile pass; errors are logged and counted, never fatal.
 pub fn step(
     backend: &mut dyn Backend,
-    job: &mut dyn Job,
+    job: &mut dyn LoopJob,
     good: &mut Ruleset,
     stats: &mut LoopStats,
 ) {
@@ -142,7 +142,7 @@ pub fn step(
 /// (every commit in the network namespace, by anyone, bumps it).
 pub fn step_cached(
     backend: &mut dyn Backend,
-    job: &mut dyn Job,
+    job: &mut dyn LoopJob,
     good: &mut Ruleset,
     stats: &mut LoopStats,
     in_sync: &mut Option<InSync>,
@@ -239,7 +239,7 @@ mod tests {
         configs: Vec<Result<Ruleset>>,
     }
 
-    impl Job for Scripted {
+    impl LoopJob for Scripted {
         fn desired(&mut self) -> Result<Ruleset> {
             if self.configs.len() > 1 {
                 self.configs.remove(0)
@@ -250,7 +250,7 @@ mod tests {
     }
 
     /// The first apply, as `--once` does it.
-    fn run_once(b: &mut dyn Backend, job: &mut dyn Job) -> LoopStats {
+    fn run_once(b: &mut dyn Backend, job: &mut dyn LoopJob) -> LoopStats {
         run(
             b,
             job,
@@ -595,7 +595,7 @@ mod tests {
         last_pass: Option<Instant>,
     }
 
-    impl Job for Counting {
+    impl LoopJob for Counting {
         fn desired(&mut self) -> Result<Ruleset> {
             self.builds += 1;
             if self.builds > self.passes {

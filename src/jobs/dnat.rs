@@ -42,7 +42,6 @@ use crate::jobs::GoDaemonArgs;
 use crate::jobs::local_address::ForeignDropWatch;
 use crate::model::*;
 use crate::parse::{self, IdKind, IdRange};
-use crate::render;
 use crate::runner;
 
 pub const COMMAND: &str = "dnat";
@@ -421,6 +420,20 @@ pub fn build(cfg: &DnatConfig, table: &str) -> Ruleset {
     }
 }
 
+impl super::Job for DnatArgs {
+    fn name(&self) -> &'static str {
+        COMMAND
+    }
+
+    fn desired(&self, cx: super::Ctx) -> Result<Ruleset> {
+        desired(self, cx.table)
+    }
+
+    fn run(&self, cx: super::Ctx, backend_for: super::BackendFor) -> Result<()> {
+        run(self, cx.table, backend_for)
+    }
+}
+
 /// The table for `verify dnat` and `--dry-run`.
 pub fn desired(args: &DnatArgs, table: &str) -> Result<Ruleset> {
     Ok(build(&parse(args, Path::new("/"))?, table))
@@ -434,7 +447,7 @@ struct Job {
     check_forward: bool,
 }
 
-impl runner::Job for Job {
+impl runner::LoopJob for Job {
     fn desired(&mut self) -> Result<Ruleset> {
         tracing::trace!("resync");
         Ok(self.rs.clone())
@@ -526,14 +539,10 @@ pub fn run(
     }
 }
 
-/// `--dry-run` text.
-pub fn dry_run(args: &DnatArgs, table: &str) -> Result<String> {
-    Ok(render::nft_script(&desired(args, table)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render;
     use clap::Parser;
 
     #[derive(clap::Parser)]

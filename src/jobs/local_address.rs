@@ -38,7 +38,6 @@ use crate::error::{Error, Result};
 use crate::jobs::GoDaemonArgs;
 use crate::model::*;
 use crate::parse::{self, go_bool};
-use crate::render;
 use crate::runner;
 
 pub const COMMAND: &str = "local-address";
@@ -226,11 +225,41 @@ pub fn desired(args: &LocalAddressArgs, table: &str) -> Result<Ruleset> {
     Ok(build(&cfg, table))
 }
 
+impl super::Job for LocalAddressArgs {
+    fn name(&self) -> &'static str {
+        COMMAND
+    }
+
+    fn desired(&self, cx: super::Ctx) -> Result<Ruleset> {
+        desired(self, cx.table)
+    }
+
+    fn dry_run(
+        &self,
+        cx: super::Ctx,
+        render: &dyn Fn(&Ruleset) -> Result<String>,
+    ) -> Result<String> {
+        dry_run(self, cx.table, render)
+    }
+
+    fn run(&self, cx: super::Ctx, backend_for: super::BackendFor) -> Result<()> {
+        run(self, cx.table, backend_for)
+    }
+
+    fn verify(&self, cx: super::Ctx, backend_for: super::BackendFor) -> Result<super::Check> {
+        verify(self, cx.table, backend_for)
+    }
+}
+
 /// `--dry-run` text: the table, or a comment when only the address would be managed.
-pub fn dry_run(args: &LocalAddressArgs, table: &str) -> Result<String> {
+fn dry_run(
+    args: &LocalAddressArgs,
+    table: &str,
+    render: &dyn Fn(&Ruleset) -> Result<String>,
+) -> Result<String> {
     let cfg = parse(args)?;
     if cfg.rules {
-        Ok(render::nft_script(&build(&cfg, table)))
+        render(&build(&cfg, table))
     } else {
         Ok(format!(
             "# no nf_tables rules (--setup-iptables not given): only {}/{} on {} would be managed\n",
@@ -343,7 +372,7 @@ impl Job {
     }
 }
 
-impl runner::Job for Job {
+impl runner::LoopJob for Job {
     fn desired(&mut self) -> Result<Ruleset> {
         tracing::trace!("resync");
         Ok(self.rs.clone())
@@ -506,67 +535,37 @@ fn cleanup(
 }
 
 /// `verify local-address`: the address on its interface and, with rules, the table.
-/// Prints what differs; exit 3 (Error::Drift) when anything does.
-pub fn verify(
+fn verify(
     args: &LocalAddressArgs,
     table: &str,
-    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
-    out: &mut dyn std::io::Write,
-) -> Result<()> {
+    backend_for: super::BackendFor,
+) -> Result<super::Check> {
     let cfg = parse(args)?;
     let mut diff = Vec::new();
     let addrs = AddrManager::connect()?;
-    if !addrs.has(&cfg.interface, cfg.ip)? {
-        diff.push(format!(
-            "- address {}/{} is missing on {}",
-            cfg.ip,
-            host_prefix(cfg.ip),
-            cfg.interface
-        ));
+    let (ip, prefix, ifname) = (cfg.ip, host_prefix(cfg.ip), &cfg.interface);
+    if !addrs.has(ifname, ip)? {
+        diff.push(format!("- address {ip}/{prefix} is missing on {ifname}"));
     }
-    if cfg.rules {
+    let address = format!("address {ip}/{prefix} on {ifname}");
+    let subject = if cfg.rules {
         let rs = build(&cfg, table);
-        let mut b = backend_for()?;
-        diff.extend(crate::apply::drift(b.as_mut(), &rs)?);
-    }
-    let write = |out: &mut dyn std::io::Write, s: String| {
-        out.write_all(s.as_bytes())
-            .map_err(|e| Error::runtime(format!("stdout: {e}")))
-    };
-    let what = if cfg.rules {
-        format!(
-            "address {}/{} on {} and table inet {table}",
-            cfg.ip,
-            host_prefix(cfg.ip),
-            cfg.interface
-        )
+        diff.extend(crate::apply::drift(backend_for()?.as_mut(), &rs)?);
+        format!("{address} and table inet {table}")
     } else {
-        format!(
-            "address {}/{} on {}",
-            cfg.ip,
-            host_prefix(cfg.ip),
-            cfg.interface
-        )
+        address
     };
-    if diff.is_empty() {
-        return write(out, format!("{what} match the desired state\n"));
-    }
-    write(
-        out,
-        format!(
-            "{what} differ from the desired state:\n{}\n",
-            diff.join("\n")
-        ),
-    )?;
-    Err(Error::Drift {
-        table: table.to_string(),
-        diff: diff.join("\n"),
+    Ok(super::Check {
+        subject,
+        plural: true,
+        diff,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render;
     use clap::Parser;
 
     #[derive(clap::Parser)]
@@ -771,7 +770,7 @@ mod tests {
         let a = args(&["--ip-address", "10.96.0.2"]).unwrap();
         assert_eq!(desired(&a, "t").unwrap_err().exit_code(), 2);
         assert!(
-            dry_run(&a, "t")
+            dry_run(&a, "t", &|rs| Ok(render::nft_script(rs)))
                 .unwrap()
                 .starts_with("# no nf_tables rules")
         );

@@ -170,6 +170,20 @@ fn read_manifest(path: &Path) -> Result<Cluster> {
     manifest::parse(&path.display().to_string(), &text)
 }
 
+impl super::Job for NetpolArgs {
+    fn name(&self) -> &'static str {
+        COMMAND
+    }
+
+    fn desired(&self, cx: super::Ctx) -> Result<Ruleset> {
+        desired(self, cx.env, cx.table)
+    }
+
+    fn run(&self, cx: super::Ctx, backend_for: super::BackendFor) -> Result<()> {
+        run(self, cx.env, cx.table, backend_for)
+    }
+}
+
 /// Run `nftkit netpol` (not `--dry-run`): apply the file once, or watch the API server
 /// until SIGTERM/SIGINT.
 pub fn run(
@@ -181,10 +195,7 @@ pub fn run(
     match parse_source(args, env)? {
         Source::File(cfg) => {
             let rs = log_build(&cfg, table);
-            let mut b = backend_for()?;
-            apply::apply_unless_equal(b.as_mut(), &rs)?;
-            apply::remove_from_other_backends(b.as_ref(), &rs.table);
-            Ok(())
+            apply::one_shot(backend_for()?.as_mut(), &rs)
         }
         Source::Live(cfg) => {
             let stop = runner::stop_on_signals()?;

@@ -25,6 +25,35 @@ use crate::model::*;
 use crate::parse::{self, IdKind, IdRange};
 
 pub const COMMAND: &str = "redirect";
+
+impl super::Job for RedirectArgs {
+    fn name(&self) -> &'static str {
+        COMMAND
+    }
+
+    /// Only TO_DOMAIN resolution touches the outside world.
+    fn desired(&self, cx: super::Ctx) -> Result<Ruleset> {
+        let cfg = parse(self, cx.env, Path::new("/"))?;
+        let targets = resolve(&cfg)?;
+        log_config(&cfg, &targets);
+        Ok(build(&cfg, targets, cx.table))
+    }
+}
+
+fn log_config(cfg: &RedirectConfig, t: &Targets) {
+    // Values as users write them in the env vars (`1010`, `10080:80`, CIDRs).
+    use crate::parse::comma_list as list;
+    tracing::info!(
+        ipv4_target = %t.v4.map(|a| a.to_string()).unwrap_or_else(|| "REDIRECT (local)".into()),
+        ipv6_target = %t.v6.map(|a| a.to_string()).unwrap_or_else(|| "REDIRECT (local)".into()),
+        accept_uids = %list(&cfg.accept_uids),
+        accept_gids = %list(&cfg.accept_gids),
+        port_mapping = %list(&cfg.mappings),
+        ipv4_accept_blocks = %list(&cfg.blocks_v4),
+        ipv6_accept_blocks = %list(&cfg.blocks_v6),
+        "redirect configuration"
+    );
+}
 pub const CHAIN: &str = "nat-output";
 
 const DEFAULT_ACCEPT_UIDS: &str = "1010";

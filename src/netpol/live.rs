@@ -55,7 +55,7 @@ use crate::apply;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
-use crate::runner::{self, Job, LoopStats};
+use crate::runner::{self, LoopJob, LoopStats};
 
 pub use super::store::Objects;
 pub use super::watch::{KubeSource, Watch, read_kubeconfig};
@@ -120,7 +120,7 @@ impl LiveJob<'_> {
     }
 }
 
-impl Job for LiveJob<'_> {
+impl LoopJob for LiveJob<'_> {
     fn desired(&mut self) -> Result<Ruleset> {
         self.build()
     }

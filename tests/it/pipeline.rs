@@ -1,4 +1,4 @@
-//! The whole command pipeline (`ops::run`) against the in-memory fake backend: exit codes,
+//! The whole command pipeline (`app::run`) against the in-memory fake backend: exit codes,
 //! validation before any backend is opened, apply/verify/delete/status, failure handling.
 
 use std::cell::RefCell;
@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use clap::Parser;
+use nftkit::app;
 use nftkit::backend::fake::FakeBackend;
 use nftkit::backend::{Backend, OwnedTable};
 use nftkit::cli::Cli;
 use nftkit::error::Result;
 use nftkit::model::Ruleset;
-use nftkit::ops;
 use nftkit::snapshot::Snapshot;
 
-/// Lets the test keep looking at the fake after `ops::run` consumed its box.
+/// Lets the test keep looking at the fake after `app::run` consumed its box.
 #[derive(Clone, Default)]
 struct Shared(Rc<RefCell<FakeBackend>>);
 
@@ -49,7 +49,7 @@ fn run(fake: &Shared, args: &[&str], env: &[(&str, &str)]) -> (i32, String, bool
         .collect();
     let mut opened = false;
     let mut out = Vec::new();
-    let result = ops::run(
+    let result = app::run(
         &cli,
         &|k| env.get(k).cloned(),
         &mut || {

@@ -124,7 +124,7 @@ impl MasqJob {
     }
 }
 
-impl runner::Job for MasqJob {
+impl runner::LoopJob for MasqJob {
     fn desired(&mut self) -> Result<Ruleset> {
         match self.primed.take() {
             Some(rs) => Ok(rs),
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn job_reports_and_keeps_working_after_a_bad_config() {
         use crate::backend::fake::FakeBackend;
-        use crate::runner::{Job, LoopStats, step};
+        use crate::runner::{LoopJob, LoopStats, step};
         let d = Dir::new();
         let state = Dir::new();
         d.write("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]");

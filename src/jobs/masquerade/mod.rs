@@ -367,6 +367,20 @@ fn log_loaded(l: &Loaded, s: &Settings) {
     }
 }
 
+impl super::Job for MasqueradeArgs {
+    fn name(&self) -> &'static str {
+        COMMAND
+    }
+
+    fn desired(&self, cx: super::Ctx) -> Result<Ruleset> {
+        desired(self, cx.table)
+    }
+
+    fn run(&self, cx: super::Ctx, backend_for: super::BackendFor) -> Result<()> {
+        run(self, cx.table, cx.env, backend_for)
+    }
+}
+
 /// The desired table for `verify` and `--dry-run` (logs like a run would).
 pub fn desired(args: &MasqueradeArgs, table: &str) -> Result<Ruleset> {
     let s = settings(args)?;
