@@ -98,7 +98,11 @@ pub fn run(
                 };
                 return write(out, &text);
             }
-            delete(backend_for()?.as_mut(), &tables, *all)
+            delete(
+                backend_for(backend::Lifetime::Persist)?.as_mut(),
+                &tables,
+                *all,
+            )
         }
         Command::Completions { shell } => {
             let mut buf = Vec::new();
@@ -123,7 +127,7 @@ pub fn run(
             write(out, &list)
         }
         Command::Status { json } => {
-            let mut b = backend_for()?;
+            let mut b = backend_for(backend::Lifetime::Persist)?;
             let owned = owned_everywhere(b.as_mut())?;
             if *json {
                 let mut v = serde_json::json!({ "backend": b.name(), "tables": owned });
@@ -248,8 +252,12 @@ fn delete(b: &mut dyn Backend, tables: &[String], all: bool) -> Result<()> {
 }
 
 /// The real backend for `--backend`.
-pub fn real_backend(cli: &Cli) -> Result<Box<dyn Backend>> {
-    let mut b = backend::select(cli.backend)?;
-    b.set_force(cli.force);
-    Ok(b)
+pub fn real_backend(cli: &Cli, lifetime: backend::Lifetime) -> Result<Box<dyn Backend>> {
+    backend::select(
+        cli.backend,
+        backend::Options {
+            force: cli.force,
+            lifetime,
+        },
+    )
 }

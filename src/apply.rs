@@ -16,11 +16,10 @@ const APPLY_ATTEMPTS: u32 = 5;
 /// Apply `rs` and read it back: a table that does not read back as applied is an error.
 pub fn apply_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     backend::validated(rs)?;
-    backend.check(rs)?;
     commit_and_check(backend, rs)
 }
 
-/// [`apply_and_check`] after validation and the backend check.
+/// [`apply_and_check`] after validation.
 fn commit_and_check(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     let mut attempt = 1;
     let elapsed = loop {
@@ -82,13 +81,14 @@ pub enum Outcome {
 /// applied (or refused) as before. A read-back that fails falls back to the apply.
 pub fn apply_unless_equal(backend: &mut dyn Backend, rs: &Ruleset) -> Result<Outcome> {
     backend::validated(rs)?;
-    backend.check(rs)?;
     match backend.compare(rs) {
         Ok(c) if c.in_place() => {
             tracing::info!(backend = backend.name(), table = %rs.table, "unchanged, nothing sent");
             return Ok(Outcome::Unchanged);
         }
         Ok(_) => {}
+        // Nothing this backend can write: applying would only fail the same way.
+        Err(e @ Error::Unsupported { .. }) => return Err(e),
         Err(e) => {
             tracing::debug!(table = %rs.table, error = %e, "read-back before apply failed; applying")
         }
@@ -175,9 +175,8 @@ pub fn verify(backend: &mut dyn Backend, rs: &Ruleset) -> Result<()> {
     }
 }
 
-/// What differs between the kernel and `rs` (empty: nothing), after checking that the
-/// backend can express `rs` at all.
+/// What differs between the kernel and `rs` (empty: nothing); Err(Unsupported) when the
+/// backend cannot express `rs` at all.
 pub fn drift(backend: &mut dyn Backend, rs: &Ruleset) -> Result<Vec<String>> {
-    backend.check(rs)?;
     Ok(backend.compare(rs)?.diff)
 }

@@ -374,8 +374,8 @@ fn sysctl(path: &str) -> Option<u64> {
 pub fn gather() -> Result<Facts> {
     let mut nl = backend::netlink::NetlinkBackend::connect()?;
     let base_chains = nl.base_chains()?;
-    let mut owned = backend::Backend::list_owned(&mut nl)?;
-    for mut other in backend::Backend::other_backends(&nl) {
+    let mut owned = backend::Inspect::list_owned(&mut nl)?;
+    for mut other in backend::Inspect::other_backends(&nl) {
         if let Ok(t) = other.list_owned() {
             owned.extend(t);
         }

@@ -14,9 +14,21 @@ pub enum Error {
     /// A usage problem that is not about one value (missing argument, conflicting flags).
     #[error("{0}")]
     Usage(String),
-    /// The kernel (or another runtime dependency) refused or failed: exit 1.
+    /// A runtime dependency (a tool, a file, the API server) failed: exit 1.
     #[error("{0}")]
     Runtime(String),
+    /// The kernel refused or failed operation `op`: exit 1. `errno` is the kernel's
+    /// answer when it gave one (EPERM: missing CAP_NET_ADMIN; ENOENT: gone meanwhile).
+    #[error("{op}: {message}")]
+    Kernel {
+        op: String,
+        errno: Option<i32>,
+        message: String,
+    },
+    /// The backend cannot express part of the desired state (iptables has no equivalent):
+    /// exit 1, found before anything is sent; retrying or re-applying cannot help.
+    #[error("backend {backend} cannot express {what}; use --backend nftables")]
+    Unsupported { backend: String, what: String },
     /// `verify` found the kernel different from the desired state: exit 3.
     #[error("drift in table {table}:\n{diff}")]
     Drift { table: String, diff: String },
@@ -46,7 +58,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid { .. } | Error::Usage(_) => 2,
-            Error::Runtime(_) => 1,
+            Error::Runtime(_) | Error::Kernel { .. } | Error::Unsupported { .. } => 1,
             Error::Drift { .. } => 3,
             Error::Several { errors, .. } => errors.iter().map(Error::exit_code).max().unwrap_or(1),
         }

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     let result = app::run(
         &cli,
         &app::process_env,
-        &mut || app::real_backend(&cli),
+        &mut |lifetime| app::real_backend(&cli, lifetime),
         &mut stdout,
     );
     match result {

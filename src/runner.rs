@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::apply;
-use crate::backend::Backend;
+use crate::backend::{Backend, Lifetime};
 use crate::error::Result;
 use crate::model::Ruleset;
 pub use crate::stats::LoopStats;
@@ -45,9 +45,18 @@ pub struct LoopOptions {
 }
 
 impl LoopOptions {
-    /// Whether tables applied by this run die with the process.
+    /// How long the tables applied by this run live: the backend the loop is given must be
+    /// opened with this.
+    pub fn lifetime(&self) -> Lifetime {
+        if !self.once && !self.persist {
+            Lifetime::Process
+        } else {
+            Lifetime::Persist
+        }
+    }
+
     fn process_owned(&self) -> bool {
-        !self.once && !self.persist
+        self.lifetime() == Lifetime::Process
     }
 }
 
@@ -94,7 +103,6 @@ pub fn run_published(
     let publish = |stats: &LoopStats, rs: &Ruleset| crate::metrics::publish(published, stats, rs);
     publish(&stats, &good);
     job.repair()?;
-    backend.set_process_owned(opts.process_owned());
     let started = Instant::now();
     // A re-run or a restarted daemon whose table is already in place sends nothing.
     let outcome = apply::first_apply(backend, &good, opts.process_owned())?;
@@ -547,8 +555,13 @@ mod tests {
         fn apply(&mut self, rs: &Ruleset) -> Result<()> {
             self.inner.apply(rs)
         }
-        fn expected(&self, rs: &Ruleset) -> crate::snapshot::Snapshot {
-            self.inner.expected(rs)
+        fn compare(&mut self, rs: &Ruleset) -> Result<crate::backend::Comparison> {
+            let observed = self.read_back(&rs.table)?;
+            let expected = self.inner.expected(rs);
+            Ok(crate::backend::compare_snapshots(
+                &expected,
+                observed.as_ref(),
+            ))
         }
         fn read_back(&mut self, table: &str) -> Result<Option<crate::snapshot::Snapshot>> {
             if self.failing {
@@ -559,6 +572,9 @@ mod tests {
         fn delete(&mut self, table: &str) -> Result<bool> {
             self.inner.delete(table)
         }
+    }
+
+    impl crate::backend::Inspect for FailingReads {
         fn list_owned(&mut self) -> Result<Vec<crate::backend::OwnedTable>> {
             self.inner.list_owned()
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Backend, OwnedTable, is_owned_comment};
+use super::{Backend, Inspect, OwnedTable, is_owned_comment};
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
 use crate::render;
@@ -51,56 +51,8 @@ impl FakeBackend {
         );
     }
 
-    fn take_failure(&mut self) -> Result<()> {
-        match self.fail_next.take() {
-            Some(msg) => Err(Error::runtime(msg)),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Backend for FakeBackend {
-    fn name(&self) -> &'static str {
-        "fake"
-    }
-
-    fn foreign_drop_chains(
-        &mut self,
-        _own_table: &str,
-        hook: crate::model::Hook,
-    ) -> Result<Vec<super::ForeignDrop>> {
-        Ok(self
-            .foreign_drops
-            .iter()
-            .filter(|(h, _)| *h == hook)
-            .map(|(_, c)| c.clone())
-            .collect())
-    }
-
-    fn set_force(&mut self, on: bool) {
-        self.force = on;
-    }
-
-    fn apply(&mut self, rs: &Ruleset) -> Result<()> {
-        if let Some(t) = self.tables.get(&rs.table)
-            && !is_owned_comment(t.comment.as_deref())
-            && !self.force
-        {
-            return Err(Error::runtime(format!(
-                "table inet {} exists but is not managed by nftkit",
-                rs.table
-            )));
-        }
-        // Refuse what the kernel would refuse, so tests on the fake can fail.
-        super::validated(rs)?;
-        self.take_failure()?;
-        let snap = self.expected(rs);
-        self.tables.insert(rs.table.clone(), snap);
-        self.applies += 1;
-        Ok(())
-    }
-
-    fn expected(&self, rs: &Ruleset) -> Snapshot {
+    /// The snapshot the kernel would hold after applying `rs`: what the fake stores.
+    pub fn expected(&self, rs: &Ruleset) -> Snapshot {
         Snapshot {
             table: rs.table.clone(),
             comment: Some(rs.comment.clone()),
@@ -140,6 +92,46 @@ impl Backend for FakeBackend {
         }
     }
 
+    fn take_failure(&mut self) -> Result<()> {
+        match self.fail_next.take() {
+            Some(msg) => Err(Error::runtime(msg)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn apply(&mut self, rs: &Ruleset) -> Result<()> {
+        if let Some(t) = self.tables.get(&rs.table)
+            && !is_owned_comment(t.comment.as_deref())
+            && !self.force
+        {
+            return Err(Error::runtime(format!(
+                "table inet {} exists but is not managed by nftkit",
+                rs.table
+            )));
+        }
+        // Refuse what the kernel would refuse, so tests on the fake can fail.
+        super::validated(rs)?;
+        self.take_failure()?;
+        let snap = self.expected(rs);
+        self.tables.insert(rs.table.clone(), snap);
+        self.applies += 1;
+        Ok(())
+    }
+
+    fn compare(&mut self, rs: &Ruleset) -> Result<super::Comparison> {
+        let observed = self.read_back(&rs.table)?;
+        Ok(super::compare_snapshots(
+            &self.expected(rs),
+            observed.as_ref(),
+        ))
+    }
+
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
         self.read_backs += 1;
         Ok(self.tables.get(table).cloned())
@@ -166,6 +158,21 @@ impl Backend for FakeBackend {
                 Ok(true)
             }
         }
+    }
+}
+
+impl Inspect for FakeBackend {
+    fn foreign_drop_chains(
+        &mut self,
+        _own_table: &str,
+        hook: crate::model::Hook,
+    ) -> Result<Vec<super::ForeignDrop>> {
+        Ok(self
+            .foreign_drops
+            .iter()
+            .filter(|(h, _)| *h == hook)
+            .map(|(_, c)| c.clone())
+            .collect())
     }
 
     fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {

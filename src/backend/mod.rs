@@ -27,42 +27,55 @@ pub struct OwnedTable {
     pub elements: usize,
 }
 
-pub trait Backend {
+/// How long the tables a backend applies live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lifetime {
+    /// They outlive the process, as iptables rules do (every one-shot command, and
+    /// daemons by default: `--persist`).
+    #[default]
+    Persist,
+    /// Tied to this process (the kernel's table owner flag, 5.13+): removed when it exits.
+    /// A daemon with `--persist=false`. Backends that cannot do this warn and persist.
+    Process,
+}
+
+/// What a backend is opened with; fixed for its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `--force`: replace or delete a same-named table that lacks our ownership comment
+    /// (normally refused).
+    pub force: bool,
+    pub lifetime: Lifetime,
+}
+
+/// Opens the backend `--backend` chose, its tables living as long as the argument says.
+/// Called only after the input was validated, so invalid input never touches the kernel.
+pub type Opener<'a> = &'a mut dyn FnMut(Lifetime) -> Result<Box<dyn Backend>>;
+
+/// The job's own table on one backend: write it atomically, compare it, remove it.
+pub trait Backend: Inspect {
     fn name(&self) -> &'static str;
-    /// Replace the owned table with `rs` in one atomic batch.
+    /// Replace the owned table with `rs` in one atomic batch. What this backend cannot
+    /// express is refused before anything is sent ([`Error::Unsupported`]).
     fn apply(&mut self, rs: &Ruleset) -> Result<()>;
-    /// Whether this backend can express `rs`: Err(Runtime) naming the backend and the
-    /// feature if not (the iptables backends). Checked before apply and verify, so such a
-    /// ruleset is exit 1, never a silent difference or a false drift. Default: all of it.
-    fn check(&self, _rs: &Ruleset) -> Result<()> {
-        Ok(())
+    /// The kernel's table of `rs`'s name next to `rs`, elements included: what `verify`,
+    /// a resync and a one-shot re-run compare. Err([`Error::Unsupported`]) for a ruleset
+    /// this backend cannot express, so it is exit 1, never a false drift. A backend may
+    /// compare raw values and format only what differs.
+    fn compare(&mut self, rs: &Ruleset) -> Result<Comparison>;
+    /// The check right after an acknowledged apply of `rs`: what differs (empty if
+    /// nothing). Default: [`Backend::compare`]. A backend whose element read-back is costly
+    /// may compare structure only (table, chains, rules, set types): the kernel committed
+    /// the elements with the batch it acknowledged, and a concurrent replace shows in the
+    /// structure.
+    fn check_applied(&mut self, rs: &Ruleset) -> Result<Vec<String>> {
+        Ok(self.compare(rs)?.diff)
     }
-    /// The owned table as this backend would read it back once `rs` is applied.
-    fn expected(&self, rs: &Ruleset) -> Snapshot;
     /// The kernel's table `table`, or None if it does not exist.
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>>;
-    /// The kernel's table next to `rs`, elements included: what `verify`, a resync and a
-    /// one-shot re-run compare. Default: [`Backend::read_back`] diffed with
-    /// [`Backend::expected`]. A backend may compare raw values and format only what
-    /// differs, as long as the result is the same.
-    fn compare(&mut self, rs: &Ruleset) -> Result<Comparison> {
-        let observed = self.read_back(&rs.table)?;
-        Ok(Comparison {
-            found: observed
-                .as_ref()
-                .map(|o| is_owned_comment(o.comment.as_deref())),
-            diff: crate::snapshot::diff(&self.expected(rs), observed.as_ref()),
-        })
-    }
-    /// The check right after an acknowledged apply of `rs`: what differs between `rs` and
-    /// the kernel (empty if nothing). Default: the full read-back and diff. A backend whose
-    /// element read-back is costly may compare structure only (table, chains, rules, set
-    /// types): the kernel committed the elements with the batch it acknowledged, and a
-    /// concurrent replace shows in the structure. `verify` and resyncs use `read_back`.
-    fn check_applied(&mut self, rs: &Ruleset) -> Result<Vec<String>> {
-        let observed = self.read_back(&rs.table)?;
-        Ok(crate::snapshot::diff(&self.expected(rs), observed.as_ref()))
-    }
+    /// Remove table `table`; Ok(false) if it did not exist. Refuses a table not marked ours
+    /// (unless opened with `force`).
+    fn delete(&mut self, table: &str) -> Result<bool>;
     /// A number that changes whenever the kernel's ruleset may have changed (nf_tables:
     /// the ruleset generation, bumped by every commit in the network namespace). Lets a
     /// daemon skip the read-back while neither the kernel nor the desired table changed
@@ -70,17 +83,13 @@ pub trait Backend {
     fn ruleset_generation(&mut self) -> Option<u64> {
         None
     }
-    /// Remove table `table`; Ok(false) if it did not exist. Refuses a table not marked ours.
-    fn delete(&mut self, table: &str) -> Result<bool>;
+}
+
+/// Read-only views beyond the job's own table: what else nftkit owns here, other
+/// tables' chains that can drop what we accept, the other backends of this host.
+pub trait Inspect {
     /// Every table whose comment marks it as nftkit's.
     fn list_owned(&mut self) -> Result<Vec<OwnedTable>>;
-    /// Tie tables applied from now on to this process (the kernel's table owner flag,
-    /// 5.13+): the kernel removes them when the process exits. Daemons without
-    /// `--persist` turn this on. Default: not supported, tables persist.
-    fn set_process_owned(&mut self, _on: bool) {}
-    /// `--force`: replace or delete a same-named table that lacks our ownership comment
-    /// (normally refused). Default: not supported, such tables stay refused.
-    fn set_force(&mut self, _on: bool) {}
     /// The other backends usable on this host (this network namespace), for `status`,
     /// `delete` and removing a job's copy from them after it was applied here. Never
     /// forced, never instantiating anything (see [`usable_backends`]). Default: none (the
@@ -90,14 +99,22 @@ pub trait Backend {
     }
     /// Base chains of *other* tables at `hook` (families ip, ip6, inet) that can drop what
     /// our accept lets through: policy drop, or drop/reject rules. An accept ends only our
-    /// own base chain, so these still win. `own_table` (inet) is left out. Read-only.
-    /// Default: none known.
+    /// own base chain, so these still win. `own_table` (inet) is left out. Default: none
+    /// known.
     fn foreign_drop_chains(
         &mut self,
         _own_table: &str,
         _hook: crate::model::Hook,
     ) -> Result<Vec<ForeignDrop>> {
         Ok(Vec::new())
+    }
+}
+
+/// [`Comparison`] of an expected snapshot with what was read back.
+pub fn compare_snapshots(expected: &Snapshot, observed: Option<&Snapshot>) -> Comparison {
+    Comparison {
+        found: observed.map(|o| is_owned_comment(o.comment.as_deref())),
+        diff: crate::snapshot::diff(expected, observed),
     }
 }
 
@@ -188,14 +205,16 @@ pub enum BackendChoice {
 
 /// The backend for `choice`. `auto` weighs the evidence `detect` gathers (CONTRACT.md):
 /// nftables unless nf_tables is missing or Kubernetes runs iptables-legacy here.
-pub fn select(choice: BackendChoice) -> Result<Box<dyn Backend>> {
+pub fn select(choice: BackendChoice, opts: Options) -> Result<Box<dyn Backend>> {
     match choice {
-        BackendChoice::Nftables => Ok(Box::new(netlink::NetlinkBackend::connect()?)),
+        BackendChoice::Nftables => Ok(Box::new(netlink::NetlinkBackend::open(opts)?)),
         BackendChoice::IptablesNft => Ok(Box::new(iptables::IptablesBackend::new(
             nft_compat::Flavour::Nft,
+            opts,
         )?)),
         BackendChoice::IptablesLegacy => Ok(Box::new(iptables::IptablesBackend::new(
             nft_compat::Flavour::Legacy,
+            opts,
         )?)),
         BackendChoice::Auto => {
             let (_, decision) = detect::detect(false)?;
@@ -206,10 +225,10 @@ pub fn select(choice: BackendChoice) -> Result<Box<dyn Backend>> {
             );
             match decision.choice {
                 nft_compat::detect::Choice::Nftables => {
-                    Ok(Box::new(netlink::NetlinkBackend::connect()?))
+                    Ok(Box::new(netlink::NetlinkBackend::open(opts)?))
                 }
                 nft_compat::detect::Choice::IptablesLegacy => Ok(Box::new(
-                    iptables::IptablesBackend::new(nft_compat::Flavour::Legacy)?,
+                    iptables::IptablesBackend::new(nft_compat::Flavour::Legacy, opts)?,
                 )),
             }
         }
@@ -227,7 +246,7 @@ pub fn usable_backends(except: Option<&str>) -> Vec<Box<dyn Backend>> {
     let wanted = |name: &str| except != Some(name);
     if wanted("nftables") {
         match netlink::probe() {
-            Ok(Ok(())) => match netlink::NetlinkBackend::connect() {
+            Ok(Ok(())) => match netlink::NetlinkBackend::open(Options::default()) {
                 Ok(b) => out.push(Box::new(b)),
                 Err(e) => tracing::debug!(backend = "nftables", error = %e, "not usable"),
             },
@@ -256,7 +275,7 @@ pub fn usable_backends(except: Option<&str>) -> Vec<Box<dyn Backend>> {
             );
             continue;
         }
-        match iptables::IptablesBackend::new(flavour) {
+        match iptables::IptablesBackend::new(flavour, Options::default()) {
             Ok(b) => out.push(Box::new(b)),
             Err(e) => tracing::debug!(backend = flavour.name(), error = %e, "not usable"),
         }

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Lifetime};
 use crate::error::{Error, Result};
 use crate::jobs::GoDaemonArgs;
 use crate::jobs::local_address::ForeignDropWatch;
@@ -468,11 +468,7 @@ impl runner::LoopJob for Job {
 }
 
 /// Run `nftkit dnat`.
-pub fn run(
-    args: &DnatArgs,
-    table: &str,
-    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
-) -> Result<()> {
+pub fn run(args: &DnatArgs, table: &str, backend_for: super::BackendFor) -> Result<()> {
     let cfg = parse(args, Path::new("/"))?;
     let rs = build(&cfg, table);
     let shown: Vec<String> = cfg
@@ -497,7 +493,12 @@ pub fn run(
     } else {
         Arc::new(AtomicBool::new(false))
     };
-    let mut b = backend_for()?;
+    let opts = runner::LoopOptions {
+        interval: cfg.interval,
+        once: !cfg.daemon,
+        persist: cfg.persist,
+    };
+    let mut b = backend_for(opts.lifetime())?;
     let mut families = Vec::new();
     if cfg.maps.iter().any(|m| m.orig.is_ipv4()) {
         families.push(IpFamily::V4);
@@ -507,23 +508,13 @@ pub fn run(
     }
     let mut job = Job {
         rs,
-        checker: Some(backend_for()?),
+        checker: Some(backend_for(Lifetime::Persist)?),
         watch: ForeignDropWatch::default(),
         families,
         // Only routed (prerouting) traffic passes the forward hook.
         check_forward: cfg.prerouting,
     };
-    let result = runner::run(
-        b.as_mut(),
-        &mut job,
-        &runner::LoopOptions {
-            interval: cfg.interval,
-            once: !cfg.daemon,
-            persist: cfg.persist,
-        },
-        &stop,
-    )
-    .map(|_| ());
+    let result = runner::run(b.as_mut(), &mut job, &opts, &stop).map(|_| ());
     if cfg.cleanup {
         let cleaned = match b.delete(table) {
             Ok(true) => {

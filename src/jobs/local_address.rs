@@ -33,7 +33,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::addr::{AddrManager, Ensured, host_prefix};
-use crate::backend::{Backend, ForeignDrop};
+use crate::backend::{Backend, ForeignDrop, Lifetime};
 use crate::error::{Error, Result};
 use crate::jobs::GoDaemonArgs;
 use crate::model::*;
@@ -399,11 +399,7 @@ impl runner::LoopJob for Job {
 }
 
 /// Run `nftkit local-address`.
-pub fn run(
-    args: &LocalAddressArgs,
-    table: &str,
-    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
-) -> Result<()> {
+pub fn run(args: &LocalAddressArgs, table: &str, backend_for: super::BackendFor) -> Result<()> {
     let cfg = parse(args)?;
     let rs = build(&cfg, table);
     tracing::info!(
@@ -435,19 +431,15 @@ pub fn run(
     };
     let mut backend = None;
     let result = if cfg.rules {
-        let mut b = backend_for()?;
         // Tables persist by default; --persist=false ties a daemon's table to it.
-        job.checker = Some(backend_for()?);
-        let r = runner::run(
-            b.as_mut(),
-            &mut job,
-            &runner::LoopOptions {
-                interval: cfg.interval,
-                once: !cfg.daemon,
-                persist: cfg.persist,
-            },
-            &stop,
-        );
+        let opts = runner::LoopOptions {
+            interval: cfg.interval,
+            once: !cfg.daemon,
+            persist: cfg.persist,
+        };
+        let mut b = backend_for(opts.lifetime())?;
+        job.checker = Some(backend_for(Lifetime::Persist)?);
+        let r = runner::run(b.as_mut(), &mut job, &opts, &stop);
         backend = Some(b);
         r.map(|_| ())
     } else {
@@ -550,7 +542,10 @@ fn verify(
     let address = format!("address {ip}/{prefix} on {ifname}");
     let subject = if cfg.rules {
         let rs = build(&cfg, table);
-        diff.extend(crate::apply::drift(backend_for()?.as_mut(), &rs)?);
+        diff.extend(crate::apply::drift(
+            backend_for(Lifetime::Persist)?.as_mut(),
+            &rs,
+        )?);
         format!("{address} and table inet {table}")
     } else {
         address

@@ -8,7 +8,7 @@ pub mod netpol;
 pub mod redirect;
 
 use crate::apply;
-use crate::backend::Backend;
+use crate::backend::Lifetime;
 use crate::error::Result;
 use crate::model::Ruleset;
 use crate::parse::go_bool;
@@ -16,10 +16,9 @@ use crate::parse::go_bool;
 /// The process environment as the config parsers read it (a test passes its own).
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Opens the backend `--backend` chose. Called only after the input was validated, so
-/// invalid input never touches the kernel; a daemon may call it twice (a second,
-/// read-only backend for its checks).
-pub type BackendFor<'a> = &'a mut dyn FnMut() -> Result<Box<dyn Backend>>;
+/// Opens the backend `--backend` chose (see [`crate::backend::Opener`]); a daemon may call
+/// it twice (a second, read-only backend for its checks).
+pub type BackendFor<'a> = crate::backend::Opener<'a>;
 
 /// Where a job runs: its table and the environment.
 #[derive(Clone, Copy)]
@@ -57,12 +56,12 @@ pub trait Job {
     /// until SIGTERM for daemons).
     fn run(&self, cx: Ctx, backend_for: BackendFor) -> Result<()> {
         let rs = self.desired(cx)?;
-        apply::one_shot(backend_for()?.as_mut(), &rs)
+        apply::one_shot(backend_for(Lifetime::Persist)?.as_mut(), &rs)
     }
     /// `verify`: the kernel next to the desired state.
     fn verify(&self, cx: Ctx, backend_for: BackendFor) -> Result<Check> {
         let rs = self.desired(cx)?;
-        let diff = apply::drift(backend_for()?.as_mut(), &rs)?;
+        let diff = apply::drift(backend_for(Lifetime::Persist)?.as_mut(), &rs)?;
         Ok(Check {
             subject: format!("table inet {}", rs.table),
             plural: false,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::apply;
-use crate::backend::Backend;
+use crate::backend::Lifetime;
 use crate::error::{Error, Result};
 use crate::jobs::masquerade::MAX_FILE_BYTES;
 use crate::model::Ruleset;
@@ -190,12 +190,12 @@ pub fn run(
     args: &NetpolArgs,
     env: &dyn Fn(&str) -> Option<String>,
     table: &str,
-    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+    backend_for: super::BackendFor,
 ) -> Result<()> {
     match parse_source(args, env)? {
         Source::File(cfg) => {
             let rs = log_build(&cfg, table);
-            apply::one_shot(backend_for()?.as_mut(), &rs)
+            apply::one_shot(backend_for(Lifetime::Persist)?.as_mut(), &rs)
         }
         Source::Live(cfg) => {
             let stop = runner::stop_on_signals()?;

@@ -52,7 +52,7 @@ use super::build::{NetpolConfig, build_with_summary};
 use super::manifest::Cluster;
 use super::store::{Note, lock};
 use crate::apply;
-use crate::backend::Backend;
+use crate::backend::Lifetime;
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
 use crate::runner::{self, LoopJob, LoopStats};
@@ -146,7 +146,7 @@ fn extra_metrics(table: &str, unconvertible: usize) -> String {
 pub fn run(
     cfg: &LiveConfig,
     table: &str,
-    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+    backend_for: crate::backend::Opener,
     stop: &AtomicBool,
 ) -> Result<()> {
     tracing::info!(
@@ -157,9 +157,12 @@ pub fn run(
         persist = cfg.persist,
         "netpol live mode"
     );
-    let mut backend = backend_for()?;
+    let mut backend = backend_for(if cfg.persist {
+        Lifetime::Persist
+    } else {
+        Lifetime::Process
+    })?;
     let b = backend.as_mut();
-    b.set_process_owned(!cfg.persist);
     // /healthz answers from now on (stale after 3 resync intervals without a pass);
     // /readyz only after the first apply.
     let published = crate::metrics::start(cfg.resync)?;

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use clap::Parser;
 use nftkit::app;
 use nftkit::backend::fake::FakeBackend;
-use nftkit::backend::{Backend, OwnedTable};
+use nftkit::backend::{Backend, Comparison, Inspect, OwnedTable};
 use nftkit::cli::Cli;
 use nftkit::error::Result;
 use nftkit::model::Ruleset;
@@ -25,8 +25,8 @@ impl Backend for Shared {
     fn apply(&mut self, rs: &Ruleset) -> Result<()> {
         self.0.borrow_mut().apply(rs)
     }
-    fn expected(&self, rs: &Ruleset) -> Snapshot {
-        self.0.borrow().expected(rs)
+    fn compare(&mut self, rs: &Ruleset) -> Result<Comparison> {
+        self.0.borrow_mut().compare(rs)
     }
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
         self.0.borrow_mut().read_back(table)
@@ -34,6 +34,9 @@ impl Backend for Shared {
     fn delete(&mut self, table: &str) -> Result<bool> {
         self.0.borrow_mut().delete(table)
     }
+}
+
+impl Inspect for Shared {
     fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {
         self.0.borrow_mut().list_owned()
     }
@@ -52,7 +55,7 @@ fn run(fake: &Shared, args: &[&str], env: &[(&str, &str)]) -> (i32, String, bool
     let result = app::run(
         &cli,
         &|k| env.get(k).cloned(),
-        &mut || {
+        &mut |_| {
             opened = true;
             Ok(Box::new(fake.clone()) as Box<dyn Backend>)
         },

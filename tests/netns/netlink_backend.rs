@@ -5,13 +5,19 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
-use nftkit::backend::Backend;
 use nftkit::backend::netlink::NetlinkBackend;
+use nftkit::backend::{Backend, Inspect, Options};
 use nftkit::jobs::redirect::{self, PortMapping, RedirectConfig, Targets};
 use nftkit::model::{IpFamily, Match};
 use nftkit::snapshot;
 
 use crate::common::{Netns, cpu_heavy};
+
+/// A backend opened with `--force`.
+const FORCE: Options = Options {
+    force: true,
+    lifetime: nftkit::backend::Lifetime::Persist,
+};
 
 /// `nft ARGS` inside `ns`, which must succeed; its stdout.
 fn nft(ns: &Netns, args: &[&str]) -> String {
@@ -464,8 +470,7 @@ fn force_takes_over_and_deletes_a_table_not_marked_ours() {
     ns.nft_load("table inet nftkit-redirect {\n chain c {\n type filter hook input priority 0; policy accept;\n }\n}\n");
     let rs = redirect::build(&base_config(), Targets::default(), "nftkit-redirect");
     ns.enter(|| {
-        let mut b = NetlinkBackend::connect().unwrap();
-        b.set_force(true);
+        let mut b = NetlinkBackend::open(FORCE).unwrap();
         b.apply(&rs).expect("--force replaces the foreign table");
         assert!(
             snapshot::diff(&b.expected(&rs), b.read_back(&rs.table).unwrap().as_ref()).is_empty()
@@ -478,7 +483,7 @@ fn force_takes_over_and_deletes_a_table_not_marked_ours() {
             b.delete("nftkit-redirect").is_err(),
             "refused without --force"
         );
-        b.set_force(true);
+        let mut b = NetlinkBackend::open(FORCE).unwrap();
         assert!(b.delete("nftkit-redirect").unwrap());
     });
     assert!(!nft(&ns, &["list", "tables"]).contains("nftkit-redirect"));

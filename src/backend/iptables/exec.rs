@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn missing_binaries_are_exit_1_naming_the_package() {
         for f in [Flavour::Legacy, Flavour::Nft] {
-            let e = IptablesBackend::with_exec(f, Box::new(Bare))
+            let e = IptablesBackend::with_exec(f, Box::new(Bare), Default::default())
                 .err()
                 .expect("must fail");
             assert_eq!(e.exit_code(), 1);
@@ -369,6 +369,7 @@ mod tests {
                 Box::new(Slow(SystemExec {
                     timeout: Duration::from_millis(200),
                 })),
+                Default::default(),
             )
             .unwrap();
             let started = Instant::now();

@@ -46,7 +46,7 @@ use nft_compat::save::Save;
 use nft_compat::state::{self, FamilyState, owned_prefixes, owner_comment};
 use nft_compat::{Flavour, IpVersion};
 
-use super::{Backend, OwnedTable};
+use super::{Backend, Inspect, Lifetime, Options, OwnedTable};
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
 use crate::snapshot::{ChainSnapshot, Snapshot};
@@ -77,7 +77,7 @@ pub struct IptablesBackend {
 
 impl IptablesBackend {
     /// The backend for `flavour`; exit 1 naming the package if a binary is missing.
-    pub fn new(flavour: Flavour) -> Result<Self> {
+    pub fn new(flavour: Flavour, opts: Options) -> Result<Self> {
         // The tools' own messages do not always say so (legacy restore without the
         // capability: "unable to initialize table 'nat'"); check before running them.
         if !has_cap_net_admin() {
@@ -86,15 +86,28 @@ impl IptablesBackend {
                 flavour.name()
             )));
         }
-        Self::with_exec(flavour, Box::new(SystemExec::default()))
+        Self::with_exec(flavour, Box::new(SystemExec::default()), opts)
     }
 
-    pub fn with_exec(flavour: Flavour, exec: Box<dyn Exec>) -> Result<Self> {
+    pub fn with_exec(flavour: Flavour, exec: Box<dyn Exec>, opts: Options) -> Result<Self> {
+        if opts.lifetime == Lifetime::Process {
+            tracing::warn!(
+                backend = flavour.name(),
+                "iptables rules cannot be tied to this process: they stay after it exits (remove them with `nftkit delete`)"
+            );
+        }
         Ok(IptablesBackend {
             flavour,
             tools: Tools::find(flavour, exec)?,
-            force: false,
+            force: opts.force,
         })
+    }
+
+    /// The comparable form `rs` reads back as; Err(Unsupported) for what iptables cannot
+    /// express.
+    fn expected(&self, rs: &Ruleset) -> Result<Snapshot> {
+        let fams = lower(rs, self.flavour.name())?;
+        Ok(snapshot(&rs.table, Some(rs.comment.clone()), &fams))
     }
 
     /// Put our chains of family `ip` back as they were (`before`); best effort.
@@ -147,10 +160,6 @@ impl Backend for IptablesBackend {
         self.flavour.name()
     }
 
-    fn check(&self, rs: &Ruleset) -> Result<()> {
-        lower(rs, self.flavour.name()).map(|_| ())
-    }
-
     fn apply(&mut self, rs: &Ruleset) -> Result<()> {
         let desired = lower(rs, self.flavour.name())?;
         let prefix = naming::prefix(&rs.table);
@@ -197,21 +206,10 @@ impl Backend for IptablesBackend {
         Ok(())
     }
 
-    fn expected(&self, rs: &Ruleset) -> Snapshot {
-        match lower(rs, self.flavour.name()) {
-            Ok(fams) => snapshot(&rs.table, Some(rs.comment.clone()), &fams),
-            // `check` runs first in ops; this keeps a refusal visible if it did not.
-            Err(e) => Snapshot {
-                table: rs.table.clone(),
-                comment: Some(rs.comment.clone()),
-                chains: vec![ChainSnapshot {
-                    name: format!("<{e}>"),
-                    base: None,
-                    rules: Vec::new(),
-                }],
-                sets: Default::default(),
-            },
-        }
+    fn compare(&mut self, rs: &Ruleset) -> Result<super::Comparison> {
+        let expected = self.expected(rs)?;
+        let observed = self.read_back(&rs.table)?;
+        Ok(super::compare_snapshots(&expected, observed.as_ref()))
     }
 
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
@@ -253,7 +251,9 @@ impl Backend for IptablesBackend {
         }
         Ok(any)
     }
+}
 
+impl Inspect for IptablesBackend {
     fn list_owned(&mut self) -> Result<Vec<OwnedTable>> {
         let saves: Vec<Save> = self.saves()?.into_iter().flatten().collect();
         let mut prefixes = BTreeSet::new();
@@ -279,21 +279,8 @@ impl Backend for IptablesBackend {
         Ok(out)
     }
 
-    fn set_force(&mut self, on: bool) {
-        self.force = on;
-    }
-
     fn other_backends(&self) -> Vec<Box<dyn Backend>> {
         super::usable_backends(Some(self.flavour.name()))
-    }
-
-    fn set_process_owned(&mut self, on: bool) {
-        if on {
-            tracing::warn!(
-                backend = self.flavour.name(),
-                "iptables rules cannot be tied to this process: they stay after it exits (remove them with `nftkit delete`)"
-            );
-        }
     }
 }
 

@@ -179,14 +179,21 @@ mod tests {
              -A KUBE-SERVICES -d 192.0.2.1/32 -j RETURN\n\
              -A KUBE-POSTROUTING -j RETURN\nCOMMIT\n";
         let restores = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-        let mut b = IptablesBackend::with_exec(
-            Flavour::Nft,
-            Box::new(Recorder {
-                save_v4: save_v4.into(),
-                restores: restores.clone(),
-            }),
-        )
-        .unwrap();
+        let open = |force| {
+            IptablesBackend::with_exec(
+                Flavour::Nft,
+                Box::new(Recorder {
+                    save_v4: save_v4.into(),
+                    restores: restores.clone(),
+                }),
+                crate::backend::Options {
+                    force,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let mut b = open(false);
         let rs = Ruleset {
             table: "kube".into(),
             comment: "managed by nftkit masquerade".into(),
@@ -221,7 +228,7 @@ mod tests {
         );
         assert!(restores.borrow().is_empty(), "{:?}", restores.borrow());
 
-        b.set_force(true);
+        let mut b = open(true);
         b.apply(&rs).unwrap();
         let input = restores.borrow()[0].clone();
         assert!(input.contains(":KUBE-POSTROUTING - [0:0]"), "{input}");

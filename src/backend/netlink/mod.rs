@@ -23,7 +23,7 @@ use std::os::fd::AsRawFd;
 use nlink::netlink::nftables::{self as nft, Family, Verdict};
 use nlink::netlink::{Connection, Nftables};
 
-use super::{Backend, OwnedTable, is_owned_comment};
+use super::{Backend, Inspect, Lifetime, Options, OwnedTable, is_owned_comment};
 use crate::error::{Error, Result};
 use crate::model::{self, Ruleset};
 use crate::snapshot::Snapshot;
@@ -50,9 +50,14 @@ pub struct NetlinkBackend {
 }
 
 impl NetlinkBackend {
+    /// [`NetlinkBackend::open`] with the default options (tables persist, no `--force`).
+    pub fn connect() -> Result<Self> {
+        Self::open(Options::default())
+    }
+
     /// Open a netfilter netlink socket in the current network namespace and check that
     /// nf_tables answers (needs CAP_NET_ADMIN).
-    pub fn connect() -> Result<Self> {
+    pub fn open(opts: Options) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -65,8 +70,8 @@ impl NetlinkBackend {
         let b = NetlinkBackend {
             rt,
             conn,
-            process_owned: false,
-            force: false,
+            process_owned: opts.lifetime == Lifetime::Process,
+            force: opts.force,
             last_read: None,
         };
         b.rt.block_on(b.conn.list_tables_in(Family::Inet))
@@ -149,6 +154,11 @@ impl NetlinkBackend {
         Ok(out)
     }
 
+    /// The snapshot `rs` reads back as, elements included.
+    pub fn expected(&self, rs: &Ruleset) -> Snapshot {
+        decode::expected_snapshot(rs, true)
+    }
+
     fn table_info(&self, table: &str) -> Result<Option<nft::Table>> {
         let tables = self
             .rt
@@ -210,10 +220,6 @@ impl Backend for NetlinkBackend {
             "batch sent and acknowledged"
         );
         result
-    }
-
-    fn expected(&self, rs: &Ruleset) -> Snapshot {
-        decode::expected_snapshot(rs, true)
     }
 
     /// After an acknowledged batch: structure only (see `Backend::check_applied`).
@@ -278,17 +284,11 @@ impl Backend for NetlinkBackend {
             .map_err(|e| kernel_error(&format!("delete table inet {table}"), &e))?;
         Ok(true)
     }
+}
 
-    fn set_force(&mut self, on: bool) {
-        self.force = on;
-    }
-
+impl Inspect for NetlinkBackend {
     fn other_backends(&self) -> Vec<Box<dyn Backend>> {
         super::usable_backends(Some("nftables"))
-    }
-
-    fn set_process_owned(&mut self, on: bool) {
-        self.process_owned = on;
     }
 
     fn foreign_drop_chains(
@@ -436,10 +436,11 @@ fn batch_error(rs: &Ruleset, e: &nlink::Error, ops: &[BatchOp]) -> Error {
             })
             .collect();
         if !named.is_empty() {
-            return Error::runtime(format!(
-                "kernel refused the batch for table inet {table}, nothing committed: {}",
-                named.join("; ")
-            ));
+            return Error::Kernel {
+                op: format!("kernel refused the batch for table inet {table}, nothing committed"),
+                errno: failures.first().map(|f| f.errno),
+                message: named.join("; "),
+            };
         }
     }
     kernel_error(&format!("apply table inet {table}"), e)
@@ -503,7 +504,11 @@ fn kernel_error(op: &str, e: &nlink::Error) -> Error {
         }
         _ => "",
     };
-    Error::runtime(format!("{op}: {e}{hint}"))
+    Error::Kernel {
+        op: op.to_string(),
+        errno: e.errno(),
+        message: format!("{e}{hint}"),
+    }
 }
 
 #[cfg(test)]

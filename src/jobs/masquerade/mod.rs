@@ -49,7 +49,6 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::runner;
@@ -401,7 +400,7 @@ pub fn run(
     args: &MasqueradeArgs,
     table: &str,
     env: &dyn Fn(&str) -> Option<String>,
-    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+    backend_for: super::BackendFor,
 ) -> Result<()> {
     let s = settings(args)?;
     let interval = s.interval;
@@ -427,20 +426,16 @@ fn run_job(
     args: &MasqueradeArgs,
     job: &mut MasqJob,
     interval: Duration,
-    backend_for: &mut dyn FnMut() -> Result<Box<dyn Backend>>,
+    backend_for: super::BackendFor,
 ) -> Result<()> {
     let stop = runner::stop_on_signals()?;
-    let mut backend = backend_for()?;
-    let result = runner::run(
-        backend.as_mut(),
-        job,
-        &runner::LoopOptions {
-            interval,
-            once: args.once,
-            persist: args.persist,
-        },
-        &stop,
-    );
+    let opts = runner::LoopOptions {
+        interval,
+        once: args.once,
+        persist: args.persist,
+    };
+    let mut backend = backend_for(opts.lifetime())?;
+    let result = runner::run(backend.as_mut(), job, &opts, &stop);
     if let Err(e) = &result {
         let mut r = job.report.clone();
         r.config_error = Some(e.to_string());

@@ -31,9 +31,10 @@ use actions::check_target;
 use rule::{Lowered, lower_rule};
 
 fn unsupported(backend: &str, what: impl std::fmt::Display) -> Error {
-    Error::runtime(format!(
-        "backend {backend} cannot express {what}; use --backend nftables"
-    ))
+    Error::Unsupported {
+        backend: backend.to_string(),
+        what: what.to_string(),
+    }
 }
 
 /// The desired owned state of `rs`, IPv4 then IPv6. `backend` names the flavour in errors.
