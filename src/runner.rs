@@ -27,9 +27,10 @@ pub use crate::stats::LoopStats;
 pub trait LoopJob {
     /// Re-read configuration and build the desired table. Called at start and every interval.
     fn desired(&mut self) -> Result<Ruleset>;
-    /// Repair state outside the table (an address on an interface). Called before each
-    /// table check; default: nothing.
-    fn repair(&mut self) -> Result<()> {
+    /// Repair state outside the table (an address on an interface) and look around
+    /// (read-only, through the loop's `backend`). Called before each table check;
+    /// default: nothing.
+    fn repair(&mut self, _backend: &mut dyn Backend) -> Result<()> {
         Ok(())
     }
 }
@@ -102,7 +103,7 @@ pub fn run_published(
     let mut stats = LoopStats::default();
     let publish = |stats: &LoopStats, rs: &Ruleset| crate::metrics::publish(published, stats, rs);
     publish(&stats, &good);
-    job.repair()?;
+    job.repair(backend)?;
     let started = Instant::now();
     // A re-run or a restarted daemon whose table is already in place sends nothing.
     let outcome = apply::first_apply(backend, &good, opts.process_owned())?;
@@ -166,7 +167,7 @@ pub fn step_cached(
             tracing::error!(error = %e, "invalid configuration; keeping the last good rules");
         }
     }
-    if let Err(e) = job.repair() {
+    if let Err(e) = job.repair(backend) {
         stats.errors += 1;
         tracing::error!(error = %e, "repair failed");
     }

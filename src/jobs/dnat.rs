@@ -36,10 +36,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::backend::{Backend, Lifetime};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::jobs::GoDaemonArgs;
-use crate::jobs::local_address::ForeignDropWatch;
+use crate::jobs::foreign_drop::ForeignDropWatch;
 use crate::model::*;
 use crate::parse::{self, IdKind, IdRange};
 use crate::runner;
@@ -441,7 +441,6 @@ pub fn desired(args: &DnatArgs, table: &str) -> Result<Ruleset> {
 
 struct Job {
     rs: Ruleset,
-    checker: Option<Box<dyn Backend>>,
     watch: ForeignDropWatch,
     families: Vec<IpFamily>,
     check_forward: bool,
@@ -453,10 +452,10 @@ impl runner::LoopJob for Job {
         Ok(self.rs.clone())
     }
 
-    fn repair(&mut self) -> Result<()> {
-        if let (true, Some(checker)) = (self.check_forward, self.checker.as_mut()) {
+    fn repair(&mut self, backend: &mut dyn Backend) -> Result<()> {
+        if self.check_forward {
             self.watch.check(
-                checker.as_mut(),
+                backend,
                 &self.rs.table,
                 &[Hook::Forward],
                 &self.families,
@@ -508,7 +507,6 @@ pub fn run(args: &DnatArgs, table: &str, backend_for: super::BackendFor) -> Resu
     }
     let mut job = Job {
         rs,
-        checker: Some(backend_for(Lifetime::Persist)?),
         watch: ForeignDropWatch::default(),
         families,
         // Only routed (prerouting) traffic passes the forward hook.

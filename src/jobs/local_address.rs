@@ -33,9 +33,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::addr::{AddrManager, Ensured, host_prefix};
-use crate::backend::{Backend, ForeignDrop, Lifetime};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::jobs::GoDaemonArgs;
+use crate::jobs::foreign_drop::ForeignDropWatch;
 use crate::model::*;
 use crate::parse::{self, go_bool};
 use crate::runner;
@@ -270,62 +271,10 @@ fn dry_run(
     }
 }
 
-/// Warns once per change about other tables' chains that drop at the hooks we accept at.
-#[derive(Default)]
-pub(crate) struct ForeignDropWatch {
-    last: Option<Vec<ForeignDrop>>,
-}
-
-impl ForeignDropWatch {
-    /// Check `hooks` for chains seeing `family`; log when the finding changes. Read-only.
-    pub(crate) fn check(
-        &mut self,
-        backend: &mut dyn Backend,
-        table: &str,
-        hooks: &[Hook],
-        family: &[IpFamily],
-        what: &str,
-    ) {
-        let mut found = Vec::new();
-        for hook in hooks {
-            match backend.foreign_drop_chains(table, *hook) {
-                Ok(list) => found.extend(
-                    list.into_iter()
-                        .filter(|c| family.iter().any(|f| c.covers(*f)))
-                        .map(|c| (hook, c)),
-                ),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot list other tables' chains");
-                    return;
-                }
-            }
-        }
-        let chains: Vec<ForeignDrop> = found.iter().map(|(_, c)| c.clone()).collect();
-        if self.last.as_ref() == Some(&chains) {
-            return;
-        }
-        if !chains.is_empty() {
-            let named: Vec<String> = found
-                .iter()
-                .map(|(h, c)| format!("{c} at hook {}", h.nft_name()))
-                .collect();
-            tracing::warn!(
-                chains = %named.join("; "),
-                "another table can drop {what} despite our accept: an nftables accept ends only our own base chain; allow it in those chains too"
-            );
-        } else if self.last.is_some() {
-            tracing::info!("no other table drops {what} any more");
-        }
-        self.last = Some(chains);
-    }
-}
-
 struct Job {
     cfg: LocalAddressConfig,
     rs: Ruleset,
     addrs: AddrManager,
-    /// A second backend connection for read-only checks (the loop holds the first).
-    checker: Option<Box<dyn Backend>>,
     watch: ForeignDropWatch,
     started: bool,
     /// Whether this process put the address on the interface (at start or as a repair):
@@ -378,22 +327,21 @@ impl runner::LoopJob for Job {
         Ok(self.rs.clone())
     }
 
-    fn repair(&mut self) -> Result<()> {
+    /// Only with rules: the loop runs for a table.
+    fn repair(&mut self, backend: &mut dyn Backend) -> Result<()> {
         self.repair_address()?;
-        if let Some(checker) = self.checker.as_mut() {
-            let family = if self.cfg.ip.is_ipv4() {
-                IpFamily::V4
-            } else {
-                IpFamily::V6
-            };
-            self.watch.check(
-                checker.as_mut(),
-                &self.rs.table,
-                &[Hook::Input, Hook::Output],
-                &[family],
-                &format!("traffic of {}:{}", self.cfg.ip, self.cfg.port),
-            );
-        }
+        let family = if self.cfg.ip.is_ipv4() {
+            IpFamily::V4
+        } else {
+            IpFamily::V6
+        };
+        self.watch.check(
+            backend,
+            &self.rs.table,
+            &[Hook::Input, Hook::Output],
+            &[family],
+            &format!("traffic of {}:{}", self.cfg.ip, self.cfg.port),
+        );
         Ok(())
     }
 }
@@ -424,7 +372,6 @@ pub fn run(args: &LocalAddressArgs, table: &str, backend_for: super::BackendFor)
         cfg: cfg.clone(),
         rs,
         addrs,
-        checker: None,
         watch: ForeignDropWatch::default(),
         started: false,
         added: false,
@@ -438,7 +385,6 @@ pub fn run(args: &LocalAddressArgs, table: &str, backend_for: super::BackendFor)
             persist: cfg.persist,
         };
         let mut b = backend_for(opts.lifetime())?;
-        job.checker = Some(backend_for(Lifetime::Persist)?);
         let r = runner::run(b.as_mut(), &mut job, &opts, &stop);
         backend = Some(b);
         r.map(|_| ())
@@ -543,7 +489,7 @@ fn verify(
     let subject = if cfg.rules {
         let rs = build(&cfg, table);
         diff.extend(crate::apply::drift(
-            backend_for(Lifetime::Persist)?.as_mut(),
+            backend_for(crate::backend::Lifetime::Persist)?.as_mut(),
             &rs,
         )?);
         format!("{address} and table inet {table}")
@@ -769,31 +715,5 @@ mod tests {
                 .unwrap()
                 .starts_with("# no nf_tables rules")
         );
-    }
-
-    #[test]
-    fn foreign_drop_watch_warns_once_per_change() {
-        use crate::backend::fake::FakeBackend;
-        let mut b = FakeBackend::new();
-        let mut w = ForeignDropWatch::default();
-        w.check(&mut b, "t", &[Hook::Input], &[IpFamily::V4], "x");
-        assert_eq!(w.last, Some(vec![]));
-        b.foreign_drops.push((
-            Hook::Input,
-            ForeignDrop {
-                family: "ip6",
-                table: "filter".into(),
-                chain: "INPUT".into(),
-                policy_drop: true,
-                drop_rules: 0,
-            },
-        ));
-        w.check(&mut b, "t", &[Hook::Input], &[IpFamily::V4], "x");
-        assert_eq!(w.last, Some(vec![]), "an ip6 chain does not see IPv4");
-        b.foreign_drops[0].1.family = "ip";
-        w.check(&mut b, "t", &[Hook::Input], &[IpFamily::V4], "x");
-        assert_eq!(w.last.as_ref().map(Vec::len), Some(1));
-        w.check(&mut b, "t", &[Hook::Output], &[IpFamily::V4], "x");
-        assert_eq!(w.last, Some(vec![]), "other hook");
     }
 }

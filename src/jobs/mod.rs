@@ -2,6 +2,7 @@
 //! and how it runs ([`Job`]). `app` runs every job the same way; a job never looks up at
 //! the command line or the dispatcher.
 pub mod dnat;
+pub mod foreign_drop;
 pub mod local_address;
 pub mod masquerade;
 pub mod netpol;
