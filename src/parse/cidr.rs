@@ -46,7 +46,7 @@ pub struct CidrRules {
 
 impl CidrRules {
     /// nftkit's own flags and environment variables (`ACCEPT_BLOCKS`, ...;
-    /// [`super::cidr`]): a bare address is a host, host bits are refused.
+    /// [`super::cidr()`]): a bare address is a host, host bits are refused.
     pub const OPTION: CidrRules = CidrRules {
         bare_address: BareAddress::HostPrefix,
         host_bits: HostBits::Refuse,
