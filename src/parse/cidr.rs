@@ -88,6 +88,8 @@ pub fn parse(raw: &str, rules: CidrRules) -> Result<IpNet, CidrError> {
     // The usual case first, without ipnet's backtracking parser: 50 000 CIDRs in one
     // ip-masq-agent config are read on every resync.
     let net = match ipv4_cidr(t) {
+        // Aligned, the common case, checked on the IPv4 type directly.
+        Some(n) if n.trunc() == n => return Ok(IpNet::V4(n)),
         Some(n) => IpNet::V4(n),
         None if t.contains('/') => t.parse::<IpNet>().map_err(|_| CidrError::Unparsable)?,
         None => {
