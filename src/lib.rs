@@ -22,3 +22,5 @@ pub mod render;
 pub mod runner;
 pub mod snapshot;
 pub mod stats;
+#[cfg(test)]
+mod testutil;

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::fields::{Ctx, Protocol, array, get, meta, port_number, protocol, string, string_map};
 use super::selector::{Operator, Requirement, Selector};
 use crate::error::Result;
+use crate::parse::{CidrRules, cidr::parse as parse_cidr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -124,15 +125,12 @@ fn selector(ctx: &Ctx, v: &Value, path: &str) -> Result<Selector> {
     })
 }
 
-fn cidr(ctx: &Ctx, v: &Value, path: &str) -> Result<IpNet> {
+/// An ipBlock CIDR as the API server stores it ([`CidrRules::API_SERVER`]): before 1.33's
+/// strict validation it keeps `10.0.0.1/8` as given and means the whole prefix; so do we.
+fn block_cidr(ctx: &Ctx, v: &Value, path: &str) -> Result<IpNet> {
     let s = string(ctx, v, path)?;
-    let net: IpNet = s
-        .trim()
-        .parse()
-        .map_err(|_| ctx.err(path, v, "a CIDR such as 10.0.0.0/8 or 2001:db8::/32"))?;
-    // The API server (before 1.33's strict validation) stores `10.0.0.1/8` as given and
-    // means the whole prefix; so do we.
-    Ok(net.trunc())
+    parse_cidr(&s, CidrRules::API_SERVER)
+        .map_err(|_| ctx.err(path, v, "a CIDR such as 10.0.0.0/8 or 2001:db8::/32"))
 }
 
 /// One NetworkPolicy object (as kubectl or the API server writes it).
@@ -229,14 +227,14 @@ fn peer(ctx: &Ctx, v: &Value, path: &str) -> Result<Peer> {
             let bp = format!("{path}.ipBlock");
             let c = get(b, "cidr")
                 .ok_or_else(|| ctx.err(&format!("{bp}.cidr"), &Value::Null, "a CIDR"))?;
-            let cidr = cidr(ctx, c, &format!("{bp}.cidr"))?;
+            let cidr = block_cidr(ctx, c, &format!("{bp}.cidr"))?;
             let mut except = Vec::new();
             for (k, e) in array(ctx, get(b, "except"), &format!("{bp}.except"))?
                 .iter()
                 .enumerate()
             {
                 let ep = format!("{bp}.except[{k}]");
-                let net = cidr_of(ctx, e, &ep)?;
+                let net = block_cidr(ctx, e, &ep)?;
                 let inside = match (&cidr, &net) {
                     (IpNet::V4(c), IpNet::V4(n)) => {
                         c.contains(n) && c.prefix_len() < n.prefix_len()
@@ -264,10 +262,6 @@ fn peer(ctx: &Ctx, v: &Value, path: &str) -> Result<Peer> {
         )),
         None => Ok(Peer::Pods { pods, namespaces }),
     }
-}
-
-fn cidr_of(ctx: &Ctx, v: &Value, path: &str) -> Result<IpNet> {
-    cidr(ctx, v, path)
 }
 
 fn port_spec(ctx: &Ctx, v: &Value, path: &str) -> Result<PortSpec> {

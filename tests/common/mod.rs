@@ -913,6 +913,16 @@ pub struct NftkitDaemon {
 
 impl NftkitDaemon {
     pub fn start<S: AsRef<str>>(ns: &Netns, args: &[S]) -> NftkitDaemon {
+        NftkitDaemon::start_with_env(ns, &[], args)
+    }
+
+    /// [`NftkitDaemon::start`] with `env` set on top of the clean nftkit environment (as
+    /// [`Netns::nftkit`] takes it), e.g. `NFTKIT_STATE_DIR`.
+    pub fn start_with_env<S: AsRef<str>>(
+        ns: &Netns,
+        env: &[(&str, &str)],
+        args: &[S],
+    ) -> NftkitDaemon {
         let log = std::env::temp_dir().join(format!("{}-daemon.log", unique_name()));
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &ns.name, NFTKIT, "-v"]);
@@ -920,6 +930,7 @@ impl NftkitDaemon {
         for k in NFTKIT_ENV {
             c.env_remove(k);
         }
+        c.envs(env.iter().copied());
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("create daemon log"));
@@ -981,6 +992,11 @@ impl NftkitDaemon {
         }
     }
 
+    /// SIGTERM and wait (bounded), as [`NftkitDaemon::stop_with`].
+    pub fn stop(&mut self) -> Option<i32> {
+        self.stop_with(libc::SIGTERM)
+    }
+
     /// Waits (bounded) for the process to exit by itself; its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let child = self.child.as_mut()?;
@@ -1001,7 +1017,7 @@ impl NftkitDaemon {
 impl Drop for NftkitDaemon {
     fn drop(&mut self) {
         if self.child.is_some() {
-            self.stop_with(libc::SIGTERM);
+            self.stop();
         }
         let _ = fs::remove_file(&self.log);
     }

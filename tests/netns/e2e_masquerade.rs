@@ -15,7 +15,6 @@
 use crate::common::*;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -262,141 +261,21 @@ impl Lab {
     fn table(&self) -> Option<String> {
         self.router.table("inet", TABLE)
     }
-}
 
-/// Polls `cond` every 50 ms until it holds or `within` passes.
-fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A background `nftkit -v masquerade` daemon in a namespace; SIGTERM (then SIGKILL) on
-/// drop. Its stderr goes to a log file the test can read.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(lab: &Lab, args: &[&str]) -> Daemon {
-        let log = lab.state.path().join(format!(
-            "daemon-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            &lab.router.name,
-            NFTKIT,
-            "-v",
+    /// A background `nftkit -v masquerade --config-dir DIR --resync-interval INTERVAL
+    /// ARGS` daemon in the router.
+    fn daemon(&self, args: &[&str]) -> NftkitDaemon {
+        let dir = self.config.s();
+        let mut v = vec![
             "masquerade",
-        ])
-        .arg("--config-dir")
-        .arg(lab.config.path())
-        .args(["--resync-interval", INTERVAL])
-        .args(args);
-        for k in NFTKIT_ENV {
-            c.env_remove(k);
-        }
-        c.env("NFTKIT_STATE_DIR", lab.state.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        // `ip netns exec` execs the command, so this pid is nftkit's.
-        let child = c.spawn().expect("spawn nftkit daemon");
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
-    }
-
-    /// Waits until the log contains `needle` (bounded).
-    fn wait_log(&self, needle: &str, within: Duration) {
-        if !wait_until(within, || self.log().contains(needle)) {
-            panic!(
-                "daemon log lacks {needle:?} after {within:?}:\n{}",
-                self.log()
-            );
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    fn sigterm(&self) {
-        self.signal(libc::SIGTERM);
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        if let Some(c) = &self.child {
-            // SAFETY: plain kill(2) of our own child.
-            unsafe {
-                libc::kill(c.id() as libc::pid_t, sig);
-            }
-        }
-    }
-
-    /// SIGTERM and wait (bounded); the exit code, None if it had to be killed.
-    fn stop(&mut self) -> Option<i32> {
-        self.sigterm();
-        let mut child = self.child.take()?;
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process to exit by itself (bounded).
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let child = self.child.as_mut()?;
-        let end = Instant::now() + within;
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                self.child = None;
-                return st.code();
-            }
-            if Instant::now() > end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.stop();
-        }
+            "--config-dir",
+            &dir,
+            "--resync-interval",
+            INTERVAL,
+        ];
+        v.extend_from_slice(args);
+        let state = self.state.s();
+        NftkitDaemon::start_with_env(&self.router, &[("NFTKIT_STATE_DIR", &state)], &v)
     }
 }
 
@@ -609,7 +488,7 @@ fn disagreeing_files_are_reported() {
     lab.expect(PRIVATE, false);
 
     // A daemon also reports them in `status` while it runs.
-    let mut d = Daemon::start(&lab, &["--persist=false"]);
+    let mut d = lab.daemon(&["--persist=false"]);
     d.wait_log("reconciling", Duration::from_secs(10));
     assert!(d.log().contains("conflicting configuration"), "{}", d.log());
     let s = lab.nftkit(&["status"]);
@@ -719,7 +598,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
     // Every update goes through the ConfigMap volume layout, as in a real DaemonSet.
     lab.config
         .configmap(&[("ip-masq-agent", "nonMasqueradeCIDRs: [203.0.113.0/24]\n")]);
-    let mut d = Daemon::start(&lab, &["--persist=false"]);
+    let mut d = lab.daemon(&["--persist=false"]);
     d.wait_log("reconciling", Duration::from_secs(10));
     lab.expect(OUTSIDE, false);
     lab.expect(PRIVATE, true);
@@ -728,7 +607,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
     lab.config
         .configmap(&[("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")]);
     assert!(
-        wait_until(WITHIN_ONE_INTERVAL, || lab
+        poll_until(WITHIN_ONE_INTERVAL, || lab
             .table()
             .is_some_and(|t| t.contains("10.0.0.0/8"))),
         "change not applied within one interval:\n{}",
@@ -765,7 +644,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
         ("ip-masq-agent-2", "nonMasqueradeCIDRs: [203.0.113.0/24]\n"),
     ]);
     assert!(
-        wait_until(WITHIN_ONE_INTERVAL, || lab
+        poll_until(WITHIN_ONE_INTERVAL, || lab
             .table()
             .is_some_and(|t| t.contains("203.0.113.0/24"))),
         "{}",
@@ -775,7 +654,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
     // Removing every file brings back the defaults.
     lab.config.configmap(&[]);
     assert!(
-        wait_until(WITHIN_ONE_INTERVAL, || lab
+        poll_until(WITHIN_ONE_INTERVAL, || lab
             .table()
             .is_some_and(|t| t.contains("192.168.0.0/16"))),
         "{}",
@@ -801,7 +680,7 @@ fn daemon_follows_config_and_keeps_last_good_rules() {
 #[test]
 fn daemon_repairs_drift_and_noop_resync_is_silent() {
     let lab = Lab::new();
-    let mut d = Daemon::start(&lab, &["--persist"]);
+    let mut d = lab.daemon(&["--persist"]);
     d.wait_log("reconciling", Duration::from_secs(10));
     lab.expect(OUTSIDE, true);
 
@@ -848,7 +727,7 @@ fn daemon_repairs_drift_and_noop_resync_is_silent() {
         "config change not seen by nft monitor:\n{mon}\n{}",
         d.log()
     );
-    assert!(wait_until(WITHIN_ONE_INTERVAL, || lab
+    assert!(poll_until(WITHIN_ONE_INTERVAL, || lab
         .table()
         .is_some_and(|t| t.contains("203.0.113.0/24"))));
     lab.expect(OUTSIDE, false);
@@ -856,7 +735,7 @@ fn daemon_repairs_drift_and_noop_resync_is_silent() {
     // External delete: re-created within one interval.
     lab.router.must(&["nft", "delete", "table", "inet", TABLE]);
     assert!(
-        wait_until(WITHIN_ONE_INTERVAL, || lab.table().is_some()),
+        poll_until(WITHIN_ONE_INTERVAL, || lab.table().is_some()),
         "deleted table not repaired:\n{}",
         d.log()
     );
@@ -864,7 +743,7 @@ fn daemon_repairs_drift_and_noop_resync_is_silent() {
     lab.router
         .must(&["nft", "flush", "chain", "inet", TABLE, "IP-MASQ-AGENT"]);
     assert!(
-        wait_until(WITHIN_ONE_INTERVAL, || lab
+        poll_until(WITHIN_ONE_INTERVAL, || lab
             .table()
             .is_some_and(|t| t.contains("masquerade comment"))),
         "flushed chain not repaired:\n{}",
@@ -889,7 +768,7 @@ fn daemon_table_survives_sigkill_by_default() {
     let lab = Lab::new();
     lab.config
         .configmap(&[("ip-masq-agent", "nonMasqueradeCIDRs: [203.0.113.0/24]\n")]);
-    let mut d = Daemon::start(&lab, &[]);
+    let mut d = lab.daemon(&[]);
     d.wait_log("reconciling", Duration::from_secs(10));
     let before = lab.table().expect("table");
     assert!(
@@ -906,7 +785,7 @@ fn daemon_table_survives_sigkill_by_default() {
     );
     lab.expect(OUTSIDE, false);
     lab.expect(PRIVATE, true);
-    let mut d = Daemon::start(&lab, &[]);
+    let mut d = lab.daemon(&[]);
     d.wait_log("reconciling", Duration::from_secs(10));
     assert_eq!(lab.table().as_deref(), Some(before.as_str()));
     assert_eq!(d.stop(), Some(0), "{}", d.log());
@@ -921,7 +800,7 @@ fn daemon_bad_config_at_start_is_exit_2() {
     let lab = Lab::new();
     lab.config
         .write("ip-masq-agent", "masqLinkLocal: perhaps\n");
-    let mut d = Daemon::start(&lab, &[]);
+    let mut d = lab.daemon(&[]);
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(2), "{}", d.log());
     assert!(d.log().contains("ip-masq-agent") && d.log().contains("perhaps"));
     assert!(lab.table().is_none());

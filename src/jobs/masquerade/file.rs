@@ -2,15 +2,15 @@
 //! [`crate::fast_yaml`], then serde), upstream's keys and boolean spellings, and the CIDR
 //! rules of upstream's validation.
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde_norway::Value;
 
 use super::{FileConfig, file_error};
 use crate::error::{Error, Result};
 use crate::fast_yaml::{Node, Scalar};
+use crate::parse::{CidrError, CidrRules, cidr::parse as parse_cidr};
 
 pub(super) const KEY_CIDRS: &str = "nonMasqueradeCIDRs";
 pub(super) const KEY_LINK_LOCAL: &str = "masqLinkLocal";
@@ -169,37 +169,25 @@ fn scalar_text(v: &Value) -> String {
     }
 }
 
-/// A CIDR as upstream validates it: `net.ParseCIDR` (a bare address is refused), the
-/// network address aligned to the prefix, IPv6 only with --enable-ipv6.
+/// A CIDR as upstream validates it ([`CidrRules::GO_PARSE_CIDR`]): `net.ParseCIDR` (a bare
+/// address is refused), the network address aligned to the prefix, IPv6 only with
+/// --enable-ipv6.
 pub fn cidr(what: &str, raw: &str, enable_ipv6: bool) -> Result<IpNet> {
-    let t = raw.trim();
-    if t.is_empty() {
-        return Err(Error::invalid(
+    let net = parse_cidr(raw, CidrRules::GO_PARSE_CIDR).map_err(|e| match e {
+        CidrError::Empty => {
+            Error::invalid(what, raw, "empty item; expected a CIDR such as 10.0.0.0/8")
+        }
+        CidrError::NoPrefix | CidrError::Unparsable => Error::invalid(
             what,
             raw,
-            "empty item; expected a CIDR such as 10.0.0.0/8",
-        ));
-    }
-    let net: IpNet = match ipv4_cidr(t) {
-        Some(n) => IpNet::V4(n),
-        None => t.parse().map_err(|_| {
-            Error::invalid(
-                what,
-                raw,
-                "could not be parsed; expected a CIDR such as 10.0.0.0/8 or fd00::/8",
-            )
-        })?,
-    };
-    if net.trunc() != net {
-        return Err(Error::invalid(
+            "could not be parsed; expected a CIDR such as 10.0.0.0/8 or fd00::/8",
+        ),
+        CidrError::HostBits { suggested } => Error::invalid(
             what,
             raw,
-            format!(
-                "is not aligned to a CIDR block (host bits set); did you mean {}?",
-                net.trunc()
-            ),
-        ));
-    }
+            format!("is not aligned to a CIDR block (host bits set); did you mean {suggested}?"),
+        ),
+    })?;
     if matches!(net, IpNet::V6(_)) && !enable_ipv6 {
         return Err(Error::invalid(
             what,
@@ -208,49 +196,6 @@ pub fn cidr(what: &str, raw: &str, enable_ipv6: bool) -> Result<IpNet> {
         ));
     }
     Ok(net)
-}
-
-/// `a.b.c.d/n` exactly as ipnet's parser reads an IPv4 CIDR (octets of 1-3 digits up to
-/// 255, a prefix of 1-2 digits up to 32), without its backtracking; `None` for anything
-/// else, which is then left to ipnet (IPv6, errors).
-fn ipv4_cidr(s: &str) -> Option<Ipv4Net> {
-    /// The number of at most `max_digits` digits at the start of `b`, and its length.
-    fn number(b: &[u8], max_digits: usize) -> Option<(u32, usize)> {
-        let mut n = 0u32;
-        let mut len = 0;
-        while let Some(&c) = b.get(len)
-            && c.is_ascii_digit()
-        {
-            if len == max_digits {
-                return None;
-            }
-            n = n * 10 + u32::from(c - b'0');
-            len += 1;
-        }
-        (len > 0).then_some((n, len))
-    }
-    let b = s.as_bytes();
-    let mut at = 0;
-    let mut octets = [0u8; 4];
-    for (i, o) in octets.iter_mut().enumerate() {
-        if i > 0 {
-            if b.get(at) != Some(&b'.') {
-                return None;
-            }
-            at += 1;
-        }
-        let (n, len) = number(&b[at..], 3)?;
-        *o = u8::try_from(n).ok()?;
-        at += len;
-    }
-    if b.get(at) != Some(&b'/') {
-        return None;
-    }
-    let (len, digits) = number(&b[at + 1..], 2)?;
-    if at + 1 + digits != b.len() || len > 32 {
-        return None;
-    }
-    Ipv4Net::new(Ipv4Addr::from(octets), len as u8).ok()
 }
 
 /// Go decodes YAML 1.1 (go-yaml v2): yes/no/on/off/y/n are booleans too.
@@ -315,80 +260,6 @@ mod tests {
             }
         }
         assert!(cidr("x", "fd00::/8", true).is_ok());
-    }
-
-    #[test]
-    fn ipv4_cidr_reads_what_ipnet_reads() {
-        for ok in [
-            "0.0.0.0/0",
-            "10.0.0.0/8",
-            "255.255.255.255/32",
-            "172.16.0.0/30",
-            "010.001.0.00/08",
-            "1.2.3.4/00",
-        ] {
-            assert_eq!(
-                ipv4_cidr(ok).map(IpNet::V4),
-                Some(ok.parse().unwrap()),
-                "{ok}"
-            );
-        }
-        for other in [
-            "",
-            "/8",
-            "1.2.3/8",
-            "1.2.3.4",
-            "1.2.3.4/",
-            "1.2.3.4/33",
-            "1.2.3.4/008",
-            "256.0.0.0/8",
-            "1.2.3.0004/8",
-            "1.2.3.4/8/",
-            "1.2.3.4 /8",
-            " 1.2.3.4/8",
-            "1.2.3.4/8 ",
-            "::/0",
-            "::ffff:1.2.3.4/96",
-            "1.2.3.4/+8",
-            "+1.2.3.4/8",
-            "1..3.4/8",
-            "1.2.3.4.5/8",
-        ] {
-            assert_eq!(ipv4_cidr(other), None, "{other:?}");
-        }
-        // Random near-CIDRs (1-4 digit numbers, mostly the right separators): whenever it
-        // reads one, ipnet reads the same; whenever it declines, ipnet reads no IPv4 CIDR.
-        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
-        let mut agreed = 0;
-        for _ in 0..100_000 {
-            let mut t = String::new();
-            for part in 0..5 {
-                if part > 0 {
-                    t.push_str(match (part, next(20)) {
-                        (_, 0) => "",
-                        (_, 1) => "..",
-                        (4, _) => "/",
-                        _ => ".",
-                    });
-                }
-                let digits = [1, 1, 2, 2, 3, 3, 0, 4][next(8) as usize];
-                for _ in 0..digits {
-                    let d = if next(3) == 0 { 0 } else { next(10) };
-                    t.push(char::from(b'0' + d as u8));
-                }
-            }
-            if next(20) == 0 {
-                t.push(['/', '.', 'x', ' '][next(4) as usize]);
-            }
-            let ipnet = t.parse::<IpNet>().ok();
-            if let Some(n) = ipv4_cidr(&t) {
-                assert_eq!(Some(IpNet::V4(n)), ipnet, "{t:?}");
-                agreed += 1;
-            } else {
-                assert!(!matches!(ipnet, Some(IpNet::V4(_))), "{t:?} declined");
-            }
-        }
-        assert!(agreed > 2000, "{agreed}");
     }
 
     #[test]

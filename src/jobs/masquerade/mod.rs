@@ -85,7 +85,9 @@ const fn ipv6net(a: Ipv6Addr, len: u8) -> Ipv6Net {
 
 /// Flags of `nftkit masquerade`: upstream's (ip-masq-agent-v2 reads no environment
 /// variables), v1's `--config-dir` / `--random-fully`, and nftkit's `--once` / `--persist`.
-/// Boolean flags also take Go's `--flag=true|false` form.
+/// Boolean flags also take Go's `--flag=BOOL` form, in the spellings of Go's
+/// `strconv.ParseBool` ([`crate::parse::go_bool`]: `1`, `t`, `true`, `TRUE`, `0`, `f`, ...),
+/// as upstream's pflag reads them.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 pub struct MasqueradeArgs {
     /// Name of the chain holding the RETURN and MASQUERADE rules
@@ -94,12 +96,12 @@ pub struct MasqueradeArgs {
     /// Without config files, exempt all reserved IPv4 ranges (not only RFC 1918)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
+          value_parser = crate::parse::go_bool)]
     pub nomasq_all_reserved_ranges: bool,
     /// Also masquerade IPv6 and accept IPv6 CIDRs in the config
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
+          value_parser = crate::parse::go_bool)]
     pub enable_ipv6: bool,
     /// Time between config re-reads and kernel checks: whole seconds, as upstream, or a Go
     /// duration (90s, 2m)
@@ -114,7 +116,7 @@ pub struct MasqueradeArgs {
     /// Masquerade with fully randomised source ports (ip-masq-agent v1's --random-fully)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
+          value_parser = crate::parse::go_bool)]
     pub random_fully: bool,
     /// Keep the table when the daemon dies (SIGKILL, OOM, restart), as upstream's iptables
     /// rules stay; --persist=false ties it to the process (kernel table owner flag)
@@ -494,6 +496,52 @@ mod tests {
             let e = settings(&args).unwrap_err();
             assert_eq!(e.exit_code(), 2);
             assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn booleans_take_go_forms_only() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: MasqueradeArgs,
+        }
+        let args = |argv: &[&str]| {
+            let mut v = vec!["t"];
+            v.extend_from_slice(argv);
+            T::try_parse_from(v).map(|t| t.a)
+        };
+        for flag in [
+            "--enable-ipv6",
+            "--nomasq-all-reserved-ranges",
+            "--random-fully",
+        ] {
+            let get = |a: &MasqueradeArgs| match flag {
+                "--enable-ipv6" => a.enable_ipv6,
+                "--nomasq-all-reserved-ranges" => a.nomasq_all_reserved_ranges,
+                _ => a.random_fully,
+            };
+            assert!(!get(&args(&[]).unwrap()), "{flag} defaults to false");
+            assert!(get(&args(&[flag]).unwrap()), "{flag}");
+            for (value, want) in [
+                ("T", true),
+                ("1", true),
+                ("true", true),
+                ("FALSE", false),
+                ("0", false),
+                ("f", false),
+            ] {
+                let a = args(&[&format!("{flag}={value}")]);
+                assert_eq!(a.as_ref().map(get).ok(), Some(want), "{flag}={value}");
+            }
+            // Go's flag package refuses these; clap's Boolish parser took them.
+            for value in ["yes", "on", "no", "off", "y", ""] {
+                assert!(
+                    args(&[&format!("{flag}={value}")]).is_err(),
+                    "{flag}={value} accepted"
+                );
+            }
         }
     }
 

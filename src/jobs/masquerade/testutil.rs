@@ -8,6 +8,8 @@ use super::{FileConfig, MasqConfig, MasqJob, Settings, parse_file};
 use crate::error::Result;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub(super) use crate::testutil::xorshift;
+
 /// A temporary directory removed on drop.
 pub(super) struct Dir(pub(super) PathBuf);
 impl Dir {
@@ -67,14 +69,4 @@ pub(super) fn job_with_report(d: &Dir, state: &Dir) -> MasqJob {
         state_path("nftkit-masquerade", &env),
         false,
     )
-}
-
-/// A small pseudo-random generator (xorshift): `next(n)` is in `0..n`.
-pub(super) fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
-    move |n| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    }
 }

@@ -1,7 +1,17 @@
 //! Parsers shared by the commands' configs. Each names the option it reads (`what`) in
 //! its error, so a message says which variable or flag held the bad value.
+//!
+//! Go's value forms (booleans, durations) are in [`go`], re-exported here; the one CIDR
+//! parser, with each caller's rules named, is [`cidr::parse`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+pub mod cidr;
+pub mod go;
+
+pub use cidr::{CidrError, CidrRules};
+use go::{MAX_DURATION_SECS, duration_or};
+pub use go::{go_bool, go_duration};
+
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -40,28 +50,21 @@ pub fn port(what: &str, raw: &str) -> Result<u16> {
     }
 }
 
-/// A CIDR (`10.0.0.0/8`) or a bare address (a host prefix). Host bits must be zero, as
-/// upstream's validation demands (`10.0.0.1/8` is refused, not silently widened).
+/// A CIDR (`10.0.0.0/8`) or a bare address (a host prefix), as nftkit's own flags and
+/// variables take it ([`CidrRules::OPTION`]). Host bits must be zero, as upstream's
+/// validation demands (`10.0.0.1/8` is refused, not silently widened).
 pub fn cidr(what: &str, raw: &str) -> Result<IpNet> {
     let raw = raw.trim();
-    let net = if raw.contains('/') {
-        raw.parse::<IpNet>().map_err(|_| {
-            Error::invalid(what, raw, "expected a CIDR such as 10.0.0.0/8 or fc00::/7")
-        })?
-    } else {
-        let addr = raw.parse::<IpAddr>().map_err(|_| {
-            Error::invalid(what, raw, "expected a CIDR such as 10.0.0.0/8 or fc00::/7")
-        })?;
-        IpNet::from(addr)
-    };
-    if net.trunc() != net {
-        return Err(Error::invalid(
+    cidr::parse(raw, CidrRules::OPTION).map_err(|e| match e {
+        CidrError::HostBits { suggested } => Error::invalid(
             what,
             raw,
-            format!("host bits are set; did you mean {}?", net.trunc()),
-        ));
-    }
-    Ok(net)
+            format!("host bits are set; did you mean {suggested}?"),
+        ),
+        CidrError::Empty | CidrError::NoPrefix | CidrError::Unparsable => {
+            Error::invalid(what, raw, "expected a CIDR such as 10.0.0.0/8 or fc00::/7")
+        }
+    })
 }
 
 pub fn cidr_v4(what: &str, raw: &str) -> Result<Ipv4Net> {
@@ -93,57 +96,6 @@ pub fn ipv6(what: &str, raw: &str) -> Result<Ipv6Addr> {
         .unwrap_or(t);
     t.parse()
         .map_err(|_| Error::invalid(what, raw, "expected an IPv6 address such as 2001:db8::10"))
-}
-
-/// A Go-style duration (`time.ParseDuration`): `1m`, `30s`, `1m30s`, `1.5h`, `500ms`.
-/// Must be positive.
-/// The longest interval accepted (1e9 s): longer ones are typos, and it keeps every
-/// deadline computed from it far from `Instant` overflow.
-const MAX_DURATION_SECS: f64 = 1e9;
-
-pub fn go_duration(what: &str, raw: &str) -> Result<std::time::Duration> {
-    duration_or(what, raw, "expected a duration such as 30s, 1m or 1m30s")
-}
-
-fn duration_or(what: &str, raw: &str, expected: &str) -> Result<std::time::Duration> {
-    let bad = || Error::invalid(what, raw, expected);
-    let mut rest = raw.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * scale;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total >= MAX_DURATION_SECS {
-        return Err(Error::invalid(
-            what,
-            raw,
-            "duration too large: at most 277777h (about 31 years)",
-        ));
-    }
-    if total <= 0.0 {
-        return Err(Error::invalid(what, raw, "duration must be positive"));
-    }
-    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 /// An inclusive id range (uid or gid).
@@ -359,15 +311,6 @@ pub fn interval(what: &str, raw: &str) -> Result<std::time::Duration> {
     )
 }
 
-/// Go's `strconv.ParseBool`, which pflag uses for `--flag=value`.
-pub fn go_bool(s: &str) -> std::result::Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("expected true or false, got {s:?}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -384,29 +327,6 @@ mod tests {
             },
         ];
         assert_eq!(comma_list(&ids), "1010,2000-2999");
-    }
-
-    #[test]
-    fn durations_too_large_say_so() {
-        use super::go_duration;
-        for raw in [
-            "1h99999999999999999h",
-            "300000h",
-            "99999999999999999999999h",
-        ] {
-            let e = go_duration("--x", raw).unwrap_err();
-            assert!(e.to_string().contains("too large"), "{raw}: {e}");
-        }
-        assert!(
-            go_duration("--x", "0s")
-                .unwrap_err()
-                .to_string()
-                .contains("positive")
-        );
-        assert_eq!(
-            go_duration("--x", "277777h").unwrap().as_secs(),
-            277777 * 3600
-        );
     }
 
     #[test]
@@ -447,47 +367,6 @@ mod tests {
         assert_eq!(port("P", "65535").unwrap(), 65535);
         for bad in ["0", "65536", "70000", "-1", "http", "", "1.5"] {
             assert!(port("P", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn cidrs() {
-        assert_eq!(cidr("C", "10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(cidr("C", "10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!(cidr("C", "::1").unwrap().to_string(), "::1/128");
-        let e = cidr("C", "10.0.0.1/8").unwrap_err().to_string();
-        assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
-        for bad in [
-            "10.0.0.0/33",
-            "300.0.0.0/8",
-            "abc",
-            "10.0.0.0/",
-            "fc00::/129",
-        ] {
-            assert!(cidr("C", bad).is_err(), "{bad}");
-        }
-        assert!(cidr_v4("C", "fc00::/7").is_err());
-        assert!(cidr_v6("C", "10.0.0.0/8").is_err());
-    }
-
-    #[test]
-    fn go_durations() {
-        use std::time::Duration;
-        assert_eq!(go_duration("D", "1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(go_duration("D", "1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(
-            go_duration("D", "500ms").unwrap(),
-            Duration::from_millis(500)
-        );
-        assert_eq!(go_duration("D", "1.5h").unwrap(), Duration::from_secs(5400));
-        for bad in ["", "10", "1x", "m", "-1s", "0s", "1m 30s", "s1"] {
-            assert!(
-                go_duration("--sync-interval", bad)
-                    .unwrap_err()
-                    .to_string()
-                    .contains("--sync-interval"),
-                "{bad}"
-            );
         }
     }
 
