@@ -43,10 +43,6 @@ pub struct NetlinkBackend {
     process_owned: bool,
     /// `--force`: take over a same-named table that is not marked as ours.
     force: bool,
-    /// The last full read-back: (ruleset generation, table, snapshot). Every commit in this
-    /// network namespace, by anyone, bumps the generation, so while it is unchanged the
-    /// kernel still holds exactly this: a no-op resync then skips the element dump.
-    last_read: Option<(u32, String, Option<Snapshot>)>,
 }
 
 impl NetlinkBackend {
@@ -72,7 +68,6 @@ impl NetlinkBackend {
             conn,
             process_owned: opts.lifetime == Lifetime::Process,
             force: opts.force,
-            last_read: None,
         };
         b.rt.block_on(b.conn.list_tables_in(Family::Inet))
             .map_err(|e| kernel_error("list nf_tables tables", &e))?;
@@ -248,25 +243,14 @@ impl Backend for NetlinkBackend {
         self.rt.block_on(self.conn.generation()).ok().map(u64::from)
     }
 
+    /// The whole table, elements formatted: for `read_back` callers (another backend's
+    /// copy, tests). A daemon's resync skips even `compare` while the ruleset generation
+    /// is unchanged (the runner's cache, the only one).
     fn read_back(&mut self, table: &str) -> Result<Option<Snapshot>> {
-        let generation = || self.rt.block_on(self.conn.generation()).ok();
-        let before = generation();
-        if let (Some(g), Some((lg, lt, snap))) = (before, &self.last_read)
-            && *lg == g
-            && lt == table
-        {
-            return Ok(snap.clone());
+        match self.table_info(table)? {
+            None => Ok(None),
+            Some(info) => Ok(Some(self.snapshot_of(&info, true)?)),
         }
-        let snap = match self.table_info(table)? {
-            None => None,
-            Some(info) => Some(self.snapshot_of(&info, true)?),
-        };
-        // Cached only if nothing was committed while we read (a consistent dump).
-        self.last_read = match before {
-            Some(g) if generation() == Some(g) => Some((g, table.to_string(), snap.clone())),
-            _ => None,
-        };
-        Ok(snap)
     }
 
     fn delete(&mut self, table: &str) -> Result<bool> {
