@@ -59,7 +59,7 @@ pub fn run(
         | Command::Masquerade(_)
         | Command::LocalAddress(_)
         | Command::Dnat(_)
-        | Command::Netpol(_) => unreachable!("jobs are dispatched above"),
+        | Command::Netpol(_) => Err(Error::runtime("internal error: a job was not dispatched")),
         Command::Doctor { json } => crate::doctor::run(*json, out),
         Command::Detect { json } => {
             let (evidence, decision) = backend::detect::detect(true)?;
@@ -104,17 +104,9 @@ pub fn run(
                 *all,
             )
         }
-        Command::Completions { shell } => {
-            let mut buf = Vec::new();
-            clap_complete::generate(
-                *shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "nftkit",
-                &mut buf,
-            );
-            out.write_all(&buf)
-                .map_err(|e| Error::runtime(format!("stdout: {e}")))
-        }
+        Command::Completions { shell } => out
+            .write_all(&crate::cli::completions(*shell))
+            .map_err(|e| Error::runtime(format!("stdout: {e}"))),
         Command::Man { out: None } => {
             let page =
                 crate::man::top_page().map_err(|e| Error::runtime(format!("man page: {e}")))?;

@@ -193,6 +193,18 @@ impl Command {
     }
 }
 
+/// The shell completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut buf = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "nftkit",
+        &mut buf,
+    );
+    buf
+}
+
 impl Cli {
     /// `--table`, validated, or `nftkit-<command>`.
     pub fn table_for(&self, command: &str) -> Result<String, Error> {
