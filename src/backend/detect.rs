@@ -65,14 +65,22 @@ pub(crate) fn legacy_tables_present() -> Option<bool> {
 /// (`--backend auto`, every run) skip the save commands when no legacy table exists,
 /// since nothing can then point to iptables-legacy.
 pub fn detect(full: bool) -> Result<(Evidence, Decision)> {
+    detect_given(full, super::netlink::probe()?)
+}
+
+/// [`detect`] with the netlink probe's answer already known.
+pub fn detect_given(
+    full: bool,
+    nf_tables: std::result::Result<(), String>,
+) -> Result<(Evidence, Decision)> {
     let e = if !full && legacy_tables_present() == Some(false) {
         Evidence {
-            nf_tables: super::netlink::probe()?,
+            nf_tables,
             legacy: Some(SideEvidence::default()),
             nft: None,
         }
     } else {
-        gather()?
+        gather_with(&SystemExec::default(), || Ok(nf_tables))?
     };
     let d = decide(&e);
     Ok((e, d))

@@ -217,16 +217,24 @@ pub fn select(choice: BackendChoice, opts: Options) -> Result<Box<dyn Backend>> 
             opts,
         )?)),
         BackendChoice::Auto => {
-            let (_, decision) = detect::detect(false)?;
+            // The probe is the nftables backend itself: when it is chosen, its socket is
+            // the one the probe opened.
+            let (nl, nf_tables) = match netlink::probe_answer(netlink::NetlinkBackend::open(opts)) {
+                Ok(b) => (Some(b), Ok(())),
+                Err(netlink::ProbeError::Lacking(why)) => (None, Err(why)),
+                Err(netlink::ProbeError::Other(e)) => return Err(e),
+            };
+            let (_, decision) = detect::detect_given(false, nf_tables)?;
             tracing::info!(
                 backend = decision.choice.name(),
                 reason = %decision.reason,
                 "backend selected (auto)"
             );
             match decision.choice {
-                nft_compat::detect::Choice::Nftables => {
-                    Ok(Box::new(netlink::NetlinkBackend::open(opts)?))
-                }
+                nft_compat::detect::Choice::Nftables => match nl {
+                    Some(b) => Ok(Box::new(b)),
+                    None => Ok(Box::new(netlink::NetlinkBackend::open(opts)?)),
+                },
                 nft_compat::detect::Choice::IptablesLegacy => Ok(Box::new(
                     iptables::IptablesBackend::new(nft_compat::Flavour::Legacy, opts)?,
                 )),
@@ -242,15 +250,20 @@ pub fn select(choice: BackendChoice, opts: Options) -> Result<Box<dyn Backend>> 
 /// `/proc/net/ip*_tables_names`, which instantiates nothing). A backend that cannot be
 /// opened is left out (logged at debug): these are only consulted, never required.
 pub fn usable_backends(except: Option<&str>) -> Vec<Box<dyn Backend>> {
+    usable_backends_given(except, netlink::xtables_tables_present)
+}
+
+/// [`usable_backends`], asking `xtables_tables_present` (an open netlink backend asks
+/// over its own socket).
+pub fn usable_backends_given(
+    except: Option<&str>,
+    mut xtables_tables_present: impl FnMut() -> Option<bool>,
+) -> Vec<Box<dyn Backend>> {
     let mut out: Vec<Box<dyn Backend>> = Vec::new();
     let wanted = |name: &str| except != Some(name);
     if wanted("nftables") {
-        match netlink::probe() {
-            Ok(Ok(())) => match netlink::NetlinkBackend::open(Options::default()) {
-                Ok(b) => out.push(Box::new(b)),
-                Err(e) => tracing::debug!(backend = "nftables", error = %e, "not usable"),
-            },
-            Ok(Err(why)) => tracing::debug!(backend = "nftables", reason = %why, "not usable"),
+        match netlink::NetlinkBackend::open(Options::default()) {
+            Ok(b) => out.push(Box::new(b)),
             Err(e) => tracing::debug!(backend = "nftables", error = %e, "not usable"),
         }
     }
@@ -268,7 +281,7 @@ pub fn usable_backends(except: Option<&str>) -> Vec<Box<dyn Backend>> {
         // iptables-nft keeps its tables in nf_tables (families ip and ip6): with none
         // there it holds nothing of ours, and its save commands need not run (two
         // process starts, most of a small one-shot apply's time).
-        if flavour == nft_compat::Flavour::Nft && netlink::xtables_tables_present() == Some(false) {
+        if flavour == nft_compat::Flavour::Nft && xtables_tables_present() == Some(false) {
             tracing::debug!(
                 backend = flavour.name(),
                 "no ip or ip6 table exists in nf_tables; not consulted"

@@ -272,7 +272,7 @@ impl Backend for NetlinkBackend {
 
 impl Inspect for NetlinkBackend {
     fn other_backends(&self) -> Vec<Box<dyn Backend>> {
-        super::usable_backends(Some("nftables"))
+        super::usable_backends_given(Some("nftables"), || self.xtables_tables_present())
     }
 
     fn foreign_drop_chains(
@@ -435,48 +435,59 @@ fn batch_error(rs: &Ruleset, e: &nlink::Error, ops: &[BatchOp]) -> Error {
 /// EPROTONOSUPPORT, EAFNOSUPPORT, ENOENT: no nf_tables / nfnetlink); `Err` anything else
 /// (EPERM: missing CAP_NET_ADMIN, which another backend would not fix).
 pub fn probe() -> Result<std::result::Result<(), String>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::runtime(format!("cannot start runtime: {e}")))?;
-    let answer = rt.block_on(async {
-        let conn = Connection::<Nftables>::new()?;
-        conn.list_tables_in(Family::Inet).await.map(|_| ())
-    });
-    match answer {
-        Ok(()) => Ok(Ok(())),
-        Err(e)
-            if matches!(
-                e.errno(),
-                Some(libc::EOPNOTSUPP)
-                    | Some(libc::EPROTONOSUPPORT)
-                    | Some(libc::EAFNOSUPPORT)
-                    | Some(libc::ENOENT)
-            ) =>
-        {
-            Ok(Err(e.to_string()))
-        }
-        Err(e) => Err(kernel_error("probe nf_tables over netlink", &e)),
-    }
+    probe_answer(NetlinkBackend::open(Options::default()))
+        .map(|_| Ok(()))
+        .or_else(|e| match e {
+            ProbeError::Lacking(why) => Ok(Err(why)),
+            ProbeError::Other(e) => Err(e),
+        })
+}
+
+/// Why nf_tables did not answer.
+pub enum ProbeError {
+    /// The kernel lacks it (no nf_tables / nfnetlink): another backend may do.
+    Lacking(String),
+    /// Anything else (EPERM: missing CAP_NET_ADMIN, which another backend would not fix).
+    Other(Error),
+}
+
+/// The probe's verdict on an attempt to open the backend: the backend itself when
+/// nf_tables answered, so `--backend auto` keeps the socket it probed with.
+pub fn probe_answer(
+    opened: Result<NetlinkBackend>,
+) -> std::result::Result<NetlinkBackend, ProbeError> {
+    opened.map_err(|e| match e {
+        Error::Kernel {
+            errno:
+                Some(libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::ENOENT),
+            ..
+        } => ProbeError::Lacking(e.to_string()),
+        other => ProbeError::Other(other),
+    })
 }
 
 /// Whether nf_tables holds any table of family ip or ip6, where iptables-nft keeps its
 /// tables (`nat`, `filter`, ...); None if nf_tables cannot be asked (then iptables-nft is
 /// consulted as before).
 pub fn xtables_tables_present() -> Option<bool> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    rt.block_on(async {
-        let conn = Connection::<Nftables>::new().ok()?;
-        for family in [Family::Ip, Family::Ip6] {
-            if !conn.list_tables_in(family).await.ok()?.is_empty() {
-                return Some(true);
+    NetlinkBackend::open(Options::default())
+        .ok()?
+        .xtables_tables_present()
+}
+
+impl NetlinkBackend {
+    /// [`xtables_tables_present`] over this backend's socket.
+    pub fn xtables_tables_present(&self) -> Option<bool> {
+        let conn = &self.conn;
+        self.rt.block_on(async {
+            for family in [Family::Ip, Family::Ip6] {
+                if !conn.list_tables_in(family).await.ok()?.is_empty() {
+                    return Some(true);
+                }
             }
-        }
-        Some(false)
-    })
+            Some(false)
+        })
+    }
 }
 
 /// Map an nlink error to exit 1 with a hint for the usual causes.
