@@ -22,6 +22,12 @@ pub fn nft_table(rs: &Ruleset) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "table inet {} {{", rs.table);
     let _ = writeln!(out, "\tcomment {}", quote(&rs.comment));
+    for counter in rs.counters() {
+        out.push('\n');
+        let _ = writeln!(out, "\tcounter {counter} {{");
+        let _ = writeln!(out, "\t\tcomment {}", quote(&rs.comment));
+        let _ = writeln!(out, "\t}}");
+    }
     for set in &rs.sets {
         out.push('\n');
         render_set(&mut out, set, &rs.comment);
@@ -118,6 +124,7 @@ fn match_text(m: &Match) -> String {
         Match::OwnerRange { owner, first, last } => {
             format!("meta {} {first}-{last}", owner.nft_key())
         }
+        Match::Count { counter } => format!("counter name {}", quote(counter)),
     }
 }
 

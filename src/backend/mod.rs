@@ -108,6 +108,19 @@ pub trait Inspect {
     ) -> Result<Vec<ForeignDrop>> {
         Ok(Vec::new())
     }
+    /// The named counters of table `table` (`Match::Count`) with what they counted so
+    /// far. Default: none (iptables has no named counters).
+    fn counters(&mut self, _table: &str) -> Result<Vec<CounterValue>> {
+        Ok(Vec::new())
+    }
+}
+
+/// A named counter as read from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterValue {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// [`Comparison`] of an expected snapshot with what was read back.

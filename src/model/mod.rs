@@ -213,6 +213,10 @@ pub enum Match {
     OwnerInSet { owner: Owner, set: String },
     /// `meta skuid 2000-2999` (inclusive)
     OwnerRange { owner: Owner, first: u32, last: u32 },
+    /// `counter name "NAME"`: not a condition (it always holds) but a statement where it
+    /// stands: adds the packets that got this far to the table's named counter NAME
+    /// (declared by the table because a rule names it, see [`Ruleset::counters`]).
+    Count { counter: String },
 }
 
 /// Conntrack states (`ct state`), with the kernel's bit values.
@@ -299,6 +303,24 @@ pub enum Action {
 }
 
 impl Ruleset {
+    /// The named counters the rules count into, sorted and each once: the table declares
+    /// them (`counter NAME { }`) before its sets.
+    pub fn counters(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .chains
+            .iter()
+            .flat_map(|c| &c.rules)
+            .flat_map(|r| &r.matches)
+            .filter_map(|m| match m {
+                Match::Count { counter } => Some(counter.as_str()),
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The set named `name`, if declared.
     pub fn set(&self, name: &str) -> Option<&Set> {
         self.sets.iter().find(|s| s.name == name)

@@ -13,7 +13,8 @@ impl Ruleset {
     /// Ok, or the first problem the kernel would refuse the batch for: names empty, too
     /// long or repeated; a jump/goto to a chain that is missing or a base chain, or a
     /// loop of them (ELOOP); a set that is missing or of the wrong key type; elements of
-    /// the wrong type or ranges in a set without `flags interval`; empty ranges; a nat
+    /// the wrong type or ranges in a set without `flags interval`; counter names empty or
+    /// too long (a rule's named counter is declared by the table); empty ranges; a nat
     /// chain at forward; NAT and notrack actions at hooks where the kernel refuses them
     /// (also through regular chains, which are validated for every hook reaching them).
     pub fn validate(&self) -> Result<(), String> {
@@ -45,6 +46,9 @@ impl Ruleset {
             for r in &c.rules {
                 rule_fits(c, r, &chains, &sets)?;
             }
+        }
+        for counter in self.counters() {
+            name("counter", counter)?;
         }
         self.check_reach(&chains)
     }

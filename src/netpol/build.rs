@@ -91,6 +91,26 @@ fn object_name(parts: &[&str]) -> String {
     format!("{}~{h:016x}", &full[..cut])
 }
 
+/// The named counter of what `policy` allows in `dir` (every rule of it, every pod it
+/// selects): `<direction>/<namespace>/<policy>`.
+pub fn policy_counter(dir: Direction, policy: &Policy) -> Match {
+    Match::Count {
+        counter: object_name(&[dir.name(), &policy.namespace, &policy.name]),
+    }
+}
+
+/// The named counter of what isolation drops in `dir` for the pods of `namespace` (no
+/// policy allowed it; the default deny): `<direction>/<namespace>/-isolated` (no policy
+/// name starts with '-').
+pub fn default_deny_counter(dir: Direction, namespace: &str) -> Match {
+    Match::Count {
+        counter: object_name(&[dir.name(), namespace, DEFAULT_DENY]),
+    }
+}
+
+/// The last part of a default-deny counter's name.
+pub const DEFAULT_DENY: &str = "-isolated";
+
 pub fn chain_name(dir: Direction, pod: &Pod) -> String {
     object_name(&[dir.name(), &pod.namespace, &pod.name])
 }
@@ -337,6 +357,7 @@ fn ingress_rules(
     rule: &PolicyRule,
     peer_sets: &[(IpFamily, String)],
     pod: &Pod,
+    counter: &Match,
     out: &mut Vec<Rule>,
 ) {
     let alternatives: Vec<Vec<Match>> = if rule.ports.is_empty() {
@@ -348,7 +369,8 @@ fn ingress_rules(
             .collect()
     };
     if rule.peers.is_empty() {
-        for alt in alternatives {
+        for mut alt in alternatives {
+            alt.push(counter.clone());
             push_unique(
                 out,
                 Rule {
@@ -366,6 +388,7 @@ fn ingress_rules(
                 set: set.clone(),
             }];
             m.extend(alt.iter().cloned());
+            m.push(counter.clone());
             push_unique(
                 out,
                 Rule {
@@ -529,16 +552,21 @@ pub fn build_with_summary(cfg: &NetpolConfig, table: &str) -> (Ruleset, Summary)
             for (pi, policy) in policies.iter().filter(|(_, p)| p.affects_egress) {
                 used_policies.insert(*pi);
                 for (i, rule) in policy.egress.iter().enumerate() {
-                    let built = egress_cache
-                        .entry((*pi, i))
-                        .or_insert_with(|| egress_rules(&idx, &mut sets, policy, i, rule));
+                    let built = egress_cache.entry((*pi, i)).or_insert_with(|| {
+                        let counter = policy_counter(Direction::Egress, policy);
+                        let mut rules = egress_rules(&idx, &mut sets, policy, i, rule);
+                        for r in &mut rules {
+                            r.matches.push(counter.clone());
+                        }
+                        rules
+                    });
                     for r in built.iter() {
                         push_unique(&mut rules, r.clone());
                     }
                 }
             }
             rules.push(Rule {
-                matches: vec![],
+                matches: vec![default_deny_counter(Direction::Egress, &pod.namespace)],
                 action: Action::Drop,
             });
             let name = chain_name(Direction::Egress, pod);
@@ -567,11 +595,12 @@ pub fn build_with_summary(cfg: &NetpolConfig, table: &str) -> (Ruleset, Summary)
                             .entry((*pi, i))
                             .or_insert_with(|| ingress_sets(&idx, &mut sets, policy, i, rule))
                     };
-                    ingress_rules(rule, peer_sets, pod, &mut rules);
+                    let counter = policy_counter(Direction::Ingress, policy);
+                    ingress_rules(rule, peer_sets, pod, &counter, &mut rules);
                 }
             }
             rules.push(Rule {
-                matches: vec![],
+                matches: vec![default_deny_counter(Direction::Ingress, &pod.namespace)],
                 action: Action::Drop,
             });
             let name = chain_name(Direction::Ingress, pod);

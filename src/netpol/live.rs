@@ -49,10 +49,11 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use super::build::{NetpolConfig, build_with_summary};
+use super::counters::Totals;
 use super::manifest::Cluster;
 use super::store::{Note, lock};
 use crate::apply;
-use crate::backend::Lifetime;
+use crate::backend::{Backend, Lifetime};
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
 use crate::runner::{self, LoopJob, LoopStats};
@@ -131,6 +132,9 @@ pub fn element_count(rs: &Ruleset) -> usize {
     rs.sets.iter().map(|s| s.elements.len()).sum()
 }
 
+/// How often the per-policy counters are read for `/metrics`.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
 /// netpol's own lines on `/metrics`.
 fn extra_metrics(table: &str, unconvertible: usize) -> String {
     format!(
@@ -193,6 +197,13 @@ pub fn run(
     // The API server counted unreachable: logged again at this time.
     let mut unreachable_log: Option<Instant> = None;
     let mut next_resync = Instant::now() + cfg.resync;
+    // Per-policy counts, read every COUNTERS_EVERY and right before each replacement.
+    let mut counts = Totals::default();
+    let mut next_count = Instant::now();
+    let observe = |b: &mut dyn Backend, counts: &mut Totals| match b.counters(table) {
+        Ok(now) => counts.observe(&now),
+        Err(e) => tracing::debug!(error = %e, "cannot read the policy counters"),
+    };
     while !stop.load(Ordering::Relaxed) {
         match watch.rx.recv_timeout(Duration::from_millis(50)) {
             Ok(Note::Changed | Note::Synced) => {
@@ -257,6 +268,7 @@ pub fn run(
                 Ok(rs) => {
                     refused = None;
                     let t = Instant::now();
+                    observe(b, &mut counts);
                     // A restarted daemon whose table is already in place sends nothing
                     // (not with --persist=false: its table must be tied to this process).
                     let result = if last.is_none() {
@@ -269,6 +281,7 @@ pub fn run(
                             if outcome == apply::Outcome::Applied {
                                 stats.applies += 1;
                                 stats.last_apply = Some(t.elapsed());
+                                counts.replaced();
                             }
                             stats.record_success();
                             retry = None;
@@ -303,8 +316,13 @@ pub fn run(
             // Drift check and repair with the last good table; a refused build is
             // counted and logged by the step, the good table kept.
             let errors = stats.errors;
+            let applies = stats.applies;
             let mut candidate = good.clone();
+            observe(b, &mut counts);
             runner::step(b, &mut job, &mut candidate, &mut stats);
+            if stats.applies != applies {
+                counts.replaced();
+            }
             if stats.errors == errors {
                 *good = candidate;
             }
@@ -315,7 +333,11 @@ pub fn run(
             && retry.is_none()
             && unreachable.is_none()
             && unconvertible == 0;
-        crate::metrics::set_extra(extra_metrics(table, unconvertible));
+        if last.is_some() && Instant::now() >= next_count {
+            observe(b, &mut counts);
+            next_count = Instant::now() + COUNTERS_EVERY;
+        }
+        crate::metrics::set_extra(extra_metrics(table, unconvertible) + &counts.metrics(table));
         crate::metrics::publish(&published, &stats, last.as_ref().unwrap_or(&placeholder));
     }
     tracing::info!(table = %table, applies = stats.applies, "stopping on signal");

@@ -97,6 +97,8 @@ fn matches(rs: &Ruleset, m: &Match, p: &Pkt) -> bool {
         Match::DportRange { proto, first, last } => {
             *proto == p.proto && (*first..=*last).contains(&p.dport)
         }
+        // A named counter is a statement, not a condition.
+        Match::Count { .. } => true,
         other => panic!("tracer does not know {other:?}"),
     }
 }

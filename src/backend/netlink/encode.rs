@@ -32,6 +32,7 @@ pub(super) enum Step {
     DestroyTable,
     DelTable,
     AddTable { flags: u32 },
+    AddCounter(nft::Object),
     AddSet(nft::Set),
     Raw(nft::RawMessage),
     AddChain(nft::Chain),
@@ -48,6 +49,7 @@ impl Step {
             Step::AddTable { flags } => {
                 tx.add_table_with_comment(t, Family::Inet, flags, Some(&rs.comment))
             }
+            Step::AddCounter(o) => tx.add_object(&o),
             Step::AddSet(s) => tx.add_set(s),
             Step::Raw(m) => tx.raw(m),
             Step::AddChain(c) => tx.add_chain(c),
@@ -79,6 +81,12 @@ pub(super) fn build_batch(
         0
     };
     emit(Step::AddTable { flags }, BatchOp::AddTable);
+    for (i, name) in rs.counters().into_iter().enumerate() {
+        emit(
+            Step::AddCounter(nft::Object::counter(t, name).comment(rs.comment.as_str())),
+            BatchOp::AddCounter(i),
+        );
+    }
     for (i, set) in rs.sets.iter().enumerate() {
         let step = match set.key {
             // nlink cannot mark a key as host-endian; without that nft would print
@@ -284,6 +292,10 @@ fn rule_exprs(chain: &str, rule: &model::Rule) -> Result<Vec<Expr>> {
     let mut exprs: Vec<Expr> = Vec::new();
     for m in &rule.matches {
         match m {
+            Match::Count { counter } => exprs.push(Expr::Objref(nft::ObjrefExpr::Named {
+                object_type: nft::ObjectType::Counter,
+                name: counter.clone(),
+            })),
             Match::NfProto(f) => exprs.extend(nfproto(*f)),
             Match::L4Proto { proto, negate } => {
                 exprs.push(meta(MetaKey::L4Proto));

@@ -271,6 +271,24 @@ impl Backend for NetlinkBackend {
 }
 
 impl Inspect for NetlinkBackend {
+    fn counters(&mut self, table: &str) -> Result<Vec<super::CounterValue>> {
+        let objects = self
+            .rt
+            .block_on(self.conn.list_objects_in(table, Family::Inet))
+            .map_err(|e| kernel_error(&format!("list counters of table inet {table}"), &e))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|o| match o.state {
+                nft::ObjectState::Counter { packets, bytes, .. } => Some(super::CounterValue {
+                    name: o.name,
+                    packets,
+                    bytes,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
     fn other_backends(&self) -> Vec<Box<dyn Backend>> {
         super::usable_backends_given(Some("nftables"), || self.xtables_tables_present())
     }
@@ -334,6 +352,7 @@ impl Inspect for NetlinkBackend {
 enum BatchOp {
     RemoveTable,
     AddTable,
+    AddCounter(usize),
     AddSet(usize),
     AddElements {
         set: usize,
@@ -356,6 +375,10 @@ impl BatchOp {
         match self {
             BatchOp::RemoveTable => format!("remove old table inet {t}"),
             BatchOp::AddTable => format!("add table inet {t}"),
+            BatchOp::AddCounter(i) => format!(
+                "add counter {}",
+                rs.counters().get(*i).copied().unwrap_or("?")
+            ),
             BatchOp::AddSet(i) => {
                 let set = &rs.sets[*i];
                 format!("add set {} ({})", set.name, set.key.nft_name())

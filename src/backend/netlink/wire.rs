@@ -634,6 +634,7 @@ mod tests {
                     "elements"
                 }
                 Step::AddChain(_) => "chain",
+                Step::AddCounter(_) => "counter",
                 Step::AddRule(_) => "rule",
                 Step::DelTable => "delete",
             };

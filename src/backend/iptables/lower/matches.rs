@@ -117,6 +117,8 @@ pub(super) fn options(backend: &str, rs: &Ruleset, m: &Match) -> Result<Vec<Vec<
         Match::OwnerRange { owner, first, last } => {
             one(C::Extra(owner_text(*owner, *first, *last)))
         }
+        // iptables counts every rule itself (`iptables -L -v`); no named counters.
+        Match::Count { .. } => Ok(vec![vec![]]),
     }
 }
 
