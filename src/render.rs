@@ -28,6 +28,13 @@ pub fn nft_table(rs: &Ruleset) -> String {
         let _ = writeln!(out, "\t\tcomment {}", quote(&rs.comment));
         let _ = writeln!(out, "\t}}");
     }
+    for (limit, per_second) in rs.limits() {
+        out.push('\n');
+        let _ = writeln!(out, "\tlimit {limit} {{");
+        let _ = writeln!(out, "\t\tcomment {}", quote(&rs.comment));
+        let _ = writeln!(out, "\t\trate {per_second}/second");
+        let _ = writeln!(out, "\t}}");
+    }
     for set in &rs.sets {
         out.push('\n');
         render_set(&mut out, set, &rs.comment);
@@ -75,7 +82,9 @@ fn render_chain(out: &mut String, chain: &Chain, comment: &str) {
 /// A rule's body in nft syntax, without its comment.
 pub fn rule_text(rule: &Rule) -> String {
     let mut parts: Vec<String> = rule.matches.iter().map(match_text).collect();
-    parts.push(action_text(&rule.action));
+    if rule.action != Action::Continue {
+        parts.push(action_text(&rule.action));
+    }
     parts.join(" ")
 }
 
@@ -125,6 +134,8 @@ fn match_text(m: &Match) -> String {
             format!("meta {} {first}-{last}", owner.nft_key())
         }
         Match::Count { counter } => format!("counter name {}", quote(counter)),
+        Match::Limit { name, .. } => format!("limit name {}", quote(name)),
+        Match::Log { group, prefix } => format!("log prefix {} group {group}", quote(prefix)),
     }
 }
 
@@ -140,6 +151,7 @@ fn action_text(a: &Action) -> String {
         } => "masquerade".into(),
         Action::Masquerade { fully_random: true } => "masquerade fully-random".into(),
         Action::Return => "return".into(),
+        Action::Continue => String::new(),
         Action::Redirect { port } => format!("redirect to :{port}"),
         Action::Dnat {
             addr: std::net::IpAddr::V4(a),

@@ -25,7 +25,9 @@ use crate::backend::Lifetime;
 use crate::error::{Error, Result};
 use crate::jobs::masquerade::MAX_FILE_BYTES;
 use crate::model::Ruleset;
-use crate::netpol::build::{NetpolConfig, build_with_summary};
+use crate::netpol::build::{
+    DEFAULT_LOG_GROUP, DEFAULT_LOG_RATE, LogVerdicts, NetpolConfig, Observe, build_observed,
+};
 use crate::netpol::live::{self, KubeSource, LiveConfig};
 use crate::netpol::manifest::{self, Cluster};
 use crate::parse::go_bool;
@@ -78,6 +80,59 @@ pub struct NetpolArgs {
         value_parser = go_bool
     )]
     pub persist: bool,
+    /// Log verdicts to stderr, each naming the deciding policy: none, drops (and audit
+    /// mode's would-drops), or all (every policy's accepts too). The kernel hands the
+    /// packets to --log-group over nfnetlink_log; live mode reads and logs them
+    #[arg(long, value_name = "WHICH", value_enum, default_value = "none")]
+    pub log_verdicts: LogVerdicts,
+    /// Logged packets per second for the whole node (a kernel-side limit shared by every
+    /// log rule) [default: 100]
+    #[arg(long, value_name = "N")]
+    pub log_rate: Option<String>,
+    /// The nfnetlink_log group the log rules send to [default: 100]
+    #[arg(long, value_name = "GROUP")]
+    pub log_group: Option<String>,
+    /// Audit mode: nothing is dropped; what the policies would drop is counted
+    /// (verdict would-drop) and logged as would-drop. One policy alone: annotation
+    /// nftkit.io/audit: "true"
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    pub audit: bool,
+}
+
+/// `--log-verdicts`, `--log-rate`, `--log-group` and `--audit`, validated.
+pub fn observe(args: &NetpolArgs) -> Result<Observe> {
+    let number = |flag: &str, raw: &Option<String>, max: u32, default: u32| -> Result<u32> {
+        match raw {
+            None => Ok(default),
+            Some(r) => match r.trim().parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(Error::invalid(
+                    flag,
+                    r,
+                    format!("a whole number from 1 to {max}"),
+                )),
+            },
+        }
+    };
+    Ok(Observe {
+        verdicts: args.log_verdicts,
+        rate: number("--log-rate", &args.log_rate, 1_000_000, DEFAULT_LOG_RATE)?,
+        group: number(
+            "--log-group",
+            &args.log_group,
+            u32::from(u16::MAX),
+            u32::from(DEFAULT_LOG_GROUP),
+        )? as u16,
+        audit: args.audit,
+    })
 }
 
 /// What `nftkit netpol` reads its objects from.
@@ -105,6 +160,7 @@ pub fn parse_source(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> 
     let debounce = duration("--debounce", args.debounce.as_deref(), "200ms")?;
     let resync = duration("--resync-interval", args.resync_interval.as_deref(), "60s")?;
     let sync_timeout = duration("--sync-timeout", args.sync_timeout.as_deref(), "60s")?;
+    let observe = observe(args)?;
     let flag_kube = args
         .kubeconfig
         .as_ref()
@@ -129,6 +185,7 @@ pub fn parse_source(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> 
         resync,
         sync_timeout,
         persist: args.persist,
+        observe,
     }))
 }
 
@@ -194,7 +251,13 @@ pub fn run(
 ) -> Result<()> {
     match parse_source(args, env)? {
         Source::File(cfg) => {
-            let rs = log_build(&cfg, table);
+            let obs = observe(args)?;
+            if obs.verdicts != LogVerdicts::None || obs.audit {
+                tracing::warn!(
+                    "--from-file applies once: the log rules are in place but no nftkit reads --log-group (live mode does)"
+                );
+            }
+            let rs = log_build(&cfg, table, &obs);
             apply::one_shot(backend_for(Lifetime::Persist)?.as_mut(), &rs)
         }
         Source::Live(cfg) => {
@@ -264,11 +327,11 @@ pub fn desired(
             node: live_cfg.node,
         },
     };
-    Ok(log_build(&cfg, table))
+    Ok(log_build(&cfg, table, &observe(args)?))
 }
 
-fn log_build(cfg: &NetpolConfig, table: &str) -> Ruleset {
-    let (rs, s) = build_with_summary(cfg, table);
+fn log_build(cfg: &NetpolConfig, table: &str, obs: &Observe) -> Ruleset {
+    let (rs, s) = build_observed(cfg, table, obs);
     tracing::info!(
         node = %cfg.node,
         pods = cfg.cluster.pods.len(),

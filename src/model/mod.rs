@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 mod validate;
-pub use validate::NAME_MAX;
+pub use validate::{LOG_PREFIX_MAX, NAME_MAX};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -217,6 +217,13 @@ pub enum Match {
     /// stands: adds the packets that got this far to the table's named counter NAME
     /// (declared by the table because a rule names it, see [`Ruleset::counters`]).
     Count { counter: String },
+    /// `limit name "NAME"`: holds while the table's named limit NAME (at most
+    /// `per_second` packets a second, shared by every rule naming it) has room. Declared
+    /// by the table because a rule names it (see [`Ruleset::limits`]).
+    Limit { name: String, per_second: u32 },
+    /// `log prefix "PREFIX" group GROUP`: a statement (it always holds): sends the packet
+    /// to nfnetlink_log group GROUP with PREFIX (at most 127 bytes).
+    Log { group: u16, prefix: String },
 }
 
 /// Conntrack states (`ct state`), with the kernel's bit values.
@@ -281,6 +288,8 @@ pub enum Action {
     },
     /// Leave this chain: in a nat chain, "no NAT here" (iptables `-t nat ... -j ACCEPT`).
     Return,
+    /// No verdict: the rule's statements (count, log) run and the next rule follows.
+    Continue,
     /// `redirect to :PORT` — to the local address of the packet's family.
     Redirect {
         port: u16,
@@ -319,6 +328,24 @@ impl Ruleset {
         names.sort_unstable();
         names.dedup();
         names
+    }
+
+    /// The named limits the rules use, sorted by name, each once, with its rate (the
+    /// first rule's: `validate` refuses two rates for one name).
+    pub fn limits(&self) -> Vec<(&str, u32)> {
+        let mut limits: Vec<(&str, u32)> = self
+            .chains
+            .iter()
+            .flat_map(|c| &c.rules)
+            .flat_map(|r| &r.matches)
+            .filter_map(|m| match m {
+                Match::Limit { name, per_second } => Some((name.as_str(), *per_second)),
+                _ => None,
+            })
+            .collect();
+        limits.sort_by_key(|l| l.0);
+        limits.dedup_by_key(|l| l.0);
+        limits
     }
 
     /// The set named `name`, if declared.

@@ -9,6 +9,9 @@ use super::*;
 /// The kernel's limit for table, chain and set names (NFT_NAME_MAXLEN, with the NUL).
 pub const NAME_MAX: usize = 255;
 
+/// The kernel's limit for a log prefix (NF_LOG_PREFIXLEN, with the NUL).
+pub const LOG_PREFIX_MAX: usize = 127;
+
 impl Ruleset {
     /// Ok, or the first problem the kernel would refuse the batch for: names empty, too
     /// long or repeated; a jump/goto to a chain that is missing or a base chain, or a
@@ -49,6 +52,35 @@ impl Ruleset {
         }
         for counter in self.counters() {
             name("counter", counter)?;
+        }
+        let mut limits: HashMap<&str, u32> = HashMap::new();
+        for m in self
+            .chains
+            .iter()
+            .flat_map(|c| &c.rules)
+            .flat_map(|r| &r.matches)
+        {
+            match m {
+                Match::Limit {
+                    name: n,
+                    per_second,
+                } => {
+                    name("limit", n)?;
+                    if *per_second == 0 {
+                        return Err(format!("limit {n}: a rate of 0 packets a second"));
+                    }
+                    if *limits.entry(n).or_insert(*per_second) != *per_second {
+                        return Err(format!("limit {n} is declared with two rates"));
+                    }
+                }
+                Match::Log { prefix, .. } if prefix.len() > LOG_PREFIX_MAX => {
+                    return Err(format!(
+                        "log prefix {prefix:?} is {} bytes, the kernel takes at most {LOG_PREFIX_MAX}",
+                        prefix.len()
+                    ));
+                }
+                _ => {}
+            }
         }
         self.check_reach(&chains)
     }

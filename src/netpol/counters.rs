@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::build::DEFAULT_DENY;
+use super::build::{DEFAULT_DENY, WOULD_DROP};
 use crate::backend::CounterValue;
 
 /// Totals per counter name, carried across table replacements.
@@ -65,7 +65,8 @@ impl Totals {
     }
 }
 
-/// The labels of counter `name` (`<direction>/<namespace>/<policy or -isolated>`).
+/// The labels of counter `name` (`<direction>/<namespace>/<policy, -isolated or
+/// -would-drop>`).
 fn labels(table: &str, name: &str) -> String {
     let mut parts = name.splitn(3, '/');
     let (direction, namespace, rest) = (
@@ -73,10 +74,10 @@ fn labels(table: &str, name: &str) -> String {
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    let (kind, policy, verdict) = if rest == DEFAULT_DENY {
-        ("default-deny", "", "drop")
-    } else {
-        ("NetworkPolicy", rest, "accept")
+    let (kind, policy, verdict) = match rest {
+        DEFAULT_DENY => ("default-deny", "", "drop"),
+        WOULD_DROP => ("default-deny", "", "would-drop"),
+        _ => ("NetworkPolicy", rest, "accept"),
     };
     format!(
         "table=\"{}\",kind=\"{kind}\",namespace=\"{}\",policy=\"{}\",direction=\"{}\",verdict=\"{verdict}\"",
@@ -127,6 +128,7 @@ mod tests {
         t.observe(&[
             c("ingress/default/allow-web", 4, 240),
             c("egress/prod/-isolated", 1, 60),
+            c("ingress/prod/-would-drop", 2, 120),
         ]);
         let m = t.metrics("nftkit-netpol");
         assert!(m.contains(

@@ -44,14 +44,19 @@
 //! `store` (the converted objects, list/watch state, refused objects) and this file
 //! (the options and the loop: debounce, apply, retry, resync, readiness).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::build::{NetpolConfig, build_with_summary};
+use super::build::LogVerdicts;
+use super::build::{NetpolConfig, Observe, build_observed};
 use super::counters::Totals;
 use super::manifest::Cluster;
 use super::store::{Note, lock};
+use super::verdicts;
 use crate::apply;
 use crate::backend::{Backend, Lifetime};
 use crate::error::{Error, Result};
@@ -76,6 +81,8 @@ pub struct LiveConfig {
     pub sync_timeout: Duration,
     /// Keep the table when the process dies (no table owner flag); the default.
     pub persist: bool,
+    /// Verdict logs and audit mode.
+    pub observe: Observe,
 }
 
 impl LiveConfig {
@@ -98,6 +105,7 @@ struct LiveJob<'a> {
     watch: &'a Watch,
     node: String,
     table: String,
+    observe: Observe,
 }
 
 impl LiveJob<'_> {
@@ -107,7 +115,7 @@ impl LiveJob<'_> {
             node: self.node.clone(),
             cluster: self.watch.cluster()?,
         };
-        let (rs, s) = build_with_summary(&cfg, &self.table);
+        let (rs, s) = build_observed(&cfg, &self.table, &self.observe);
         tracing::debug!(
             pods = cfg.cluster.pods.len(),
             local_pods = s.local_pods,
@@ -131,6 +139,9 @@ impl LoopJob for LiveJob<'_> {
 pub fn element_count(rs: &Ruleset) -> usize {
     rs.sets.iter().map(|s| s.elements.len()).sum()
 }
+
+/// Bytes of each logged packet copied to us: an IPv6 header and a transport header's ports.
+const NFLOG_COPY_RANGE: u32 = 64;
 
 /// How often the per-policy counters are read for `/metrics`.
 const COUNTERS_EVERY: Duration = Duration::from_secs(1);
@@ -170,11 +181,35 @@ pub fn run(
     // /healthz answers from now on (stale after 3 resync intervals without a pass);
     // /readyz only after the first apply.
     let published = crate::metrics::start(cfg.resync)?;
+    // Verdict logs: the kernel hands logged packets to the nflog group; we read them.
+    let pods: Arc<Mutex<HashMap<IpAddr, String>>> = Arc::default();
+    if cfg.observe.verdicts != LogVerdicts::None || cfg.observe.audit {
+        let pods = Arc::clone(&pods);
+        let bound =
+            crate::backend::netlink::nflog::spawn(cfg.observe.group, NFLOG_COPY_RANGE, move |p| {
+                let pods = pods.lock().unwrap_or_else(|e| e.into_inner());
+                verdicts::log(&p.prefix, &p.payload, &pods);
+            });
+        match bound {
+            Ok(()) => tracing::info!(
+                group = cfg.observe.group,
+                verdicts = ?cfg.observe.verdicts,
+                rate_per_s = cfg.observe.rate,
+                audit = cfg.observe.audit,
+                "logging verdicts"
+            ),
+            // The policies still apply; only their logs are missing.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the nflog group; verdicts are not logged")
+            }
+        }
+    }
     let watch = Watch::start(&cfg.kube)?;
     let mut job = LiveJob {
         watch: &watch,
         node: cfg.node.clone(),
         table: table.to_string(),
+        observe: cfg.observe,
     };
     let started = Instant::now();
     let mut stats = LoopStats::default();
@@ -296,6 +331,17 @@ pub fn run(
                                 apply::remove_from_other_backends(&*b, &rs.table);
                             }
                             last = Some(rs);
+                            if let Ok(cluster) = watch.cluster() {
+                                *pods.lock().unwrap_or_else(|e| e.into_inner()) = cluster
+                                    .pods
+                                    .iter()
+                                    .flat_map(|p| {
+                                        p.ips
+                                            .iter()
+                                            .map(|ip| (*ip, format!("{}/{}", p.namespace, p.name)))
+                                    })
+                                    .collect();
+                            }
                         }
                         Err(e) => {
                             stats.errors += 1;

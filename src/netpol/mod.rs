@@ -1,7 +1,7 @@
 //! Kubernetes `networking.k8s.io/v1` NetworkPolicy for the pods of one node: the cluster
 //! objects (`manifest`; NetworkPolicy specs in `policy`, the validating field readers in
 //! `fields`), label selectors (`selector`), ipBlock interval arithmetic
-//! (`ipblock`) and the rules (`build`), their per-policy counters on `/metrics` (`counters`); live mode (`live`: the loop, fed by `watch`, the
+//! (`ipblock`) and the rules (`build`), their per-policy counters on `/metrics` (`counters`), verdict logs (`verdicts`); live mode (`live`: the loop, fed by `watch`, the
 //! API server's watchers, through `store`, the converted objects). `jobs::netpol` is the
 //! command around it.
 
@@ -14,6 +14,7 @@ pub mod manifest;
 mod policy;
 pub mod selector;
 mod store;
+pub mod verdicts;
 mod watch;
 
 pub use build::{NetpolConfig, build};

@@ -23,7 +23,13 @@ pub struct Policy {
     pub affects_egress: bool,
     pub ingress: Vec<PolicyRule>,
     pub egress: Vec<PolicyRule>,
+    /// Annotation `nftkit.io/audit: "true"`: what only this policy would drop is let
+    /// through, counted and logged as `would-drop`.
+    pub audit: bool,
 }
+
+/// The annotation that puts one policy in audit mode.
+pub const AUDIT_ANNOTATION: &str = "nftkit.io/audit";
 
 /// One `ingress[]` / `egress[]` item: traffic to/from any of `peers` on any of `ports`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +183,11 @@ pub fn policy(item: &Value) -> Result<Policy> {
             }
         }
     };
+    let audit = get(item, "metadata")
+        .and_then(|m| get(m, "annotations"))
+        .and_then(|a| get(a, AUDIT_ANNOTATION))
+        .and_then(Value::as_str)
+        == Some("true");
     Ok(Policy {
         namespace,
         name,
@@ -185,6 +196,7 @@ pub fn policy(item: &Value) -> Result<Policy> {
         affects_egress,
         ingress,
         egress,
+        audit,
     })
 }
 

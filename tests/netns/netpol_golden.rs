@@ -8,14 +8,41 @@ use std::process::Command;
 
 use crate::common::*;
 
-const CASES: &[&str] = &["docs-example", "ports-and-union"];
+const CASES: &[&str] = &[
+    "docs-example",
+    "ports-and-union",
+    "docs-example-logged",
+    "ports-and-union-audit",
+];
+
+/// A case's manifest and extra flags: `-logged` every verdict logged, `-audit` audit mode.
+fn case(case: &str) -> (&str, Vec<&'static str>) {
+    if let Some(base) = case.strip_suffix("-logged") {
+        let flags = vec![
+            "--log-verdicts",
+            "all",
+            "--log-rate",
+            "10",
+            "--log-group",
+            "7",
+        ];
+        (base, flags)
+    } else if let Some(base) = case.strip_suffix("-audit") {
+        (base, vec!["--audit"])
+    } else {
+        (case, vec![])
+    }
+}
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/netpol")
 }
 
-fn input(case: &str) -> String {
-    dir().join(format!("{case}.yaml")).display().to_string()
+fn input(name: &str) -> String {
+    dir()
+        .join(format!("{}.yaml", case(name).0))
+        .display()
+        .to_string()
 }
 
 fn dry_run(case: &str) -> String {
@@ -30,6 +57,7 @@ fn dry_run(case: &str) -> String {
             "--from-file",
         ])
         .arg(input(case))
+        .args(self::case(case).1)
         .output()
         .expect("run nftkit");
     assert!(
@@ -79,6 +107,7 @@ fn netlink_apply_lists_like_nft_of_the_dry_run_and_verifies() {
             "--from-file",
             &input(case),
         ];
+        let args: Vec<&str> = args.iter().copied().chain(self::case(case).1).collect();
         by_nftkit.nftkit_ok(&[], &args);
         assert_eq!(by_nftkit.ruleset(), by_nft.ruleset(), "case {case}");
         // verify: clean on our apply and on nft's load of the same text.

@@ -32,7 +32,7 @@ pub(super) enum Step {
     DestroyTable,
     DelTable,
     AddTable { flags: u32 },
-    AddCounter(nft::Object),
+    AddObject(nft::Object),
     AddSet(nft::Set),
     Raw(nft::RawMessage),
     AddChain(nft::Chain),
@@ -49,7 +49,7 @@ impl Step {
             Step::AddTable { flags } => {
                 tx.add_table_with_comment(t, Family::Inet, flags, Some(&rs.comment))
             }
-            Step::AddCounter(o) => tx.add_object(&o),
+            Step::AddObject(o) => tx.add_object(&o),
             Step::AddSet(s) => tx.add_set(s),
             Step::Raw(m) => tx.raw(m),
             Step::AddChain(c) => tx.add_chain(c),
@@ -83,8 +83,15 @@ pub(super) fn build_batch(
     emit(Step::AddTable { flags }, BatchOp::AddTable);
     for (i, name) in rs.counters().into_iter().enumerate() {
         emit(
-            Step::AddCounter(nft::Object::counter(t, name).comment(rs.comment.as_str())),
+            Step::AddObject(nft::Object::counter(t, name).comment(rs.comment.as_str())),
             BatchOp::AddCounter(i),
+        );
+    }
+    for (i, (name, per_second)) in rs.limits().into_iter().enumerate() {
+        let limit = nft::LimitExpr::packets(u64::from(per_second), nft::LimitUnit::Second);
+        emit(
+            Step::AddObject(nft::Object::limit(t, name, limit).comment(rs.comment.as_str())),
+            BatchOp::AddLimit(i),
         );
     }
     for (i, set) in rs.sets.iter().enumerate() {
@@ -214,6 +221,7 @@ pub(super) fn nl_rule(
             rule_b.nat(nft::NatStatement::masquerade().fully_random())
         }
         Action::Return => rule_b.then(Verdict::Return),
+        Action::Continue => rule_b,
         Action::Redirect { port } => rule_b.redirect(Some(*port)),
         Action::Dnat {
             addr: IpAddr::V4(a),
@@ -296,6 +304,13 @@ fn rule_exprs(chain: &str, rule: &model::Rule) -> Result<Vec<Expr>> {
                 object_type: nft::ObjectType::Counter,
                 name: counter.clone(),
             })),
+            Match::Limit { name, .. } => exprs.push(Expr::Objref(nft::ObjrefExpr::Named {
+                object_type: nft::ObjectType::Limit,
+                name: name.clone(),
+            })),
+            Match::Log { group, prefix } => exprs.push(Expr::Log(
+                nft::LogExpr::new().prefix(prefix.as_str()).group(*group),
+            )),
             Match::NfProto(f) => exprs.extend(nfproto(*f)),
             Match::L4Proto { proto, negate } => {
                 exprs.push(meta(MetaKey::L4Proto));

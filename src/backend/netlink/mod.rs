@@ -15,6 +15,7 @@
 
 mod decode;
 mod encode;
+pub mod nflog;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -353,6 +354,7 @@ enum BatchOp {
     RemoveTable,
     AddTable,
     AddCounter(usize),
+    AddLimit(usize),
     AddSet(usize),
     AddElements {
         set: usize,
@@ -375,6 +377,9 @@ impl BatchOp {
         match self {
             BatchOp::RemoveTable => format!("remove old table inet {t}"),
             BatchOp::AddTable => format!("add table inet {t}"),
+            BatchOp::AddLimit(i) => {
+                format!("add limit {}", rs.limits().get(*i).map_or("?", |l| l.0))
+            }
             BatchOp::AddCounter(i) => format!(
                 "add counter {}",
                 rs.counters().get(*i).copied().unwrap_or("?")

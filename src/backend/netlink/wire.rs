@@ -634,7 +634,7 @@ mod tests {
                     "elements"
                 }
                 Step::AddChain(_) => "chain",
-                Step::AddCounter(_) => "counter",
+                Step::AddObject(_) => "object",
                 Step::AddRule(_) => "rule",
                 Step::DelTable => "delete",
             };

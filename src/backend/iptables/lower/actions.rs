@@ -29,6 +29,9 @@ pub(super) fn action(a: &Action) -> (Vec<Vec<C>>, Verdict) {
         Action::Accept => plain("ACCEPT"),
         Action::Drop => plain("DROP"),
         Action::Return => plain("RETURN"),
+        // Only counts and logs in nf_tables (refused with them); without a verdict an
+        // iptables rule has nothing to do: no alternatives, no rule.
+        Action::Continue => (Vec::new(), Verdict::Target(String::new())),
         Action::Jump(c) => (vec![Vec::new()], Verdict::Jump(c.clone())),
         Action::Goto(c) => (vec![Vec::new()], Verdict::Goto(c.clone())),
         Action::Notrack => plain("CT --notrack"),

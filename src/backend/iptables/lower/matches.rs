@@ -119,6 +119,10 @@ pub(super) fn options(backend: &str, rs: &Ruleset, m: &Match) -> Result<Vec<Vec<
         }
         // iptables counts every rule itself (`iptables -L -v`); no named counters.
         Match::Count { .. } => Ok(vec![vec![]]),
+        Match::Limit { .. } | Match::Log { .. } => Err(unsupported(
+            backend,
+            "verdict logging (a named limit and an nflog group)",
+        )),
     }
 }
 
