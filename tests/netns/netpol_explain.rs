@@ -36,8 +36,8 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
@@ -65,18 +65,18 @@ fn local_ip(i: usize) -> String {
 fn gen_pods(rng: &mut Rng) -> Vec<PodGen> {
     let mut pods: Vec<PodGen> = (0..LOCAL)
         .map(|i| PodGen {
-            ns: *rng.pick(&NAMESPACES),
+            ns: rng.pick(&NAMESPACES),
             name: format!("p{i}"),
-            app: *rng.pick(&APPS),
-            web: *rng.pick(&[80, 8080]),
+            app: rng.pick(&APPS),
+            web: rng.pick(&[80, 8080]),
             node: NODE,
             ip: local_ip(i),
         })
         .collect();
     pods.push(PodGen {
-        ns: *rng.pick(&NAMESPACES),
+        ns: rng.pick(&NAMESPACES),
         name: "remote".into(),
-        app: *rng.pick(&APPS),
+        app: rng.pick(&APPS),
         web: 8080,
         node: "node-2",
         ip: REMOTE_POD.into(),
@@ -92,7 +92,7 @@ fn gen_peer(rng: &mut Rng) -> Value {
                     "podSelector": {"matchLabels": {"app": rng.pick(&APPS)}}}),
         3 => json!({"namespaceSelector": {}}),
         _ => {
-            let cidr = *rng.pick(&["192.0.2.0/24", "10.244.0.0/16", "0.0.0.0/0"]);
+            let cidr = rng.pick(&["192.0.2.0/24", "10.244.0.0/16", "0.0.0.0/0"]);
             let except: Vec<&str> = match cidr {
                 "192.0.2.0/24" if rng.chance(50) => vec!["192.0.2.128/25"],
                 "10.244.0.0/16" if rng.chance(50) => vec!["10.244.1.0/24"],
@@ -131,7 +131,7 @@ fn gen_policies(rng: &mut Rng) -> Vec<Value> {
     (0..1 + rng.below(3))
         .map(|i| {
             const TYPES: [&[&str]; 3] = [&["Ingress"], &["Egress"], &["Ingress", "Egress"]];
-            let types: &[&str] = *rng.pick(&TYPES);
+            let types: &[&str] = rng.pick(&TYPES);
             let mut spec = json!({"policyTypes": types});
             spec["podSelector"] = if rng.chance(30) {
                 json!({})
@@ -280,12 +280,12 @@ fn gen_flows(rng: &mut Rng) -> Vec<(End, End, u16)> {
         match rng.below(if local_only { 1 } else { 4 }) {
             0 => End::Local(rng.below(LOCAL)),
             1 => End::RemotePod,
-            _ => End::External(*rng.pick(&EXTERNAL)),
+            _ => End::External(rng.pick(&EXTERNAL)),
         }
     };
     (0..FLOWS_PER_SEED)
         .map(|_| {
-            let port = *rng.pick(&PORTS);
+            let port = rng.pick(&PORTS);
             loop {
                 let from = ends(rng, false);
                 let to = ends(rng, !matches!(from, End::Local(_)));
