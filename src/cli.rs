@@ -475,6 +475,41 @@ mod tests {
     }
 
     #[test]
+    fn netpol_runs_its_job_unless_explain_is_asked() {
+        let parse = |args: &[&str]| <Cli as clap::Parser>::try_parse_from(args);
+        let cli = parse(&["nftkit", "netpol", "--from-file", "f", "--node-name", "n"]).unwrap();
+        assert_eq!(cli.command.job().map(|j| j.name()), Some("netpol"));
+        let cli = parse(&[
+            "nftkit",
+            "netpol",
+            "explain",
+            "--from-file",
+            "f",
+            "--from",
+            "a/b",
+            "--to",
+            "c/d",
+            "--port",
+            "80",
+        ])
+        .unwrap();
+        assert!(cli.command.job().is_none());
+        match cli.command {
+            Command::Netpol(n) => {
+                assert_eq!(n.args.from_file, None);
+                assert!(matches!(
+                    n.sub,
+                    Some(crate::jobs::netpol::NetpolSub::Explain(e)) if e.from == "a/b" && !e.json
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        // verify netpol keeps netpol's flags only.
+        assert!(parse(&["nftkit", "verify", "netpol", "explain"]).is_err());
+        assert!(parse(&["nftkit", "verify", "netpol", "--from-file", "f"]).is_ok());
+    }
+
+    #[test]
     fn klog_flags_are_dropped_before_the_command_and_after_go_commands() {
         for (argv, want) in [
             (

@@ -429,17 +429,27 @@ pub fn explain(
             p.host_network && p.node.as_deref() == Some(cfg.node.as_str()) && p.ips.contains(&a)
         })
     };
-    let hook = if node_addr(saddr) {
-        Hook::Output
+    // None: one address at both ends; the traffic stays inside that pod (or host).
+    let hook = if saddr == daddr {
+        None
+    } else if node_addr(saddr) {
+        Some(Hook::Output)
     } else if node_addr(daddr) {
-        Hook::Input
+        Some(Hook::Input)
     } else {
-        Hook::Forward
+        Some(Hook::Forward)
     };
     let mut pkt = Packet::new_forwarded(saddr, daddr, proto, port);
     pkt.daddr_local = node_addr(daddr);
-    let ev = evaluate_hook(&rs, hook, &pkt)
-        .map_err(|e| Error::runtime(format!("internal error: evaluating the ruleset: {e}")))?;
+    let ev = match hook {
+        Some(hook) => evaluate_hook(&rs, hook, &pkt)
+            .map_err(|e| Error::runtime(format!("internal error: evaluating the ruleset: {e}")))?,
+        None => Evaluation {
+            verdict: Verdict::Accept,
+            end: End::Policy,
+            path: Vec::new(),
+        },
+    };
     let allowed = ev.verdict == Verdict::Accept;
     let path = ev
         .path
@@ -468,7 +478,7 @@ pub fn explain(
     if let Some(p) = to_pod.filter(|p| !p.host_network) {
         checks.push(check(cfg, &rs, Direction::Ingress, p, &ev, &pkt));
     }
-    let policed_here = hook == Hook::Forward && (here(from_pod) || here(to_pod));
+    let policed_here = hook == Some(Hook::Forward) && (here(from_pod) || here(to_pod));
     let reason = reason(cfg, &ev, &checks, hook, policed_here);
     Ok(Explanation {
         node: cfg.node.clone(),
@@ -488,9 +498,12 @@ fn reason(
     cfg: &NetpolConfig,
     ev: &Evaluation,
     checks: &[Check],
-    hook: Hook,
+    hook: Option<Hook>,
     policed_here: bool,
 ) -> String {
+    let Some(hook) = hook else {
+        return "both ends are one address: the traffic never leaves it, nothing polices it".into();
+    };
     if hook != Hook::Forward {
         return format!(
             "an endpoint is node {}'s own address (a host-network pod's): its traffic passes the {} hook, which netpol does not police",
@@ -862,6 +875,10 @@ items:
             assert!(e.allowed && !e.policed_here && e.path.is_empty(), "{e:?}");
             assert!(e.reason.contains("host-network"), "{}", e.reason);
         }
+        // A pod to itself (db is ingress-isolated): never leaves the pod.
+        let e = run("node-1", "shop/db", "shop/db", "1").unwrap();
+        assert!(e.allowed && !e.policed_here && e.path.is_empty(), "{e:?}");
+        assert!(e.reason.contains("one address"), "{}", e.reason);
     }
 
     #[test]
