@@ -2,7 +2,8 @@
 //! clusters (labels, named ports) and random NetworkPolicies, the ruleset is applied in a
 //! "node" namespace routing between pod namespaces and a "remote" one (another node's pod,
 //! external hosts); on sampled TCP flows through the node, explain's decision (and its exit
-//! code, 0 or 4) must match whether a real connection (bounded by a timeout) is answered.
+//! code, 0 or 4) must match whether a real connection (bounded by a timeout) is answered,
+//! and every allow of an isolated pod must name the policy rule that allows it.
 //! Every failure names its seed, the flow, the policies, explain's report and the ruleset.
 
 use std::process::Command;
@@ -348,6 +349,15 @@ fn explain_agrees_with_the_datapath_on_random_clusters() {
                         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
                         let said = match (out.status.code(), serde_json::from_str::<Value>(&stdout))
                         {
+                            // Every allow of an isolated pod is named (policy and rule).
+                            (Some(_), Ok(v))
+                                if v["checks"].as_array().into_iter().flatten().any(|c| {
+                                    c["result"] == "allowed"
+                                        && c["rules"].as_array().is_none_or(|r| r.is_empty())
+                                }) =>
+                            {
+                                Err(format!("an allowed check names no policy rule: {stdout}"))
+                            }
                             (Some(code @ (0 | 4)), Ok(v))
                                 if v["decision"] == if code == 0 { "allow" } else { "deny" } =>
                             {
