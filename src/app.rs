@@ -7,7 +7,8 @@ use std::io::Write;
 
 use crate::backend::{self, Backend};
 use crate::cli::{Cli, Command};
-use crate::error::{Error, Result};
+use crate::error::{Error, Outcome, Result};
+use crate::jobs::netpol::{NetpolCommand, NetpolSub};
 use crate::jobs::{self, Ctx, Job};
 use crate::render;
 
@@ -35,8 +36,25 @@ fn write(out: &mut dyn Write, s: &str) -> Result<()> {
 }
 
 /// Run the command line with `backend_for` opening the backend (after validation, so
-/// invalid input never touches the kernel), printing to `out`.
+/// invalid input never touches the kernel), printing to `out`. A command that did not
+/// fail is [`Outcome::Done`], except `netpol explain` for a denied flow.
 pub fn run(
+    cli: &Cli,
+    env: jobs::Env,
+    backend_for: jobs::BackendFor,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
+    if let Command::Netpol(NetpolCommand {
+        sub: Some(NetpolSub::Explain(args)),
+        ..
+    }) = &cli.command
+    {
+        return jobs::netpol::explain(args, env, out);
+    }
+    run_command(cli, env, backend_for, out).map(|()| Outcome::Done)
+}
+
+fn run_command(
     cli: &Cli,
     env: jobs::Env,
     backend_for: jobs::BackendFor,

@@ -8,7 +8,7 @@ use crate::jobs::Job;
 use crate::jobs::dnat::DnatArgs;
 use crate::jobs::local_address::LocalAddressArgs;
 use crate::jobs::masquerade::MasqueradeArgs;
-use crate::jobs::netpol::NetpolArgs;
+use crate::jobs::netpol::{NetpolArgs, NetpolCommand};
 use crate::jobs::redirect::RedirectArgs;
 
 /// The help heading of the options every command takes, listed apart from a command's
@@ -20,7 +20,7 @@ const GLOBAL: &str = "Global options";
     name = "nftkit",
     version,
     about = "Kubernetes node and pod packet rules over nf_tables netlink (no iptables or nft binary needed)",
-    after_help = "Exit codes: 0 done, 1 runtime failure (kernel unchanged), 2 invalid input (nothing sent), 3 verify found drift."
+    after_help = "Exit codes: 0 done, 1 runtime failure (kernel unchanged), 2 invalid input (nothing sent), 3 verify found drift, 4 netpol explain: the flow is denied."
 )]
 pub struct Cli {
     /// Which packet-filter backend to program
@@ -87,8 +87,9 @@ pub enum Command {
     /// DNAT ORIG_IP:PORT to TARGET_IP:PORT for host processes and routed pods (the
     /// gke-metadata-server routing mode)
     Dnat(DnatArgs),
-    /// Kubernetes NetworkPolicy (networking.k8s.io/v1) for the pods of this node
-    Netpol(NetpolArgs),
+    /// Kubernetes NetworkPolicy (networking.k8s.io/v1) for the pods of this node;
+    /// `netpol explain` tells what the rules decide for one flow
+    Netpol(NetpolCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -181,7 +182,7 @@ impl Command {
             Command::Masquerade(a) => Some(a),
             Command::LocalAddress(a) => Some(a),
             Command::Dnat(a) => Some(a),
-            Command::Netpol(a) => Some(a),
+            Command::Netpol(a) => a.sub.is_none().then_some(&a.args as &dyn Job),
             Command::Completions { .. }
             | Command::Man { .. }
             | Command::Status { .. }
@@ -471,6 +472,41 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn netpol_runs_its_job_unless_explain_is_asked() {
+        let parse = |args: &[&str]| <Cli as clap::Parser>::try_parse_from(args);
+        let cli = parse(&["nftkit", "netpol", "--from-file", "f", "--node-name", "n"]).unwrap();
+        assert_eq!(cli.command.job().map(|j| j.name()), Some("netpol"));
+        let cli = parse(&[
+            "nftkit",
+            "netpol",
+            "explain",
+            "--from-file",
+            "f",
+            "--from",
+            "a/b",
+            "--to",
+            "c/d",
+            "--port",
+            "80",
+        ])
+        .unwrap();
+        assert!(cli.command.job().is_none());
+        match cli.command {
+            Command::Netpol(n) => {
+                assert_eq!(n.args.from_file, None);
+                assert!(matches!(
+                    n.sub,
+                    Some(crate::jobs::netpol::NetpolSub::Explain(e)) if e.from == "a/b" && !e.json
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        // verify netpol keeps netpol's flags only.
+        assert!(parse(&["nftkit", "verify", "netpol", "explain"]).is_err());
+        assert!(parse(&["nftkit", "verify", "netpol", "--from-file", "f"]).is_ok());
     }
 
     #[test]

@@ -67,6 +67,25 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How a command that did not fail ended. Only a question answered "no" differs from
+/// done: `netpol explain` for a denied flow (exit 4) is an answer, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Done,
+    /// `netpol explain`: the flow is denied. Exit 4.
+    Denied,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::Denied => 4,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         &mut stdout,
     );
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(outcome) => ExitCode::from(outcome.exit_code() as u8),
         Err(e) => {
             match &e {
                 // The diff is already on stdout.

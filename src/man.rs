@@ -26,7 +26,7 @@ const EXTRA_ENV: [(&str, &[&str], &str); 2] = [
 
 const EXIT_STATUS: &str = "0 done; 1 runtime failure (kernel refused, missing CAP_NET_ADMIN, \
 backend unavailable; kernel state unchanged); 2 invalid input (a bad flag, variable, config file \
-or manifest; nothing sent to the kernel); 3 verify found drift; doctor: 1 when something on the \
+or manifest; nothing sent to the kernel); 3 verify found drift; 4 netpol explain: the flow is denied; doctor: 1 when something on the \
 host would interfere with nftkit's rules.";
 
 /// One page: its file name (`nftkit-redirect.1`) and roff text.

@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+pub mod eval;
 mod validate;
 pub use validate::{LOG_PREFIX_MAX, NAME_MAX};
 

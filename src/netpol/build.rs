@@ -101,7 +101,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Direction::Ingress => "ingress",
             Direction::Egress => "egress",
@@ -119,7 +119,7 @@ pub struct Summary {
 }
 
 /// A name from readable parts; too long ones are cut and made unique with a hash.
-fn object_name(parts: &[&str]) -> String {
+pub fn object_name(parts: &[&str]) -> String {
     let full = parts.join("/");
     if full.len() <= MAX_NAME {
         return full;

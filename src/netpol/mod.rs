@@ -1,12 +1,15 @@
 //! Kubernetes `networking.k8s.io/v1` NetworkPolicy for the pods of one node: the cluster
 //! objects (`manifest`; NetworkPolicy specs in `policy`, the validating field readers in
 //! `fields`), label selectors (`selector`), ipBlock interval arithmetic
-//! (`ipblock`) and the rules (`build`), their per-policy counters on `/metrics` (`counters`), verdict logs (`verdicts`); live mode (`live`: the loop, fed by `watch`, the
+//! (`ipblock`) and the rules (`build`), their per-policy counters on `/metrics`
+//! (`counters`), verdict logs (`verdicts`); `explain` runs one flow through the built
+//! rules; live mode (`live`: the loop, fed by `watch`, the
 //! API server's watchers, through `store`, the converted objects). `jobs::netpol` is the
 //! command around it.
 
 pub mod build;
 pub mod counters;
+pub mod explain;
 mod fields;
 pub mod ipblock;
 pub mod live;

@@ -25,6 +25,7 @@ mod iptables_detect;
 mod iptables_golden;
 mod metrics_endpoints;
 mod netlink_backend;
+mod netpol_explain;
 mod netpol_golden;
 mod netpol_live;
 mod netpol_scale;
