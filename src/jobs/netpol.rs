@@ -29,7 +29,7 @@ use crate::netpol::build::{
     DEFAULT_LOG_GROUP, DEFAULT_LOG_RATE, LogVerdicts, NetpolConfig, Observe, build_observed,
 };
 use crate::netpol::explain;
-use crate::netpol::live::{self, KubeSource, LiveConfig};
+use crate::netpol::live::{self, FileSource, KubeSource, LiveConfig};
 use crate::netpol::manifest::{self, Cluster};
 use crate::parse::go_bool;
 use crate::runner;
@@ -106,6 +106,19 @@ pub struct NetpolArgs {
         value_parser = go_bool
     )]
     pub audit: bool,
+    /// With --from-file: keep running and re-read the file whenever it changes (replace it
+    /// atomically, e.g. by rename); a version that does not read keeps the last good rules
+    /// and reports not ready. Logs, counters and /metrics work as in live mode
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = go_bool
+    )]
+    pub watch: bool,
 }
 
 /// `--log-verdicts`, `--log-rate`, `--log-group` and `--audit`, validated.
@@ -251,8 +264,31 @@ pub fn parse_source(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> 
         .map(|p| live::read_kubeconfig("--kubeconfig", &p.display().to_string()))
         .transpose()?;
     if let Some(path) = &args.from_file {
+        if args.watch {
+            let read: fn(&Path) -> Result<Cluster> = read_manifest;
+            read(path)?;
+            return Ok(Source::Live(LiveConfig {
+                node,
+                kube: KubeSource::Infer,
+                debounce,
+                resync,
+                sync_timeout,
+                persist: args.persist,
+                observe,
+                file: Some(FileSource {
+                    path: path.clone(),
+                    read,
+                }),
+            }));
+        }
         let cluster = read_manifest(path)?;
         return Ok(Source::File(NetpolConfig { node, cluster }));
+    }
+    if args.watch {
+        return Err(Error::Usage(
+            "netpol: --watch re-reads --from-file; without it, live mode watches the API server"
+                .into(),
+        ));
     }
     let kube = match (
         flag_kube,
@@ -270,6 +306,7 @@ pub fn parse_source(args: &NetpolArgs, env: &dyn Fn(&str) -> Option<String>) -> 
         sync_timeout,
         persist: args.persist,
         observe,
+        file: None,
     }))
 }
 
@@ -429,4 +466,37 @@ fn log_build(cfg: &NetpolConfig, table: &str, obs: &Observe) -> Ruleset {
         "netpol desired state"
     );
     rs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(from_file: Option<&str>) -> NetpolArgs {
+        NetpolArgs {
+            node_name: Some("node-1".into()),
+            from_file: from_file.map(PathBuf::from),
+            ..NetpolArgs::default()
+        }
+    }
+
+    #[test]
+    fn watch_needs_from_file_and_log_options_are_validated() {
+        let none = |_: &str| None;
+        let mut a = args(None);
+        a.watch = true;
+        let e = parse_source(&a, &none).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--watch"), "{e}");
+        for (rate, group) in [(Some("0"), None), (Some("x"), None), (None, Some("65536"))] {
+            let mut a = args(None);
+            a.log_rate = rate.map(Into::into);
+            a.log_group = group.map(Into::into);
+            let e = observe(&a).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(e.to_string().contains("--log-"), "{e}");
+        }
+        let o = observe(&args(None)).unwrap();
+        assert_eq!((o.rate, o.group, o.audit), (100, 100, false));
+    }
 }

@@ -83,6 +83,16 @@ pub struct LiveConfig {
     pub persist: bool,
     /// Verdict logs and audit mode.
     pub observe: Observe,
+    /// `--from-file F --watch`: the objects come from F, re-read when it changes, not
+    /// from the API server.
+    pub file: Option<FileSource>,
+}
+
+/// A manifest file watched for changes, and how to read it.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    pub path: std::path::PathBuf,
+    pub read: fn(&std::path::Path) -> Result<Cluster>,
 }
 
 impl LiveConfig {
@@ -95,6 +105,9 @@ impl LiveConfig {
 
 /// List once and return the cluster (`--dry-run` and `verify` without `--from-file`).
 pub fn fetch_once(cfg: &LiveConfig) -> Result<Cluster> {
+    if let Some(f) = &cfg.file {
+        return (f.read)(&f.path);
+    }
     let watch = Watch::start(&cfg.kube)?;
     watch.wait_synced(cfg.sync_timeout)?;
     watch.cluster()
@@ -204,7 +217,13 @@ pub fn run(
             }
         }
     }
-    let watch = Watch::start(&cfg.kube)?;
+    let watch = match &cfg.file {
+        Some(f) => {
+            tracing::info!(path = %f.path.display(), "watching the file");
+            Watch::file(&f.path, f.read)?
+        }
+        None => Watch::start(&cfg.kube)?,
+    };
     let mut job = LiveJob {
         watch: &watch,
         node: cfg.node.clone(),

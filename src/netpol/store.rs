@@ -78,6 +78,9 @@ pub struct Objects {
     pods: Store<Pod>,
     namespaces: Store<Labels>,
     policies: Store<Policy>,
+    /// `--from-file --watch`: why the file's current version cannot be used (the objects
+    /// of its last good version stay).
+    file_error: Option<String>,
 }
 
 impl Objects {
@@ -112,6 +115,9 @@ impl Objects {
             }
         }
         let mut out = Vec::new();
+        if let Some(why) = &self.file_error {
+            out.push(why.clone());
+        }
         list(&mut out, <K8sPod as Watched>::PLURAL, &self.pods);
         list(&mut out, <Namespace as Watched>::PLURAL, &self.namespaces);
         list(&mut out, <NetworkPolicy as Watched>::PLURAL, &self.policies);
@@ -169,6 +175,41 @@ impl Objects {
             })
             .collect();
         (!long.is_empty()).then(|| long.join("; "))
+    }
+
+    /// `--from-file --watch`: the file's objects replace all others, or (`Err`) the file's
+    /// current version is refused and the last good objects stay.
+    pub(super) fn set_file(&mut self, read: std::result::Result<Cluster, String>) {
+        let cluster = match read {
+            Ok(c) => c,
+            Err(why) => {
+                self.file_error = Some(why);
+                return;
+            }
+        };
+        self.file_error = None;
+        self.pods.items = cluster
+            .pods
+            .into_iter()
+            .map(|p| ((p.namespace.clone(), p.name.clone()), p))
+            .collect();
+        self.namespaces.items = cluster
+            .namespaces
+            .into_iter()
+            .map(|(name, labels)| ((String::new(), name), labels))
+            .collect();
+        self.policies.items = cluster
+            .policies
+            .into_iter()
+            .map(|p| ((p.namespace.clone(), p.name.clone()), p))
+            .collect();
+        for synced in [
+            &mut self.pods.synced,
+            &mut self.namespaces.synced,
+            &mut self.policies.synced,
+        ] {
+            *synced = true;
+        }
     }
 
     /// The objects as the build takes them (sorted by namespace and name, as

@@ -143,6 +143,9 @@ async fn watch_kind<K: Watched>(client: Client, objects: Arc<Mutex<Objects>>, tx
     }
 }
 
+/// How often `--from-file --watch` looks at the file's metadata.
+const FILE_POLL: Duration = Duration::from_millis(250);
+
 /// The watchers, running on their own thread and tokio runtime (the backend blocks on a
 /// runtime of its own, so the two must not share a thread).
 pub struct Watch {
@@ -213,6 +216,57 @@ impl Watch {
                 });
             })
             .map_err(|e| Error::runtime(format!("cannot start the watch thread: {e}")))?;
+        Ok(Watch {
+            objects,
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// `--from-file --watch`: `path` read with `read` now (an error here is the caller's:
+    /// bad input at start) and again whenever its metadata (inode, size, modification
+    /// time) changes, as an atomic replace by rename or an edit does. A version that does
+    /// not read is refused: the last good objects stay, and the loop reports it.
+    pub fn file(
+        path: &std::path::Path,
+        read: fn(&std::path::Path) -> Result<crate::netpol::manifest::Cluster>,
+    ) -> Result<Watch> {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        };
+        let objects = Arc::new(Mutex::new(Objects::default()));
+        let mut seen = stamp(path);
+        lock(&objects).set_file(Ok(read(path)?));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(Note::Synced);
+        let (o, s, path) = (Arc::clone(&objects), Arc::clone(&stop), path.to_path_buf());
+        let thread = std::thread::Builder::new()
+            .name("netpol-file".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(FILE_POLL);
+                    let now = stamp(&path);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    let read = read(&path).map_err(|e| e.to_string());
+                    match &read {
+                        Ok(_) => tracing::info!(path = %path.display(), "file changed; re-read"),
+                        Err(e) => tracing::debug!(error = %e, "file changed but refused"),
+                    }
+                    lock(&o).set_file(read);
+                    if tx.send(Note::Changed).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::runtime(format!("cannot start the file watch: {e}")))?;
         Ok(Watch {
             objects,
             rx,
