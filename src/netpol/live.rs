@@ -51,7 +51,6 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::build::LogVerdicts;
 use super::build::{NetpolConfig, Observe, build_observed};
 use super::counters::Totals;
 use super::manifest::Cluster;
@@ -148,6 +147,15 @@ impl LoopJob for LiveJob<'_> {
     }
 }
 
+/// Whether the table has a log rule (someone must read its nflog group).
+fn logs(rs: &Ruleset) -> bool {
+    rs.chains
+        .iter()
+        .flat_map(|c| &c.rules)
+        .flat_map(|r| &r.matches)
+        .any(|m| matches!(m, crate::model::Match::Log { .. }))
+}
+
 /// Set elements in `rs` (for the log: the batch carries all of them).
 pub fn element_count(rs: &Ruleset) -> usize {
     rs.sets.iter().map(|s| s.elements.len()).sum()
@@ -194,10 +202,13 @@ pub fn run(
     // /healthz answers from now on (stale after 3 resync intervals without a pass);
     // /readyz only after the first apply.
     let published = crate::metrics::start(cfg.resync)?;
-    // Verdict logs: the kernel hands logged packets to the nflog group; we read them.
+    // Verdict logs: the kernel hands logged packets to the nflog group; we read them from
+    // the first time our table has a log rule (--log-verdicts, --audit, or a policy
+    // annotated for audit).
     let pods: Arc<Mutex<HashMap<IpAddr, String>>> = Arc::default();
-    if cfg.observe.verdicts != LogVerdicts::None || cfg.observe.audit {
-        let pods = Arc::clone(&pods);
+    let mut reading_logs = false;
+    let start_reader = |pods: &Arc<Mutex<HashMap<IpAddr, String>>>| {
+        let pods = Arc::clone(pods);
         let bound =
             crate::backend::netlink::nflog::spawn(cfg.observe.group, NFLOG_COPY_RANGE, move |p| {
                 let pods = pods.lock().unwrap_or_else(|e| e.into_inner());
@@ -216,7 +227,7 @@ pub fn run(
                 tracing::error!(error = %e, "cannot read the nflog group; verdicts are not logged")
             }
         }
-    }
+    };
     let watch = match &cfg.file {
         Some(f) => {
             tracing::info!(path = %f.path.display(), "watching the file");
@@ -348,6 +359,10 @@ pub fn run(
                             if last.is_none() {
                                 // One job, one backend: the copy elsewhere goes only now.
                                 apply::remove_from_other_backends(&*b, &rs.table);
+                            }
+                            if !reading_logs && logs(&rs) {
+                                start_reader(&pods);
+                                reading_logs = true;
                             }
                             last = Some(rs);
                             if let Ok(cluster) = watch.cluster() {

@@ -1047,6 +1047,32 @@ fn live_audit_mode_lets_packets_through_and_logs_would_drops() {
         "{}",
         scrape(&c, metrics)
     );
+
+    // One policy in audit mode (annotation), no --audit: shop/other, isolated only by
+    // that policy, lets the refused traffic through as would-drops; shop/db, isolated
+    // by an enforcing policy too, still drops it.
+    let mut d = d;
+    assert_eq!(d.stop(), Some(0));
+    let mut policies = ingress_policies();
+    policies[1]["metadata"]["annotations"] = json!({"nftkit.io/audit": "true"});
+    api.apply("networkpolicies", policies[1].clone());
+    let d = live_daemon(&c, &dir, api_port, metrics, &["--log-group", "78"]);
+    wait_ready(&c, &d, metrics, "annotation");
+    c.check(
+        "annotated",
+        &[
+            tcp(Pod("shop/web"), "shop/other", 80, true),
+            tcp(Pod("shop/other"), "shop/db", 5432, false),
+            tcp(Pod("shop/web"), "shop/db", 5432, true),
+        ],
+    );
+    assert!(
+        poll_until(Duration::from_secs(5), || verdicts(&d).iter().any(|l| l
+            .contains("verdict=would-drop")
+            && l.contains("pod=shop/other"))),
+        "the annotated policy's would-drop is not logged:\n{}",
+        plain(&d.log())
+    );
 }
 
 /// `--from-file F --watch`: a daemon without an API server. A changed file (replaced by
