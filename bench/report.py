@@ -42,6 +42,7 @@ BASE = {
     "3-noop-reconcile": lambda w, p, n, m: (w, p, "iptables-legacy-resync", m) if m == "ms" else None,
     "4-datapath": lambda w, p, n, m: (w, "0", n, m),
     "5-readback": lambda w, p, n, m: (w, p, "iptables-legacy-save", m),
+    "7-netpol-logging": lambda w, p, n, m: (w, p, "none", m),
     "6-footprint": lambda w, p, n, m: {
         "rss_kb": (w, p, "nft-f", m),
         "ms": (w, p, "nft --version", m),
@@ -106,6 +107,15 @@ target("3: nftkit --once unchanged re-run / legacy resync",
              med("3-noop-reconcile", "10000", "iptables-legacy-resync", "ms")), "<= 0.2", lambda v: v <= 0.2)
 
 
+def paired_names(w, p, n, base_n, m):
+    """Median of per-run ratios of row `n` over row `base_n` (same round, same size)."""
+    a, b = groups.get((w, p, n, m)), groups.get((w, p, base_n, m))
+    if not a or not b or len(a) != len(b):
+        return None
+    ratios = [x / y for x, y in zip(a, b) if y]
+    return statistics.median(ratios) if ratios else None
+
+
 def paired(w, p, n, m, base_p):
     """Median of per-run ratios: run i at `p` over run i at `base_p` (the sizes run
     back to back within a round, so slow drift of the machine cancels out)."""
@@ -139,8 +149,17 @@ kernel_share.append({"what": "5: element dump alone / iptables-legacy-save",
                      "value": ratio(med("5-readback", "10000", "nftkit: element dump alone", "ms"),
                                     med("5-readback", "10000", "iptables-legacy-save", "ms"))})
 
+# Issue 18: logging must not cost the datapath (drops logs nothing that is admitted; all
+# logs every admitted connection, rate-limited in the kernel).
+target("7: netpol cps, --log-verdicts drops / none (paired runs)",
+       paired_names("7-netpol-logging", "200", "drops", "none", "cps"), ">= 0.95", lambda v: v >= 0.95)
+
 # Ratios shown for context, not targets.
-context = [{"what": "4: nftkit cps @1000 / nftkit cps @0 (paired runs)",
+context = [{"what": "7: netpol cps, --log-verdicts all / none (paired runs)",
+            "value": paired_names("7-netpol-logging", "200", "all", "none", "cps")},
+           {"what": "7: netpol cps, none / no rules at all (paired runs)",
+            "value": paired_names("7-netpol-logging", "200", "none", "no-rules", "cps")},
+           {"what": "4: nftkit cps @1000 / nftkit cps @0 (paired runs)",
             "value": paired("4-datapath", "1000", "nftkit", "cps", "0")},
            {"what": "4: iptables-legacy cps @10000 / @0 (paired runs)",
             "value": paired("4-datapath", "10000", "iptables-legacy", "cps", "0")}]

@@ -20,6 +20,8 @@
 #   5 readback     at 10 000: nftkit verify / status --json vs nft -j list ruleset and
 #                  iptables-legacy-save
 #   6 footprint    binary size, startup (--version), peak RSS applying 50 000 CIDRs
+#   7 netpol log   new TCP connections per second through a node with 200 NetworkPolicies:
+#                  nftkit netpol --log-verdicts none / drops / all, and no rules
 #
 #   scripts/bench.sh [--quick] [--runs N] [--only "1 2 ..."] [--static] [--reference]
 #
@@ -33,7 +35,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUICK=0 RUNS= ONLY="1 2 3 4 5 6" REFERENCE=0 STATIC=0
+QUICK=0 RUNS= ONLY="1 2 3 4 5 6 7" REFERENCE=0 STATIC=0
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
@@ -401,6 +403,49 @@ w6() {
 }
 
 started=$(date +%s)
+# ---- 7: netpol verdict logging ---------------------------------------------------------
+# The client -> router -> server datapath of workload 4, the router a node running
+# `nftkit netpol --from-file --watch` with 1 000 pods / 200 policies (bench/netpol_gen.py)
+# where the server pod is isolated and admits the client: new TCP connections per second
+# with --log-verdicts none, drops and all (all logs every admitted connection, cut by the
+# kernel to --log-rate 100/s), next to the router without any rules.
+w7() {
+    local c=${P}c r=${P}r s=${P}s i mode pid
+    local f=$W/netpol-cluster.json
+    [ -f "$f" ] || python3 "$BENCH/netpol_gen.py" "$f"
+    log "7: netpol cps, 200 policies, logging none/drops/all, $RUNS runs x ${DP_SECONDS}s"
+    for ((i = 0; i < RUNS; i++)); do
+        for mode in no-rules none drops all; do
+            dp_up "$c" "$r" "$s"
+            # No masquerade here: the server answers the client's own address.
+            ip -n "$s" route add default via 10.99.2.1
+            pid=
+            if [ $mode != no-rules ]; then
+                ip netns exec "$r" "$NFTKIT" -q netpol --node-name node-0 --from-file "$f" --watch \
+                    --log-verdicts "$mode" >"$W/w7.log" 2>&1 &
+                pid=$!
+                PIDS+=("$pid")
+                local tries=0
+                until ip netns exec "$r" nft list chain inet nftkit-netpol ingress/bench/server >/dev/null 2>&1; do
+                    tries=$((tries + 1))
+                    [ $tries -lt 200 ] || { echo "bench.sh: netpol never applied" >&2; cat "$W/w7.log" >&2; exit 1; }
+                    sleep 0.05
+                done
+            fi
+            ip netns exec "$s" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" server 10.99.2.2 5001 $((DP_SECONDS + 4)) &
+            local srv=$!
+            sleep 0.3
+            read -r cps fails < <(ip netns exec "$c" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" client 10.99.2.2 5001 "$DP_SECONDS" 2000000)
+            kill "$srv" 2>/dev/null || true
+            wait "$srv" 2>/dev/null || true
+            [ "$fails" = 0 ] || log "  netpol $mode: $fails failed connects"
+            sample 7-netpol-logging "$mode" 200 cps "$cps"
+            if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+            ns_del "$c"; ns_del "$s"; ns_del_settled "$r"
+        done
+    done
+}
+
 for w in $ONLY; do "w$w"; done
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
