@@ -114,6 +114,9 @@ pub enum Outcome {
     },
     /// Isolated by these policies and none of their rules allows the flow.
     DefaultDeny { policies: Vec<String> },
+    /// As `DefaultDeny`, but every isolating policy is in audit mode (annotation
+    /// `nftkit.io/audit`): the flow passes, counted and logged as would-drop.
+    WouldDrop { policies: Vec<String> },
     /// The flow was decided before this check (it never ran).
     NotReached,
     /// The pod is on another node (or none): its node decides.
@@ -342,14 +345,21 @@ fn check(
         match ev.path.iter().rfind(|s| s.chain == chain) {
             None => Outcome::NotReached,
             Some(step) => {
-                let action = rs
+                let rule = rs
                     .chains
                     .iter()
                     .find(|c| c.name == chain)
-                    .and_then(|c| c.rules.get(step.rule))
-                    .map(|r| r.action.clone());
-                match action {
+                    .and_then(|c| c.rules.get(step.rule));
+                let would_drop = rule.is_some_and(|r| {
+                    r.matches.iter().any(|m| {
+                        matches!(m, Match::Count { counter } if counter.ends_with(build::WOULD_DROP))
+                    })
+                });
+                match rule.map(|r| r.action.clone()) {
                     Some(Action::Drop) => Outcome::DefaultDeny {
+                        policies: isolating(cfg, dir, pod),
+                    },
+                    _ if would_drop => Outcome::WouldDrop {
                         policies: isolating(cfg, dir, pod),
                     },
                     _ => Outcome::Allowed {
@@ -565,6 +575,11 @@ fn reason(
                 ),
                 Outcome::Allowed { .. } => format!("{dir} of {}: allowed", c.pod),
                 Outcome::DefaultDeny { .. } => format!("{dir} of {}: denied", c.pod),
+                Outcome::WouldDrop { policies } => format!(
+                    "{dir} of {}: would be denied by networkpolicy {} (audit mode: passes, logged as would-drop)",
+                    c.pod,
+                    policies.join(", ")
+                ),
                 Outcome::NotReached => format!("{dir} of {}: not checked", c.pod),
                 Outcome::OtherNode(n) => format!(
                     "{dir} of {}: decided on {}",
@@ -650,6 +665,10 @@ impl Explanation {
                     }
                     Outcome::DefaultDeny { policies } => {
                         v["result"] = "default-deny".into();
+                        v["policies"] = json!(policies);
+                    }
+                    Outcome::WouldDrop { policies } => {
+                        v["result"] = "would-drop".into();
                         v["policies"] = json!(policies);
                     }
                     Outcome::NotReached => v["result"] = "not-reached".into(),
@@ -806,6 +825,29 @@ items:
             outcome(&e, Direction::Egress),
             &Outcome::OtherNode(Some("node-2".into()))
         );
+    }
+
+    #[test]
+    fn an_audited_isolation_passes_and_says_would_drop() {
+        let text = CLUSTER.replace(
+            "metadata: {name: db-in, namespace: shop}",
+            "metadata: {name: db-in, namespace: shop, annotations: {nftkit.io/audit: \"true\"}}",
+        );
+        let c = NetpolConfig {
+            node: "node-1".into(),
+            cluster: manifest::parse("test", &text).unwrap(),
+        };
+        let f = parse_endpoint("--from", "shop/far").unwrap();
+        let t = parse_endpoint("--to", "shop/db").unwrap();
+        let e = explain(&c, ("shop/far", &f), ("shop/db", &t), 5432, L4Proto::Tcp).unwrap();
+        assert!(e.allowed, "audit mode changes no packet's fate: {e:?}");
+        assert_eq!(
+            outcome(&e, Direction::Ingress),
+            &Outcome::WouldDrop {
+                policies: vec!["shop/db-in".into()]
+            }
+        );
+        assert_eq!(e.json()["checks"][1]["result"], "would-drop");
     }
 
     #[test]
