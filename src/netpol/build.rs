@@ -38,6 +38,7 @@ use super::manifest::{Cluster, Peer, Pod, Policy, PolicyRule, PortRef, PortSpec,
 use super::selector::Labels;
 use crate::model::*;
 
+pub use super::names::{Direction, object_name};
 pub use super::observe::{
     DEFAULT_DENY, DEFAULT_LOG_GROUP, DEFAULT_LOG_RATE, LOG_LIMIT, LOG_PREFIX, LogVerdicts, Observe,
     WOULD_DROP, default_deny_counter, policy_counter,
@@ -46,29 +47,12 @@ use super::observe::{chain_end, logged_allows};
 
 pub const COMMAND: &str = "netpol";
 pub const FORWARD_CHAIN: &str = "filter-forward";
-/// Longest chain or set name we emit (the kernel allows 255 bytes).
-const MAX_NAME: usize = 200;
 
 /// Validated input of the build: the cluster's objects and which node we are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetpolConfig {
     pub node: String,
     pub cluster: Cluster,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
-
-impl Direction {
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-        }
-    }
 }
 
 /// Counts for the log line.
@@ -78,23 +62,6 @@ pub struct Summary {
     pub ingress_isolated: usize,
     pub egress_isolated: usize,
     pub policies: usize,
-}
-
-/// A name from readable parts; too long ones are cut and made unique with a hash.
-pub fn object_name(parts: &[&str]) -> String {
-    let full = parts.join("/");
-    if full.len() <= MAX_NAME {
-        return full;
-    }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in full.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut cut = MAX_NAME - 17;
-    while !full.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}~{h:016x}", &full[..cut])
 }
 
 pub fn chain_name(dir: Direction, pod: &Pod) -> String {

@@ -14,6 +14,7 @@ mod fields;
 pub mod ipblock;
 pub mod live;
 pub mod manifest;
+pub mod names;
 pub mod observe;
 mod policy;
 pub mod selector;

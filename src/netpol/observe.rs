@@ -2,8 +2,8 @@
 //! policy and per namespace's default deny, verdict log rules (a kernel-side rate limit
 //! shared by the node, an nflog group) and audit mode's would-drops.
 
-use super::build::{Direction, object_name};
 use super::manifest::Policy;
+use super::names::{Direction, fit, object_name};
 use crate::model::{Action, LOG_PREFIX_MAX, Match, Rule};
 
 /// Which verdicts are logged to the nflog group (`--log-verdicts`).
@@ -73,19 +73,7 @@ pub const DEFAULT_DENY: &str = "-isolated";
 /// A log prefix, `nftkit <verdict> <what>`, within the kernel's 127 bytes (a very long
 /// policy name is cut and made unique with a hash).
 pub(super) fn log_prefix(verdict: &str, what: &str) -> String {
-    let full = format!("{LOG_PREFIX} {verdict} {what}");
-    if full.len() <= LOG_PREFIX_MAX {
-        return full;
-    }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in full.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut cut = LOG_PREFIX_MAX - 17;
-    while !full.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}~{h:016x}", &full[..cut])
+    fit(format!("{LOG_PREFIX} {verdict} {what}"), LOG_PREFIX_MAX)
 }
 
 /// The rule that logs what `matches` match (rate-limited by the table's one named
