@@ -1171,3 +1171,55 @@ fn file_watch_applies_changes_and_keeps_the_last_good_rules_on_a_bad_file() {
     wait_ready(&c, &d, metrics, "fixed file");
     assert_eq!(table(&c).as_deref(), Some(good.as_str()));
 }
+
+/// `--log-format json`: each verdict is one JSON object on its own line, the fields under
+/// `fields` as tracing writes them.
+#[test]
+fn live_verdict_logs_in_json_are_one_object_per_line() {
+    let c = Cluster::new();
+    let dir = TempDir::new("live");
+    let api_port = free_port(&c.node);
+    let metrics = free_port(&c.node);
+    let api = FakeApi::start_at(&c.node, api_port);
+    serve(&api, &c.manifest(&ingress_policies()));
+    let flags = [
+        "--log-verdicts",
+        "drops",
+        "--log-group",
+        "80",
+        "--log-format",
+        "json",
+    ];
+    let d = live_daemon(&c, &dir, api_port, metrics, &flags);
+    wait_ready(&c, &d, metrics, "json");
+    c.check("refused", &[udp(Pod("shop/other"), "shop/db", false)]);
+    let events = || -> Vec<Value> {
+        d.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "nftkit::verdict")
+            .collect()
+    };
+    assert!(
+        poll_until(Duration::from_secs(5), || !events().is_empty()),
+        "no JSON verdict:\n{}",
+        d.log()
+    );
+    thread::sleep(Duration::from_millis(300));
+    let all = events();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let f = &all[0]["fields"];
+    assert_eq!(f["verdict"], "drop", "{f}");
+    assert_eq!(f["direction"], "ingress", "{f}");
+    assert_eq!(f["pod"], "shop/db", "{f}");
+    assert_eq!(f["peer_pod"], "shop/other", "{f}");
+    assert_eq!(f["kind"], "default-deny", "{f}");
+    assert_eq!(f["dport"], UDP_PORT.to_string(), "{f}");
+    // Every line of the log is JSON.
+    for line in d.log().lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+}
