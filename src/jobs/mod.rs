@@ -17,8 +17,8 @@ use crate::parse::go_bool;
 /// The process environment as the config parsers read it (a test passes its own).
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Opens the backend `--backend` chose (see [`crate::backend::Opener`]); a daemon may call
-/// it twice (a second, read-only backend for its checks).
+/// Opens the backend `--backend` chose (see [`crate::backend::Opener`]), once per run: a
+/// daemon's read-only looks go through the same backend ([`crate::runner::LoopJob::repair`]).
 pub type BackendFor<'a> = crate::backend::Opener<'a>;
 
 /// Where a job runs: its table and the environment.

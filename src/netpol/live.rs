@@ -121,8 +121,9 @@ struct LiveJob<'a> {
 }
 
 impl LiveJob<'_> {
-    /// The desired table, or why none may be built now (incomplete or refused objects).
-    fn build(&self) -> Result<Ruleset> {
+    /// The desired table and the objects it was built from, or why none may be built now
+    /// (incomplete or refused objects).
+    fn build(&self) -> Result<(Ruleset, Cluster)> {
         let cfg = NetpolConfig {
             node: self.node.clone(),
             cluster: self.watch.cluster()?,
@@ -137,14 +138,27 @@ impl LiveJob<'_> {
             egress_isolated = s.egress_isolated,
             "netpol desired state"
         );
-        Ok(rs)
+        Ok((rs, cfg.cluster))
     }
 }
 
 impl LoopJob for LiveJob<'_> {
     fn desired(&mut self) -> Result<Ruleset> {
-        self.build()
+        self.build().map(|(rs, _)| rs)
     }
+}
+
+/// Each pod address and its `namespace/name`, for verdict events.
+fn pod_names(cluster: &Cluster) -> HashMap<IpAddr, String> {
+    cluster
+        .pods
+        .iter()
+        .flat_map(|p| {
+            p.ips
+                .iter()
+                .map(|ip| (*ip, format!("{}/{}", p.namespace, p.name)))
+        })
+        .collect()
 }
 
 /// Whether the table has a log rule (someone must read its nflog group).
@@ -211,8 +225,7 @@ pub fn run(
         let pods = Arc::clone(pods);
         let bound =
             crate::backend::netlink::nflog::spawn(cfg.observe.group, NFLOG_COPY_RANGE, move |p| {
-                let pods = pods.lock().unwrap_or_else(|e| e.into_inner());
-                verdicts::log(&p.prefix, &p.payload, &pods);
+                verdicts::log(&p.prefix, &p.payload, &lock(&pods));
             });
         match bound {
             Ok(()) => tracing::info!(
@@ -322,7 +335,10 @@ pub fn run(
                         refused = Some(why);
                     }
                 }
-                Ok(rs) if Some(&rs) == last.as_ref() => {
+                Ok((rs, cluster)) if Some(&rs) == last.as_ref() => {
+                    if reading_logs {
+                        *lock(&pods) = pod_names(&cluster);
+                    }
                     retry = None;
                     refused = None;
                     tracing::info!(
@@ -330,7 +346,7 @@ pub fn run(
                         "cluster change leaves the desired table unchanged; nothing sent"
                     );
                 }
-                Ok(rs) => {
+                Ok((rs, cluster)) => {
                     refused = None;
                     let t = Instant::now();
                     observe(b, &mut counts);
@@ -364,18 +380,11 @@ pub fn run(
                                 start_reader(&pods);
                                 reading_logs = true;
                             }
-                            last = Some(rs);
-                            if let Ok(cluster) = watch.cluster() {
-                                *pods.lock().unwrap_or_else(|e| e.into_inner()) = cluster
-                                    .pods
-                                    .iter()
-                                    .flat_map(|p| {
-                                        p.ips
-                                            .iter()
-                                            .map(|ip| (*ip, format!("{}/{}", p.namespace, p.name)))
-                                    })
-                                    .collect();
+                            if reading_logs {
+                                // The pods of the table now in force, for the log events.
+                                *lock(&pods) = pod_names(&cluster);
                             }
+                            last = Some(rs);
                         }
                         Err(e) => {
                             stats.errors += 1;

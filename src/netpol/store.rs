@@ -426,10 +426,10 @@ pub(super) fn apply_event<K: Watched>(
     }
 }
 
-pub(super) fn lock(objects: &Mutex<Objects>) -> MutexGuard<'_, Objects> {
+pub(super) fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave a half-applied event that matters more
     // than losing the daemon; keep going with what is there.
-    objects.lock().unwrap_or_else(|p| p.into_inner())
+    shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
