@@ -316,6 +316,7 @@ pub fn evaluate(rs: &Ruleset, base: &str, p: &Packet) -> Result<Evaluation, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fixtures::{regular, rs, rule, v4set};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -323,10 +324,6 @@ mod tests {
 
     fn net(s: &str) -> ipnet::IpNet {
         s.parse().unwrap()
-    }
-
-    fn rule(matches: Vec<Match>, action: Action) -> Rule {
-        Rule { matches, action }
     }
 
     fn base(name: &str, rules: Vec<Rule>) -> Chain {
@@ -338,35 +335,6 @@ mod tests {
                 priority: priority::FILTER,
             }),
             rules,
-        }
-    }
-
-    fn regular(name: &str, rules: Vec<Rule>) -> Chain {
-        Chain {
-            name: name.into(),
-            base: None,
-            rules,
-        }
-    }
-
-    fn rs(sets: Vec<Set>, chains: Vec<Chain>) -> Ruleset {
-        Ruleset {
-            table: "t".into(),
-            comment: "c".into(),
-            sets,
-            chains,
-        }
-    }
-
-    fn v4set(name: &str, interval: bool, elems: &[&str]) -> Set {
-        Set {
-            name: name.into(),
-            key: KeyType::Ipv4Addr,
-            interval,
-            elements: elems
-                .iter()
-                .map(|e| Element::V4(e.parse().unwrap()))
-                .collect(),
         }
     }
 

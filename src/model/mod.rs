@@ -6,6 +6,8 @@
 use std::net::IpAddr;
 
 pub mod eval;
+#[cfg(test)]
+mod fixtures;
 mod validate;
 pub use validate::{LOG_PREFIX_MAX, NAME_MAX};
 

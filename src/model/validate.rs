@@ -290,6 +290,7 @@ fn action_name(a: &Action) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fixtures::{regular, rs, rule, v4set};
 
     fn base(name: &str, kind: ChainType, hook: Hook, rules: Vec<Rule>) -> Chain {
         Chain {
@@ -300,39 +301,6 @@ mod tests {
                 priority: 0,
             }),
             rules,
-        }
-    }
-
-    fn regular(name: &str, rules: Vec<Rule>) -> Chain {
-        Chain {
-            name: name.into(),
-            base: None,
-            rules,
-        }
-    }
-
-    fn rule(matches: Vec<Match>, action: Action) -> Rule {
-        Rule { matches, action }
-    }
-
-    fn rs(sets: Vec<Set>, chains: Vec<Chain>) -> Ruleset {
-        Ruleset {
-            table: "t".into(),
-            comment: "managed by nftkit test".into(),
-            sets,
-            chains,
-        }
-    }
-
-    fn v4set(name: &str, interval: bool, elems: &[&str]) -> Set {
-        Set {
-            name: name.into(),
-            key: KeyType::Ipv4Addr,
-            interval,
-            elements: elems
-                .iter()
-                .map(|e| Element::V4(e.parse().unwrap()))
-                .collect(),
         }
     }
 
