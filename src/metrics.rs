@@ -599,6 +599,7 @@ mod tests {
             table: "nftkit-x".into(),
             comment: String::new(),
             sets: vec![],
+            maps: Vec::new(),
             chains: vec![],
         };
         publish(&shared, &LoopStats::default(), &rs);

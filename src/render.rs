@@ -145,6 +145,14 @@ fn action_text(a: &Action) -> String {
         Action::Drop => "drop".into(),
         Action::Jump(chain) => format!("jump {chain}"),
         Action::Goto(chain) => format!("goto {chain}"),
+        Action::GotoMap { family, field, map } => format!(
+            "{} {} vmap @{map}",
+            match family {
+                IpFamily::V4 => "ip",
+                IpFamily::V6 => "ip6",
+            },
+            field.nft_name()
+        ),
         Action::Notrack => "notrack".into(),
         Action::Masquerade {
             fully_random: false,

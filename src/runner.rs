@@ -285,6 +285,7 @@ mod tests {
             table: "nftkit-test".into(),
             comment: "managed by nftkit test".into(),
             sets: vec![],
+            maps: Vec::new(),
             chains: vec![Chain {
                 name: "c".into(),
                 base: Some(BaseChain {

@@ -416,6 +416,7 @@ pub fn build(cfg: &DnatConfig, table: &str) -> Ruleset {
         table: table.to_string(),
         comment: format!("managed by nftkit {COMMAND}"),
         sets,
+        maps: Vec::new(),
         chains,
     }
 }

@@ -186,6 +186,7 @@ pub fn build(cfg: &LocalAddressConfig, table: &str) -> Ruleset {
         table: table.to_string(),
         comment: format!("managed by nftkit {COMMAND}"),
         sets: Vec::new(),
+        maps: Vec::new(),
         chains: vec![
             chain(
                 "raw-prerouting",

@@ -483,6 +483,7 @@ pub fn build(cfg: &RedirectConfig, targets: Targets, table: &str) -> Ruleset {
         table: table.to_string(),
         comment: format!("managed by nftkit {COMMAND}"),
         sets,
+        maps: Vec::new(),
         chains: vec![Chain {
             name: CHAIN.into(),
             base: Some(BaseChain {

@@ -285,6 +285,10 @@ pub fn evaluate(rs: &Ruleset, base: &str, p: &Packet) -> Result<Evaluation, Stri
                     path: Vec::new(),
                 }),
             },
+            // Filled in with the verdict maps' backends.
+            Action::GotoMap { map, .. } => {
+                return Err(format!("verdict map {map:?} is not evaluated yet"));
+            }
             Action::Jump(target) | Action::Goto(target) => {
                 let t = chain(target)?;
                 if t.base.is_some() {

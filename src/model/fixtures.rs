@@ -19,6 +19,7 @@ pub fn rs(sets: Vec<Set>, chains: Vec<Chain>) -> Ruleset {
         table: "t".into(),
         comment: "managed by nftkit test".into(),
         sets,
+        maps: Vec::new(),
         chains,
     }
 }

@@ -21,6 +21,8 @@ pub struct Ruleset {
     /// Ownership comment: `managed by nftkit <command>`; also on chains, sets and rules.
     pub comment: String,
     pub sets: Vec<Set>,
+    /// Verdict maps (`map NAME { type K : verdict; }`), declared after the sets.
+    pub maps: Vec<VerdictMap>,
     pub chains: Vec<Chain>,
 }
 
@@ -32,6 +34,36 @@ pub struct Set {
     /// `flags interval`: elements may be prefixes or ranges.
     pub interval: bool,
     pub elements: Vec<Element>,
+}
+
+/// `map NAME { type ipv4_addr : verdict; elements = { 10.244.1.5 : goto CHAIN, ... } }`:
+/// one hash lookup picks the regular chain for a packet's address (per-pod dispatch that
+/// costs the same for 10 pods or 1,000). Keys are single addresses (`/32`, `/128`), of the
+/// map's key type (`Ipv4Addr` or `Ipv6Addr`); no interval flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictMap {
+    pub name: String,
+    pub key: KeyType,
+    /// (address, chain the packet goes to), sorted by address.
+    pub entries: Vec<(Element, String)>,
+}
+
+/// Which address of the packet a lookup uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrField {
+    /// `ip saddr` / `ip6 saddr`
+    Saddr,
+    /// `ip daddr` / `ip6 daddr`
+    Daddr,
+}
+
+impl AddrField {
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            AddrField::Saddr => "saddr",
+            AddrField::Daddr => "daddr",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +315,13 @@ pub enum Action {
     Jump(String),
     /// `goto CHAIN`: run a regular chain and do not come back.
     Goto(String),
+    /// `ip saddr vmap @MAP` (`ip6 ...` for `family` V6): look the packet's address up in
+    /// the verdict map MAP and `goto` the chain it names; not in the map: the next rule.
+    GotoMap {
+        family: IpFamily,
+        field: AddrField,
+        map: String,
+    },
     /// `notrack`: skip connection tracking (raw chains only).
     Notrack,
     /// `masquerade [fully-random]` (nat postrouting).
@@ -349,6 +388,11 @@ impl Ruleset {
         limits.sort_by_key(|l| l.0);
         limits.dedup_by_key(|l| l.0);
         limits
+    }
+
+    /// The verdict map named `name`, if declared.
+    pub fn map(&self, name: &str) -> Option<&VerdictMap> {
+        self.maps.iter().find(|m| m.name == name)
     }
 
     /// The set named `name`, if declared.

@@ -609,6 +609,7 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
             table: table.to_string(),
             comment: format!("managed by nftkit {COMMAND}"),
             sets: sets.sets.into_values().collect(),
+            maps: Vec::new(),
             chains,
         },
         summary,

@@ -263,6 +263,7 @@ pub fn run(
         table: table.to_string(),
         comment: String::new(),
         sets: vec![],
+        maps: Vec::new(),
         chains: vec![],
     };
     // (first change, latest change) of the burst being debounced; the first complete

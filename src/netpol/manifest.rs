@@ -40,6 +40,8 @@ pub struct Cluster {
     /// Namespace name -> labels.
     pub namespaces: BTreeMap<String, Labels>,
     pub policies: Vec<Policy>,
+    /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicies, sorted by name.
+    pub cluster_policies: Vec<super::cnp::ClusterPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

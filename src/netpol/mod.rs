@@ -8,6 +8,7 @@
 //! command around it.
 
 pub mod build;
+pub mod cnp;
 pub mod counters;
 pub mod explain;
 mod fields;

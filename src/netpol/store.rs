@@ -224,6 +224,7 @@ impl Objects {
                 .map(|((_, name), labels)| (name.clone(), labels.clone()))
                 .collect(),
             policies: self.policies.items.values().cloned().collect(),
+            cluster_policies: Vec::new(),
         }
     }
 

@@ -226,6 +226,7 @@ fn every_variant() -> nftkit::model::Ruleset {
                 elements: vec![Element::Id(0), Element::Id(1337)],
             },
         ],
+        maps: Vec::new(),
         chains: vec![
             Chain {
                 name: "nat-postrouting".into(),

@@ -198,6 +198,7 @@ mod tests {
             table: "kube".into(),
             comment: "managed by nftkit masquerade".into(),
             sets: vec![],
+            maps: Vec::new(),
             chains: vec![Chain {
                 name: "nat-postrouting".into(),
                 base: Some(BaseChain {

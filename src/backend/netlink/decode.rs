@@ -707,6 +707,7 @@ mod tests {
                     Element::V4("1.2.3.4/32".parse().unwrap()),
                 ],
             }],
+            maps: Vec::new(),
             chains: vec![Chain {
                 name: "pre".into(),
                 base: Some(BaseChain {

@@ -213,6 +213,12 @@ pub(super) fn nl_rule(
         Action::Drop => rule_b.drop(),
         Action::Jump(chain) => rule_b.then(Verdict::JumpTo(chain_name(chain)?)),
         Action::Goto(chain) => rule_b.then(Verdict::GotoTo(chain_name(chain)?)),
+        Action::GotoMap { map, .. } => {
+            return Err(Error::Unsupported {
+                backend: "nftables".into(),
+                what: format!("verdict map {map} (not encoded yet)"),
+            });
+        }
         Action::Notrack => rule_b.notrack(),
         Action::Masquerade {
             fully_random: false,

@@ -550,6 +550,7 @@ mod tests {
                 interval: false,
                 elements: (1..=5).map(Element::Port).collect(),
             }],
+            maps: Vec::new(),
             chains: vec![],
         };
         rs.chains.push(Chain {

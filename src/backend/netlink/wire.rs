@@ -611,6 +611,7 @@ mod tests {
                 set(KeyType::Ipv6Addr, true, &big),
                 set(KeyType::Uid, false, &["0"]),
             ],
+            maps: Vec::new(),
             chains: vec![Chain {
                 name: "c".into(),
                 base: None,

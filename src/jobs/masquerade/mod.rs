@@ -295,6 +295,7 @@ pub fn build(cfg: &MasqConfig, s: &Settings, table: &str) -> Ruleset {
         table: table.to_string(),
         comment: format!("managed by nftkit {COMMAND}"),
         sets,
+        maps: Vec::new(),
         chains: vec![
             Chain {
                 name: BASE_CHAIN.into(),

@@ -34,6 +34,8 @@ pub(super) fn action(a: &Action) -> (Vec<Vec<C>>, Verdict) {
         Action::Continue => (Vec::new(), Verdict::Target(String::new())),
         Action::Jump(c) => (vec![Vec::new()], Verdict::Jump(c.clone())),
         Action::Goto(c) => (vec![Vec::new()], Verdict::Goto(c.clone())),
+        // Not lowered yet: no rule (nothing builds one yet).
+        Action::GotoMap { .. } => (Vec::new(), Verdict::Target(String::new())),
         Action::Notrack => plain("CT --notrack"),
         Action::Masquerade {
             fully_random: false,

@@ -171,6 +171,7 @@ mod fixtures {
             table: "nftkit-t".into(),
             comment: "managed by nftkit t".into(),
             sets,
+            maps: Vec::new(),
             chains,
         }
     }
