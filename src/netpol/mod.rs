@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod cnp;
+mod cnp_parse;
 pub mod counters;
 pub mod explain;
 mod fields;
