@@ -107,7 +107,7 @@ pub fn fetch_once(cfg: &LiveConfig) -> Result<Cluster> {
     if let Some(f) = &cfg.file {
         return (f.read)(&f.path);
     }
-    let watch = Watch::start(&cfg.kube)?;
+    let watch = Watch::start(&cfg.kube, cfg.resync)?;
     watch.wait_synced(cfg.sync_timeout)?;
     watch.cluster()
 }
@@ -246,7 +246,7 @@ pub fn run(
             tracing::info!(path = %f.path.display(), "watching the file");
             Watch::file(&f.path, f.read)?
         }
-        None => Watch::start(&cfg.kube)?,
+        None => Watch::start(&cfg.kube, cfg.resync)?,
     };
     let mut job = LiveJob {
         watch: &watch,

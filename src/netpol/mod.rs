@@ -10,6 +10,7 @@
 pub mod build;
 pub mod cnp;
 mod cnp_parse;
+mod cnp_watch;
 pub mod counters;
 pub mod explain;
 mod fields;
