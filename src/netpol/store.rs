@@ -140,13 +140,8 @@ impl Objects {
     /// `kind namespace/name: why` of every object the converter refused.
     pub fn rejected(&self) -> Vec<String> {
         fn list<T>(out: &mut Vec<String>, kind: &str, s: &Store<T>) {
-            for ((ns, name), why) in &s.rejected {
-                let object = if ns.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{ns}/{name}")
-                };
-                out.push(format!("{kind} {object}: {why}"));
+            for (key, why) in &s.rejected {
+                out.push(format!("{kind} {}: {why}", shown(key)));
             }
         }
         let mut out = Vec::new();
@@ -368,6 +363,15 @@ impl Watched for NetworkPolicy {
     }
 }
 
+/// `namespace/name`, or `name` for cluster-scoped objects.
+fn shown(key: &Key) -> String {
+    if key.0.is_empty() {
+        key.1.clone()
+    } else {
+        format!("{}/{}", key.0, key.1)
+    }
+}
+
 fn key_of<K: kube::Resource>(obj: &K) -> Key {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }
@@ -380,7 +384,7 @@ fn convert<K: Watched>(obj: &K, key: &Key) -> std::result::Result<K::Item, Strin
     converted.map_err(|e| {
         tracing::error!(
             kind = K::PLURAL,
-            object = %format!("{}/{}", key.0, key.1),
+            object = %shown(key),
             error = %e,
             "refusing an object nftkit cannot convert; no update is applied until it is fixed or deleted (the last good rules stay in force)"
         );
@@ -423,6 +427,8 @@ pub(super) fn apply_event<K: Watched>(
             let (listed, rejected) = store.relist.take().unwrap_or_default();
             let changed = listed != store.items || rejected != store.rejected;
             let first = !store.synced;
+            // The first list since the kind is served (a CRD installed) is no re-list.
+            let listed_now = first || store.not_served;
             store.items = listed;
             store.rejected = rejected;
             store.synced = true;
@@ -433,7 +439,7 @@ pub(super) fn apply_event<K: Watched>(
                 refused = store.rejected.len(),
                 changed,
                 "{}",
-                if first { "listed" } else { "re-listed" }
+                if listed_now { "listed" } else { "re-listed" }
             );
             let mut notes = Vec::new();
             if first {
@@ -450,7 +456,7 @@ pub(super) fn apply_event<K: Watched>(
                 Ok(item) => {
                     let was_rejected = store.rejected.remove(&key).is_some();
                     if store.items.get(&key) != Some(&item) {
-                        tracing::debug!(kind = K::PLURAL, object = %format!("{}/{}", key.0, key.1), "changed");
+                        tracing::debug!(kind = K::PLURAL, object = %shown(&key), "changed");
                         store.items.insert(key, item);
                         vec![Note::Changed]
                     } else if was_rejected {
@@ -473,7 +479,7 @@ pub(super) fn apply_event<K: Watched>(
             let key = key_of(&obj);
             let was_rejected = store.rejected.remove(&key).is_some();
             if store.items.remove(&key).is_some() || was_rejected {
-                tracing::debug!(kind = K::PLURAL, object = %format!("{}/{}", key.0, key.1), "deleted");
+                tracing::debug!(kind = K::PLURAL, object = %shown(&key), "deleted");
                 vec![Note::Changed]
             } else {
                 vec![]

@@ -28,6 +28,7 @@ mod netlink_backend;
 mod netpol_explain;
 mod netpol_golden;
 mod netpol_live;
+mod netpol_live_cnp;
 mod netpol_scale;
 mod reliability_concurrency;
 mod reliability_crash;
