@@ -215,7 +215,7 @@ fn the_nftables_backend_dispatches_by_map_and_compare_sees_changed_entries() {
     let diff = nft_diff(&lab, &rs);
     let text = diff.join("\n");
     assert!(
-        text.contains("10.9.0.1 : goto deny")
+        text.contains("- map m lacks 10.9.0.1 : goto deny")
             && text.contains("10.9.0.1 : goto allow")
             && text.contains("10.9.0.3 : goto allow"),
         "{text}"
