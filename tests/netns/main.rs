@@ -36,4 +36,5 @@ mod reliability_drift;
 mod reliability_kernel;
 mod reliability_privilege;
 mod static_binary;
+mod verdict_map;
 mod verify_script;
