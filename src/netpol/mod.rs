@@ -12,6 +12,7 @@ pub mod cnp;
 pub mod counters;
 pub mod explain;
 mod fields;
+pub mod incremental;
 pub mod ipblock;
 pub mod live;
 pub mod manifest;
