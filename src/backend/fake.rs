@@ -91,6 +91,22 @@ impl FakeBackend {
                         },
                     )
                 })
+                .chain(rs.maps.iter().map(|m| {
+                    let mut entries: Vec<String> = m
+                        .entries
+                        .iter()
+                        .map(|(e, chain)| render::map_entry(e, chain))
+                        .collect();
+                    entries.sort();
+                    (
+                        m.name.clone(),
+                        SetSnapshot {
+                            key: format!("{} : verdict", m.key.nft_name()),
+                            interval: false,
+                            elements: entries,
+                        },
+                    )
+                }))
                 .collect(),
         }
     }

@@ -173,9 +173,11 @@ fn logs(rs: &Ruleset) -> bool {
         .any(|m| matches!(m, crate::model::Match::Log { .. }))
 }
 
-/// Set elements in `rs` (for the log: the batch carries all of them).
+/// Set elements and verdict map entries in `rs` (for the log: the batch carries all of
+/// them).
 pub fn element_count(rs: &Ruleset) -> usize {
-    rs.sets.iter().map(|s| s.elements.len()).sum()
+    rs.sets.iter().map(|s| s.elements.len()).sum::<usize>()
+        + rs.maps.iter().map(|m| m.entries.len()).sum::<usize>()
 }
 
 /// Bytes of each logged packet copied to us: an IPv6 header and a transport header's ports.
