@@ -194,7 +194,27 @@ impl Backend for FakeBackend {
             }
             set.elements.sort();
         }
-        // Verdict maps are not kept in the fake's snapshots.
+        // Verdict maps are kept as sets of `A : goto C` texts.
+        for d in &delta.maps {
+            let Some(map) = t.sets.get_mut(&d.name) else {
+                return Err(Error::runtime(format!("no map {}", d.name)));
+            };
+            for (k, chain) in &d.remove {
+                let entry = render::map_entry(&identity(k, false), chain);
+                let Some(i) = map.elements.iter().position(|x| *x == entry) else {
+                    return Err(Error::runtime(format!(
+                        "map {} has no entry {entry}",
+                        d.name
+                    )));
+                };
+                map.elements.remove(i);
+            }
+            for (k, chain) in &d.add {
+                map.elements
+                    .push(render::map_entry(&identity(k, false), chain));
+            }
+            map.elements.sort();
+        }
         self.take_failure()?;
         self.tables.insert(new.table.clone(), t);
         self.deltas += 1;

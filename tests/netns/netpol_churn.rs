@@ -12,7 +12,7 @@ use crate::common::*;
 use nftkit::backend::netlink::NetlinkBackend;
 use nftkit::backend::{Backend, Options};
 use nftkit::model::delta::element_delta;
-use nftkit::model::{Element, KeyType, Ruleset, Set};
+use nftkit::model::{Chain, Element, KeyType, Ruleset, Set, VerdictMap};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-1";
@@ -303,6 +303,16 @@ fn v4(s: &str) -> Element {
 }
 
 fn ruleset(v4_ranges: Vec<Element>, v6_ranges: Vec<Element>, ports: Vec<Element>) -> Ruleset {
+    ruleset_with_map(v4_ranges, v6_ranges, ports, &[])
+}
+
+/// With a verdict map `pods` (address -> goto one of the chains pod-a, pod-b, pod-c).
+fn ruleset_with_map(
+    v4_ranges: Vec<Element>,
+    v6_ranges: Vec<Element>,
+    ports: Vec<Element>,
+    entries: &[(&str, &str)],
+) -> Ruleset {
     let set = |name: &str, key, interval, elements| Set {
         name: name.into(),
         key,
@@ -317,8 +327,22 @@ fn ruleset(v4_ranges: Vec<Element>, v6_ranges: Vec<Element>, ports: Vec<Element>
             set("r6", KeyType::Ipv6Addr, true, v6_ranges),
             set("ports", KeyType::InetService, false, ports),
         ],
-        maps: Vec::new(),
-        chains: Vec::new(),
+        maps: vec![VerdictMap {
+            name: "pods".into(),
+            key: KeyType::Ipv4Addr,
+            entries: entries
+                .iter()
+                .map(|(k, c)| (v4(k), c.to_string()))
+                .collect(),
+        }],
+        chains: ["pod-a", "pod-b", "pod-c"]
+            .iter()
+            .map(|n| Chain {
+                name: n.to_string(),
+                base: None,
+                rules: Vec::new(),
+            })
+            .collect(),
     }
 }
 
@@ -335,13 +359,15 @@ fn netlink_element_batches_end_where_a_fresh_apply_does() {
             .collect()
     };
     let steps = [
-        ruleset(
+        ruleset_with_map(
             vec![v4("10.0.0.0/24"), v4("10.0.1.0/25"), v4("255.255.255.0/24")],
             v6(1, 601),
             vec![Element::Port(80)],
+            &[("10.244.1.2/32", "pod-a"), ("10.244.1.3/32", "pod-b")],
         ),
-        // Split a range, merge two, drop the top one; all v6 ranges replaced.
-        ruleset(
+        // Split a range, merge two, drop the top one; all v6 ranges replaced; a map entry
+        // sent to another chain, one removed, one added.
+        ruleset_with_map(
             vec![
                 v4("10.0.0.0/25"),
                 v4("10.0.0.128/25"),
@@ -350,6 +376,7 @@ fn netlink_element_batches_end_where_a_fresh_apply_does() {
             ],
             v6(601, 1201),
             vec![Element::Port(80), Element::Port(443)],
+            &[("10.244.1.2/32", "pod-c"), ("10.244.1.4/32", "pod-a")],
         ),
         ruleset(vec![v4("10.0.0.0/23")], v6(1000, 1001), vec![]),
     ];
@@ -398,6 +425,8 @@ fn netlink_element_batches_end_where_a_fresh_apply_does() {
     let mut foreign = ruleset(vec![], vec![], vec![Element::Port(1)]);
     foreign.table = "foreign".into();
     foreign.sets.retain(|s| s.name == "ports");
+    foreign.maps.clear();
+    foreign.chains.clear();
     foreign.sets[0].name = "s".into();
     let delta = element_delta(
         &ruleset(vec![], vec![], vec![]),

@@ -1,6 +1,8 @@
 //! Element-only updates (`Backend::apply_delta`): ONE batch of DELSETELEM messages, then
 //! NEWSETELEM messages, each list split as the replace batch splits it
-//! (`ELEMENTS_PER_MESSAGE`), nothing else. The elements are written by the same
+//! (`ELEMENTS_PER_MESSAGE`, `vmap::ENTRIES_PER_MESSAGE`), nothing else. Verdict-map
+//! entries go through `vmap.rs`'s builders (a key whose chain changed: removed with its
+//! old `goto`, added with the new one, in the same batch). The elements are written by the same
 //! `wire::element_message` the replace batch uses, so an interval set's range is removed
 //! in exactly the form it was added: its start, and `last + 1` flagged INTERVAL_END
 //! (none for a range that runs to the top). Removals come first: an interval set passes
@@ -12,7 +14,7 @@
 use nlink::netlink::nftables as nft;
 
 use super::wire::{ELEMENTS_PER_MESSAGE, element_message};
-use super::{NetlinkBackend, is_owned_comment, kernel_error};
+use super::{NetlinkBackend, is_owned_comment, kernel_error, vmap};
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
 use crate::model::delta::Delta;
@@ -20,6 +22,8 @@ use crate::model::delta::Delta;
 /// What one message of the delta batch does, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DeltaOp {
+    /// A verdict map's entries, not a set's elements.
+    map: bool,
     set: String,
     remove: bool,
     first: usize,
@@ -30,26 +34,30 @@ impl DeltaOp {
     fn describe(&self) -> String {
         let shown = super::preview(&self.elements);
         format!(
-            "{} elements {}..{} {} set {} ({shown})",
+            "{} {} {}..{} {} {} {} ({shown})",
             if self.remove { "remove" } else { "add" },
+            if self.map { "entries" } else { "elements" },
             self.first,
             self.first + self.elements.len(),
             if self.remove { "from" } else { "to" },
+            if self.map { "map" } else { "set" },
             self.set,
         )
     }
 }
 
-/// The delta batch's messages for the sets of `new` (removals first), each with what it
-/// does. Refuses a delta naming a set `new` lacks, or changing verdict-map entries (not
-/// encoded yet: the caller replaces the whole table instead).
-fn messages(new: &Ruleset, delta: &Delta) -> Result<Vec<(nft::RawMessage, DeltaOp)>> {
-    if delta.touches_maps() {
-        return Err(Error::Unsupported {
-            backend: "nftables".into(),
-            what: "element-only updates of verdict maps (not encoded yet)".into(),
-        });
-    }
+/// One message of the delta batch.
+enum Msg {
+    /// A set's elements, written as the replace batch writes them.
+    Raw(nft::RawMessage),
+    /// A verdict map's entries removed, through nlink's map builders as `vmap.rs` adds them.
+    DelEntries(nft::Set, Vec<nft::SetElement>),
+    AddEntries(nft::Set, Vec<nft::SetElement>),
+}
+
+/// The delta batch's messages for the sets and maps of `new` (all removals first), each
+/// with what it does. Refuses a delta naming a set or map `new` lacks.
+fn messages(new: &Ruleset, delta: &Delta) -> Result<Vec<(Msg, DeltaOp)>> {
     let mut removes = Vec::new();
     let mut adds = Vec::new();
     for d in &delta.sets {
@@ -67,14 +75,48 @@ fn messages(new: &Ruleset, delta: &Delta) -> Result<Vec<(nft::RawMessage, DeltaO
                     m.flags = 0;
                 }
                 out.push((
-                    m,
+                    Msg::Raw(m),
                     DeltaOp {
+                        map: false,
                         set: set.name.clone(),
                         remove,
                         first: n * ELEMENTS_PER_MESSAGE,
                         elements: part.iter().map(crate::render::element).collect(),
                     },
                 ));
+            }
+        }
+    }
+    for d in &delta.maps {
+        let map = new.maps.iter().find(|m| m.name == d.name).ok_or_else(|| {
+            Error::runtime(format!(
+                "internal error: entry delta for map {} that table inet {} lacks",
+                d.name, new.table
+            ))
+        })?;
+        let set = vmap::nl_map(&new.table, map, &new.comment);
+        for (list, remove, out) in [(&d.remove, true, &mut removes), (&d.add, false, &mut adds)] {
+            for (n, part) in list.chunks(vmap::ENTRIES_PER_MESSAGE).enumerate() {
+                let entries = part
+                    .iter()
+                    .map(|(key, chain)| vmap::nl_entry(map, key, chain))
+                    .collect::<Result<Vec<_>>>()?;
+                let op = DeltaOp {
+                    map: true,
+                    set: map.name.clone(),
+                    remove,
+                    first: n * vmap::ENTRIES_PER_MESSAGE,
+                    elements: part
+                        .iter()
+                        .map(|(k, c)| format!("{} : goto {c}", crate::render::element(k)))
+                        .collect(),
+                };
+                let msg = if remove {
+                    Msg::DelEntries(set.clone(), entries)
+                } else {
+                    Msg::AddEntries(set.clone(), entries)
+                };
+                out.push((msg, op));
             }
         }
     }
@@ -112,7 +154,11 @@ impl NetlinkBackend {
         }
         let mut ops = Vec::with_capacity(msgs.len());
         for (m, op) in msgs {
-            tx = tx.raw(m);
+            tx = match m {
+                Msg::Raw(m) => tx.raw(m),
+                Msg::DelEntries(set, entries) => tx.del_set_elements(&set, &entries),
+                Msg::AddEntries(set, entries) => tx.add_set_elements(&set, &entries),
+            };
             ops.push(op);
         }
         let sent = std::time::Instant::now();
@@ -188,6 +234,13 @@ mod tests {
         }
     }
 
+    fn raw(m: &Msg) -> &nft::RawMessage {
+        match m {
+            Msg::Raw(m) => m,
+            _ => panic!("not a set's element message"),
+        }
+    }
+
     #[test]
     fn removals_come_first_and_big_lists_are_split_inside_the_one_batch() {
         let old = rs(vec![
@@ -203,6 +256,7 @@ mod tests {
         let kinds: Vec<(u8, &str, usize, usize)> = msgs
             .iter()
             .map(|(m, op)| {
+                let m = raw(m);
                 assert!(m.attrs.len() < 65536);
                 (m.msg, op.set.as_str(), op.first, op.elements.len())
             })
@@ -220,8 +274,8 @@ mod tests {
             ]
         );
         // Removals carry no create flag; additions the replace batch's.
-        assert!(msgs[..3].iter().all(|(m, _)| m.flags == 0));
-        assert!(msgs[3..].iter().all(|(m, _)| m.flags != 0));
+        assert!(msgs[..3].iter().all(|(m, _)| raw(m).flags == 0));
+        assert!(msgs[3..].iter().all(|(m, _)| raw(m).flags != 0));
         assert_eq!(
             msgs[2].1.describe(),
             "remove elements 0..1 from set b (fd00:1::)"
@@ -237,23 +291,50 @@ mod tests {
         let msgs = messages(&new, &d).unwrap();
         assert_eq!(msgs.len(), 1);
         // Same attributes (start and flagged end), another message type.
-        assert_eq!(msgs[0].0.attrs, full.attrs);
-        assert_eq!(msgs[0].0.msg, nft::NFT_MSG_DELSETELEM);
+        assert_eq!(raw(&msgs[0].0).attrs, full.attrs);
+        assert_eq!(raw(&msgs[0].0).msg, nft::NFT_MSG_DELSETELEM);
         let (_, end, n) = super::super::wire::element_wire(&v6(7, 64), true);
         assert_eq!(n, 16);
         assert_eq!(end[..8], [0xfd, 0, 0, 8, 0, 0, 0, 0]);
     }
 
     #[test]
-    fn map_entry_changes_and_unknown_sets_are_refused_before_sending() {
-        let new = rs(vec![]);
-        let mut d = Delta::default();
-        d.maps.push(crate::model::delta::MapDelta {
+    fn map_entries_follow_the_set_elements_and_unknown_names_are_refused() {
+        let map = |entries: Vec<(Element, String)>| crate::model::VerdictMap {
             name: "m".into(),
-            remove: vec![],
-            add: vec![(v6(0, 128), "c".into())],
-        });
-        assert!(matches!(messages(&new, &d), Err(Error::Unsupported { .. })));
+            key: KeyType::Ipv6Addr,
+            entries,
+        };
+        let mut old = rs(vec![set("a", false, vec![v6(0, 128)])]);
+        old.maps.push(map(vec![(v6(1, 128), "c".into())]));
+        let mut new = rs(vec![set("a", false, vec![v6(2, 128)])]);
+        new.maps.push(map(vec![(v6(1, 128), "d".into())]));
+        let d = element_delta(&old, &new).unwrap();
+        let msgs = messages(&new, &d).unwrap();
+        let kinds: Vec<String> = msgs
+            .iter()
+            .map(|(m, op)| {
+                let kind = match m {
+                    Msg::Raw(_) => "raw",
+                    Msg::DelEntries(..) => "del",
+                    Msg::AddEntries(..) => "add",
+                };
+                format!("{kind} {}", op.describe())
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "raw remove elements 0..1 from set a (fd00:1::)",
+                "del remove entries 0..1 from map m (fd00:2:: : goto c)",
+                "raw add elements 0..1 to set a (fd00:3::)",
+                "add add entries 0..1 to map m (fd00:2:: : goto d)",
+            ]
+        );
+        let mut gone = new.clone();
+        gone.maps.clear();
+        assert!(messages(&gone, &d).is_err());
+        let new = rs(vec![]);
         let d = Delta {
             sets: vec![crate::model::delta::SetDelta {
                 name: "nope".into(),
