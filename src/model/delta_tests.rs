@@ -73,7 +73,8 @@ fn the_same_elements_in_another_order_are_an_empty_delta() {
 #[test]
 fn anything_but_elements_is_no_delta() {
     let old = base();
-    let changes: Vec<(&str, fn(&mut Ruleset))> = vec![
+    type Change = (&'static str, fn(&mut Ruleset));
+    let changes: Vec<Change> = vec![
         ("table", |r| r.table = "u".into()),
         ("comment", |r| r.comment = "managed by nftkit other".into()),
         ("set name", |r| r.sets[0].name = "other".into()),
@@ -184,7 +185,7 @@ fn interval_set(bits: u16) -> Vec<Element> {
             continue;
         }
         // Merge an aligned pair into a /19.
-        if i % 2 == 0 && bits & (1 << (i + 1)) != 0 {
+        if i.is_multiple_of(2) && bits & (1 << (i + 1)) != 0 {
             out.push(v4(&format!("10.0.{}.0/19", u32::from(i) * 16)));
             i += 2;
         } else {
