@@ -15,6 +15,7 @@ mod cnp_watch;
 pub mod counters;
 pub mod explain;
 mod fields;
+pub mod incremental;
 pub mod ipblock;
 pub mod live;
 pub mod manifest;

@@ -17,6 +17,7 @@
 //! - here: the `Backend` over one netfilter netlink socket.
 
 mod decode;
+mod delta;
 mod encode;
 pub mod nflog;
 mod vmap;
@@ -220,6 +221,11 @@ impl Backend for NetlinkBackend {
             "batch sent and acknowledged"
         );
         result
+    }
+
+    /// One batch of element removals, then additions (`delta.rs`).
+    fn apply_delta(&mut self, new: &Ruleset, delta: &model::delta::Delta) -> Result<()> {
+        self.apply_element_delta(new, delta)
     }
 
     /// After an acknowledged batch: structure only (see `Backend::check_applied`).

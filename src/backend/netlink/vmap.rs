@@ -22,7 +22,7 @@ use crate::snapshot::SetSnapshot;
 pub(super) const ENTRIES_PER_MESSAGE: usize = 128;
 
 /// The nlink set of `map` (a verdict map with the ownership comment).
-fn nl_map(table: &str, map: &VerdictMap, comment: &str) -> nft::Set {
+pub(super) fn nl_map(table: &str, map: &VerdictMap, comment: &str) -> nft::Set {
     nft::Set::new(table, &map.name)
         .family(Family::Inet)
         .key_type(nl_key(map.key))
@@ -31,7 +31,7 @@ fn nl_map(table: &str, map: &VerdictMap, comment: &str) -> nft::Set {
 }
 
 /// One entry as nlink's map element: the address and `goto CHAIN`.
-fn nl_entry(map: &VerdictMap, key: &Element, chain: &str) -> Result<nft::SetElement> {
+pub(super) fn nl_entry(map: &VerdictMap, key: &Element, chain: &str) -> Result<nft::SetElement> {
     let element = match key {
         Element::V4(n) => nft::SetElement::ipv4(n.addr()),
         Element::V6(n) => nft::SetElement::ipv6(n.addr()),
