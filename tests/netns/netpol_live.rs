@@ -40,10 +40,11 @@ fn policy(ns: &str, name: &str, target: &str, from_app: &str) -> Value {
 }
 
 /// Batches committed so far (ops::apply_and_check's "applied" line).
+/// Batches sent: whole-table applies and element-only updates.
 fn applies(d: &NftkitDaemon) -> usize {
     plain(&d.log())
         .lines()
-        .filter(|l| l.contains(" applied backend="))
+        .filter(|l| l.contains(" applied backend=") || l.contains("(set elements only, one batch)"))
         .count()
 }
 
@@ -652,6 +653,25 @@ fn measure_label_change(nodes: usize) {
     let to_commit = t.elapsed();
     let log = plain(&d.log());
     let field = |f: &str| last_field(&log, "netpol table updated", f).unwrap_or_default();
+    // Only peer sets change: an element-only batch (netpol/incremental.rs).
+    if log.contains("(set elements only, one batch)") {
+        let table = ns.table("inet", TABLE).expect("table");
+        eprintln!(
+            "netpol live scale ({PODS} pods, {} on node-0, {POLICIES} policies): first list + apply {initial:?}; \
+             one label change -> committed in {to_commit:?} (debounce 200ms included; {} ms in the loop) \
+             as set elements only: {} removed, {} added (of {} elements); nft list table: {} KiB",
+            PODS / nodes,
+            field("elapsed_ms"),
+            field("removed"),
+            field("added"),
+            field("elements"),
+            table.len() / 1024,
+        );
+        verify_matches_file(&ns, &api, &dir, "node-0");
+        assert!(to_commit < Duration::from_secs(30), "{to_commit:?}");
+        assert_eq!(d.stop_with(libc::SIGTERM), Some(0));
+        return;
+    }
     let apply_us = last_field(&log, " applied backend=", "elapsed_us").unwrap_or_default();
     let (chains, rules, sets, elements): (usize, usize, usize, usize) = (
         field("chains").parse().unwrap(),
