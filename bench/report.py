@@ -25,10 +25,12 @@ for line in open(samples_path):
 
 
 def stat(vals):
+    s = sorted(vals)
     return {
         "median": statistics.median(vals),
         "min": min(vals),
         "max": max(vals),
+        "p99": s[max(0, -(-99 * len(s) // 100) - 1)],  # nearest rank
         "n": len(vals),
     }
 
@@ -43,6 +45,11 @@ BASE = {
     "4-datapath": lambda w, p, n, m: (w, "0", n, m),
     "5-readback": lambda w, p, n, m: (w, p, "iptables-legacy-save", m),
     "7-netpol-logging": lambda w, p, n, m: (w, p, "none", m),
+    "8-netpol-tiers": lambda w, p, n, m: {
+        "ms": (w, p, {"event": "event->kernel: whole-table", "daemon": "daemon apply: whole table"}.get(
+            n.split(" ")[0].split("-")[0], "nft-f"), m),
+        "cps": (w, p, "cps: no-rules", m),
+    }.get(m),
     "6-footprint": lambda w, p, n, m: {
         "rss_kb": (w, p, "nft-f", m),
         "ms": (w, p, "nft --version", m),
@@ -154,6 +161,18 @@ kernel_share.append({"what": "5: element dump alone / iptables-legacy-save",
 target("7: netpol cps, --log-verdicts drops / none (paired runs)",
        paired_names("7-netpol-logging", "200", "drops", "none", "cps"), ">= 0.95", lambda v: v >= 0.95)
 
+# Issue 17: ClusterNetworkPolicy tiers must not cost the datapath much (N = the number of
+# ClusterNetworkPolicies measured; 0 when the binary does not read them).
+w8p = next((p for (w, p, n, m) in groups if w == "8-netpol-tiers"), "50")
+target("8: netpol tiers cps, nftkit / no rules (paired runs)",
+       paired_names("8-netpol-tiers", w8p, "cps: nftkit", "cps: no-rules", "cps"), ">= 0.9", lambda v: v >= 0.9)
+
+
+def p99(w, p, n, m):
+    s = stats.get((w, p, n, m))
+    return s["p99"] if s else None
+
+
 # Ratios shown for context, not targets.
 context = [{"what": "7: netpol cps, --log-verdicts all / none (paired runs)",
             "value": paired_names("7-netpol-logging", "200", "all", "none", "cps")},
@@ -162,7 +181,27 @@ context = [{"what": "7: netpol cps, --log-verdicts all / none (paired runs)",
            {"what": "4: nftkit cps @1000 / nftkit cps @0 (paired runs)",
             "value": paired("4-datapath", "1000", "nftkit", "cps", "0")},
            {"what": "4: iptables-legacy cps @10000 / @0 (paired runs)",
-            "value": paired("4-datapath", "10000", "iptables-legacy", "cps", "0")}]
+            "value": paired("4-datapath", "10000", "iptables-legacy", "cps", "0")},
+           {"what": "8: netpol one-shot apply, nftkit / nft -f of its dry-run",
+            "value": ratio(med("8-netpol-tiers", w8p, "nftkit-netpol", "ms"), med("8-netpol-tiers", w8p, "nft-f", "ms"))},
+           {"what": "8: netpol one-shot apply, nftkit / iptables-legacy backend",
+            "value": ratio(med("8-netpol-tiers", w8p, "nftkit-netpol", "ms"),
+                           med("8-netpol-tiers", w8p, "iptables-legacy", "ms"))},
+           {"what": "8: pod event -> kernel ms, incremental, median",
+            "value": med("8-netpol-tiers", w8p, "event->kernel: incremental", "ms")},
+           {"what": "8: pod event -> kernel ms, incremental, p99",
+            "value": p99("8-netpol-tiers", w8p, "event->kernel: incremental", "ms")},
+           {"what": "8: pod event -> kernel ms, whole-table replace, median",
+            "value": med("8-netpol-tiers", w8p, "event->kernel: whole-table", "ms")},
+           {"what": "8: pod event -> kernel ms, whole-table replace, p99",
+            "value": p99("8-netpol-tiers", w8p, "event->kernel: whole-table", "ms")},
+           {"what": "8: pod event -> kernel, incremental / whole (medians)",
+            "value": ratio(med("8-netpol-tiers", w8p, "event->kernel: incremental", "ms"),
+                           med("8-netpol-tiers", w8p, "event->kernel: whole-table", "ms"))},
+           {"what": "8: netpol tiers cps, iptables-legacy / no rules (paired runs)",
+            "value": paired_names("8-netpol-tiers", w8p, "cps: iptables-legacy", "cps: no-rules", "cps")},
+           {"what": "8: netpol tiers cps, nftkit / iptables-legacy (paired runs)",
+            "value": paired_names("8-netpol-tiers", w8p, "cps: nftkit", "cps: iptables-legacy", "cps")}]
 
 meta = json.load(open(meta_path))
 json.dump({**meta, "results": rows, "targets": targets, "kernel_share": kernel_share,
@@ -173,7 +212,7 @@ json.dump({**meta, "results": rows, "targets": targets, "kernel_share": kernel_s
 def fmt(v, m):
     if v is None:
         return "-"
-    if m in ("bytes", "rss_kb", "events"):
+    if m in ("bytes", "rss_kb", "events", "lines", "rules"):
         return f"{v:.0f}"
     if m in ("cps", "mbps"):
         return f"{v:.0f}"
