@@ -137,6 +137,7 @@ impl LiveJob<'_> {
             local_pods = s.local_pods,
             policies = cfg.cluster.policies.len(),
             policies_selecting = s.policies,
+            cluster_policies = s.cluster_policies,
             ingress_isolated = s.ingress_isolated,
             egress_isolated = s.egress_isolated,
             "netpol desired state"

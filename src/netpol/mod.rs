@@ -16,6 +16,7 @@ pub mod counters;
 pub mod explain;
 mod fields;
 pub mod incremental;
+mod index;
 pub mod ipblock;
 pub mod live;
 pub mod manifest;
@@ -24,6 +25,7 @@ pub mod observe;
 mod policy;
 pub mod selector;
 mod store;
+mod tiers;
 pub mod verdicts;
 mod watch;
 

@@ -80,7 +80,7 @@ fn crd_absent_then_installed_then_an_invalid_object() {
         panic!("never ready without the CRD:\n{}", plain(&d.log()));
     }
     let table = ns.table("inet", TABLE).unwrap_or_default();
-    assert!(table.contains("chain ingress/prod/db-0"), "{table}");
+    assert!(table.contains("chain ingress/prod/db {"), "{table}");
     if !poll_until(WAIT, || api.crd_404s() >= 3) {
         panic!("the CRD is not re-checked:\n{}", plain(&d.log()));
     }
@@ -97,6 +97,17 @@ fn crd_absent_then_installed_then_an_invalid_object() {
     }
     assert_eq!(readyz(&ns, metrics), 200);
     assert_eq!(metric(&ns, metrics, GAUGE), Some(0.0));
+    // ... and enforced: db-0 (namespace team=a) goes through the Admin tier's chain.
+    if !poll_until(WAIT, || {
+        ns.table("inet", TABLE)
+            .is_some_and(|t| t.contains("10.244.1.5 : goto ingress/admin/deny-dev"))
+    }) {
+        panic!(
+            "the ClusterNetworkPolicy never reached the kernel:\n{}\n{}",
+            ns.table("inet", TABLE).unwrap_or_default(),
+            plain(&d.log())
+        );
+    }
 
     // An object nftkit cannot convert: not ready, counted, named; the table stays.
     let before = ns.table("inet", TABLE).unwrap_or_default();
@@ -130,6 +141,15 @@ fn crd_absent_then_installed_then_an_invalid_object() {
         panic!("the CRD's removal not seen:\n{}", plain(&d.log()));
     }
     assert_eq!(readyz(&ns, metrics), 200);
+    if !poll_until(WAIT, || {
+        ns.table("inet", TABLE)
+            .is_some_and(|t| !t.contains("ingress/admin/deny-dev"))
+    }) {
+        panic!(
+            "the removed CRD's policy stays in the kernel:\n{}",
+            plain(&d.log())
+        );
+    }
     assert!(d.running(), "{}", plain(&d.log()));
     eprintln!("LOG:\n{}", plain(&d.log()));
     assert_eq!(d.stop_with(libc::SIGTERM), Some(0), "{}", plain(&d.log()));
