@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no bench/__pycache__ from the imports
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from netpol_tiers_gen import churn_pod  # noqa: E402
 

@@ -24,6 +24,7 @@ pod_ip(j), churn_pod(i) give the churn events' addresses (bench/netpol_churn.py)
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no bench/__pycache__ from the imports
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netpol_gen  # noqa: E402
 
