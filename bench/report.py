@@ -46,8 +46,8 @@ BASE = {
     "5-readback": lambda w, p, n, m: (w, p, "iptables-legacy-save", m),
     "7-netpol-logging": lambda w, p, n, m: (w, p, "none", m),
     "8-netpol-tiers": lambda w, p, n, m: {
-        "ms": (w, p, {"event": "event->kernel: whole-table", "daemon": "daemon apply: whole table"}.get(
-            n.split(" ")[0].split("-")[0], "nft-f"), m),
+        "ms": (w, p, n.replace("incremental", "whole-table").replace("elements only", "whole table"), m)
+        if n.startswith(("event", "daemon")) else (w, p, "nft-f", m),
         "cps": (w, p, "cps: no-rules", m),
     }.get(m),
     "6-footprint": lambda w, p, n, m: {

@@ -493,7 +493,11 @@ w8() {
             ns_new "$at"
             case $name in
                 nftkit-netpol) ms=$(timed "$at" "$NFTKIT" -q netpol --node-name node-0 --from-file "$f") ;;
-                nft-f) ms=$(timed "$at" nft -f "$d/dry.nft") ;;
+                nft-f)
+                    ms=$(timed "$at" nft -f "$d/dry.nft")
+                    # nftkit's own share: read, build and print, no kernel.
+                    sample 8-netpol-tiers "nftkit --dry-run (no kernel)" $cnps ms "$(timed "$at" "$NFTKIT" -q --dry-run netpol --node-name node-0 --from-file "$f")"
+                    ;;
                 iptables-legacy)
                     ms=$(timed "$at" "$NFTKIT" -q --backend iptables-legacy netpol --node-name node-0 --from-file "$f")
                     sample 8-netpol-tiers "iptables-legacy rules" $cnps rules "$(ip netns exec "$at" iptables-legacy-save | grep -c '^-A')"
@@ -567,13 +571,15 @@ w8() {
             sample 8-netpol-tiers "event->kernel: $what" $cnps ms "$lat"
         done <"$d/churn-$mode.tsv"
         # Which path the daemon took, and its own time (counters read, batch, read-back).
-        tail -n +"$((split + 1))" "$d/daemon.log" |
-            jq -r 'select(.fields.message | startswith("netpol table updated")) |
-                [(if (.fields.message | contains("set elements only")) then "elements" else "whole" end), .fields.elapsed_ms] | @tsv' >"$d/paths-$mode.tsv"
+        tail -n +"$((split + 1))" "$d/daemon.log" >"$d/daemon-$mode.log"
+        python3 "$BENCH/netpol_update_times.py" "$d/daemon-$mode.log" >"$d/paths-$mode.tsv"
         sample 8-netpol-tiers "$what run: element-only updates" $cnps events "$(grep -c '^elements' "$d/paths-$mode.tsv" || true)"
         sample 8-netpol-tiers "$what run: whole-table updates" $cnps events "$(grep -c '^whole' "$d/paths-$mode.tsv" || true)"
-        while read -r kind ms; do
-            sample 8-netpol-tiers "daemon apply: $([ "$kind" = elements ] && echo "elements only" || echo "whole table")" $cnps ms "$ms"
+        local read_ms path
+        while read -r kind ms read_ms; do
+            path=$([ "$kind" = elements ] && echo "elements only" || echo "whole table")
+            sample 8-netpol-tiers "daemon apply: $path" $cnps ms "$ms"
+            sample 8-netpol-tiers "daemon read->updated: $path" $cnps ms "$read_ms"
         done <"$d/paths-$mode.tsv"
     done
     kill -TERM "$daemon" 2>/dev/null || true
