@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod netpol_api;
+mod netpol_cnp;
 
 mod cross_aarch64;
 mod doctor;
