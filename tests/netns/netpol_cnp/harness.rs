@@ -419,6 +419,7 @@ pub struct Run {
     failures: Vec<String>,
     rulesets: Vec<String>,
     skipped: usize,
+    probed: usize,
     file: PathBuf,
 }
 
@@ -453,6 +454,7 @@ impl Run {
             failures: Vec::new(),
             rulesets: Vec::new(),
             skipped: 0,
+            probed: 0,
             file,
         }
     }
@@ -597,15 +599,15 @@ impl Run {
         for p in &skip {
             self.skipped += 1;
             eprintln!(
-                "[{}] SKIPPED sctp probe {} -> {}:{} (want {}): {}",
+                "[{}] SKIPPED sctp probe {} -> {}:{} (want {}): no SCTP here",
                 self.test,
                 p.from,
                 p.to,
                 p.port,
-                verdict(p.want),
-                sctp.as_ref().err().map(String::as_str).unwrap_or("")
+                verdict(p.want)
             );
         }
+        self.probed += run.len();
         let c = &self.c;
         let phase = &self.phase;
         let results: Vec<(P, Result<bool, String>)> = thread::scope(|s| {
@@ -671,6 +673,13 @@ impl Run {
                     .map(String::as_str)
                     .unwrap_or("")
             );
+            if self.probed == 0 {
+                eprintln!(
+                    "[{}] NO PROBE RAN: only `nftkit netpol` and `nftkit verify netpol` of the \
+                     policies were checked",
+                    self.test
+                );
+            }
         }
         assert!(
             self.failures.is_empty(),
