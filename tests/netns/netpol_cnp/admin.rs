@@ -5,14 +5,12 @@
 //! pod, port, expect)` as upstream's `PokeServer` calls.
 
 use super::harness::*;
+use super::policies;
 
-/// Upstream `CNPAdminTierEgressTCP` (conformance/tests, manifest `admin_tier/standard-egress-tcp-rules.yaml`).
+/// Upstream `CNPAdminTierEgressTCP`.
 #[test]
 fn cnp_admin_tier_egress_tcp() {
-    let mut r = Run::new(
-        "CNPAdminTierEgressTCP",
-        &["admin_tier/standard-egress-tcp-rules.yaml"],
-    );
+    let mut r = Run::new("CNPAdminTierEgressTCP", policies::admin_egress_tcp());
     r.phase("Should support an 'allow-egress' policy for TCP protocol; ensure rule ordering is respected");
     r.probe(&[
         p("harry-potter-0", "tcp", "luna-lovegood-0", 80, true),
@@ -49,13 +47,10 @@ fn cnp_admin_tier_egress_tcp() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierEgressUDP` (conformance/tests, manifest `admin_tier/standard-egress-udp-rules.yaml`).
+/// Upstream `CNPAdminTierEgressUDP`.
 #[test]
 fn cnp_admin_tier_egress_udp() {
-    let mut r = Run::new(
-        "CNPAdminTierEgressUDP",
-        &["admin_tier/standard-egress-udp-rules.yaml"],
-    );
+    let mut r = Run::new("CNPAdminTierEgressUDP", policies::admin_egress_udp());
     r.phase("Should support an 'allow-egress' policy for UDP protocol; ensure rule ordering is respected");
     r.probe(&[
         p("cedric-diggory-0", "udp", "luna-lovegood-0", 53, true),
@@ -92,13 +87,10 @@ fn cnp_admin_tier_egress_udp() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierEgressSCTP` (conformance/tests, manifest `admin_tier/standard-egress-sctp-rules.yaml`).
+/// Upstream `CNPAdminTierEgressSCTP`.
 #[test]
 fn cnp_admin_tier_egress_sctp() {
-    let mut r = Run::new(
-        "CNPAdminTierEgressSCTP",
-        &["admin_tier/standard-egress-sctp-rules.yaml"],
-    );
+    let mut r = Run::new("CNPAdminTierEgressSCTP", policies::admin_egress_sctp());
     r.phase("Should support an 'allow-egress' policy for SCTP protocol; ensure rule ordering is respected");
     r.probe(&[
         p("luna-lovegood-0", "sctp", "harry-potter-0", 9003, true),
@@ -135,13 +127,10 @@ fn cnp_admin_tier_egress_sctp() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierIngressTCP` (conformance/tests, manifest `admin_tier/standard-ingress-tcp-rules.yaml`).
+/// Upstream `CNPAdminTierIngressTCP`.
 #[test]
 fn cnp_admin_tier_ingress_tcp() {
-    let mut r = Run::new(
-        "CNPAdminTierIngressTCP",
-        &["admin_tier/standard-ingress-tcp-rules.yaml"],
-    );
+    let mut r = Run::new("CNPAdminTierIngressTCP", policies::admin_ingress_tcp());
     r.phase("Should support an 'allow-ingress' policy for TCP protocol; ensure rule ordering is respected");
     r.probe(&[
         p("luna-lovegood-0", "tcp", "harry-potter-0", 80, true),
@@ -178,13 +167,10 @@ fn cnp_admin_tier_ingress_tcp() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierIngressUDP` (conformance/tests, manifest `admin_tier/standard-ingress-udp-rules.yaml`).
+/// Upstream `CNPAdminTierIngressUDP`.
 #[test]
 fn cnp_admin_tier_ingress_udp() {
-    let mut r = Run::new(
-        "CNPAdminTierIngressUDP",
-        &["admin_tier/standard-ingress-udp-rules.yaml"],
-    );
+    let mut r = Run::new("CNPAdminTierIngressUDP", policies::admin_ingress_udp());
     r.phase("Should support an 'allow-ingress' policy for UDP protocol; ensure rule ordering is respected");
     r.probe(&[
         p("luna-lovegood-0", "udp", "cedric-diggory-0", 53, true),
@@ -221,13 +207,10 @@ fn cnp_admin_tier_ingress_udp() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierIngressSCTP` (conformance/tests, manifest `admin_tier/standard-ingress-sctp-rules.yaml`).
+/// Upstream `CNPAdminTierIngressSCTP`.
 #[test]
 fn cnp_admin_tier_ingress_sctp() {
-    let mut r = Run::new(
-        "CNPAdminTierIngressSCTP",
-        &["admin_tier/standard-ingress-sctp-rules.yaml"],
-    );
+    let mut r = Run::new("CNPAdminTierIngressSCTP", policies::admin_ingress_sctp());
     r.phase("Should support an 'allow-ingress' policy for SCTP protocol; ensure rule ordering is respected");
     r.probe(&[
         p("harry-potter-0", "sctp", "luna-lovegood-0", 9003, true),
@@ -264,13 +247,10 @@ fn cnp_admin_tier_ingress_sctp() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierGress` (conformance/tests, manifest `admin_tier/standard-gress-rules-combined.yaml`).
+/// Upstream `CNPAdminTierGress`.
 #[test]
 fn cnp_admin_tier_gress() {
-    let mut r = Run::new(
-        "CNPAdminTierGress",
-        &["admin_tier/standard-gress-rules-combined.yaml"],
-    );
+    let mut r = Run::new("CNPAdminTierGress", policies::admin_gress());
     r.phase("Should support an 'allow-gress' policy across different protocols");
     r.probe(&[
         p("harry-potter-0", "tcp", "luna-lovegood-0", 80, true),
@@ -358,12 +338,12 @@ fn cnp_admin_tier_gress() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierEgressInlineCIDRPeers` (conformance/tests, manifest `admin_tier/standard-egress-inline-cidr-rules.yaml`).
+/// Upstream `CNPAdminTierEgressInlineCIDRPeers`.
 #[test]
 fn cnp_admin_tier_egress_inline_cidr_peers() {
     let mut r = Run::new(
         "CNPAdminTierEgressInlineCIDRPeers",
-        &["admin_tier/standard-egress-inline-cidr-rules.yaml"],
+        policies::admin_egress_inline_cidr(),
     );
     r.phase("Should support a 'deny-egress' rule policy for egress-cidr-peer");
     r.probe(&[
@@ -426,12 +406,12 @@ fn cnp_admin_tier_egress_inline_cidr_peers() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierPriorityField` (conformance/tests, manifest `admin_tier/standard-priority-field.yaml`).
+/// Upstream `CNPAdminTierPriorityField`.
 #[test]
 fn cnp_admin_tier_priority_field() {
     let mut r = Run::new(
         "CNPAdminTierPriorityField",
-        &["admin_tier/standard-priority-field.yaml"],
+        policies::admin_priority_field(),
     );
     r.phase("Should Deny traffic from slytherin to gryffindor respecting admin CNP");
     r.probe(&[
@@ -454,12 +434,12 @@ fn cnp_admin_tier_priority_field() {
     r.finish();
 }
 
-/// Upstream `CNPAdminTierIntegration` (conformance/tests, manifest `api_integration/standard-anp-np-banp.yaml`).
+/// Upstream `CNPAdminTierIntegration`.
 #[test]
 fn cnp_admin_tier_integration() {
     let mut r = Run::new(
         "CNPAdminTierIntegration",
-        &["api_integration/standard-anp-np-banp.yaml"],
+        policies::integration_admin_np_baseline(),
     );
     r.phase("Should Deny traffic from slytherin to gryffindor respecting admin CNP");
     r.probe(&[

@@ -4,14 +4,12 @@
 //! descriptions. Mutations accumulate as upstream's patches do.
 
 use super::harness::*;
+use super::policies;
 
-/// Upstream `CNPBaselineTierEgressTCP` (conformance/tests, manifest `baseline_tier/standard-egress-tcp-rules.yaml`).
+/// Upstream `CNPBaselineTierEgressTCP`.
 #[test]
 fn cnp_baseline_tier_egress_tcp() {
-    let mut r = Run::new(
-        "CNPBaselineTierEgressTCP",
-        &["baseline_tier/standard-egress-tcp-rules.yaml"],
-    );
+    let mut r = Run::new("CNPBaselineTierEgressTCP", policies::baseline_egress_tcp());
     r.phase("Should support an 'allow-egress' policy for TCP protocol; ensure rule ordering is respected");
     r.probe(&[
         p("harry-potter-0", "tcp", "luna-lovegood-0", 80, true),
@@ -36,13 +34,10 @@ fn cnp_baseline_tier_egress_tcp() {
     r.finish();
 }
 
-/// Upstream `CNPBaselineTierEgressUDP` (conformance/tests, manifest `baseline_tier/standard-egress-udp-rules.yaml`).
+/// Upstream `CNPBaselineTierEgressUDP`.
 #[test]
 fn cnp_baseline_tier_egress_udp() {
-    let mut r = Run::new(
-        "CNPBaselineTierEgressUDP",
-        &["baseline_tier/standard-egress-udp-rules.yaml"],
-    );
+    let mut r = Run::new("CNPBaselineTierEgressUDP", policies::baseline_egress_udp());
     r.phase("Should support an 'allow-egress' policy for UDP protocol; ensure rule ordering is respected");
     r.probe(&[
         p("cedric-diggory-0", "udp", "luna-lovegood-0", 53, true),
@@ -67,12 +62,12 @@ fn cnp_baseline_tier_egress_udp() {
     r.finish();
 }
 
-/// Upstream `CNPBaselineTierEgressSCTP` (conformance/tests, manifest `baseline_tier/standard-egress-sctp-rules.yaml`).
+/// Upstream `CNPBaselineTierEgressSCTP`.
 #[test]
 fn cnp_baseline_tier_egress_sctp() {
     let mut r = Run::new(
         "CNPBaselineTierEgressSCTP",
-        &["baseline_tier/standard-egress-sctp-rules.yaml"],
+        policies::baseline_egress_sctp(),
     );
     r.phase("Should support an 'allow-egress' policy for SCTP protocol; ensure rule ordering is respected");
     r.probe(&[
@@ -98,12 +93,12 @@ fn cnp_baseline_tier_egress_sctp() {
     r.finish();
 }
 
-/// Upstream `CNPBaselineTierIngressTCP` (conformance/tests, manifest `baseline_tier/standard-ingress-tcp-rules.yaml`).
+/// Upstream `CNPBaselineTierIngressTCP`.
 #[test]
 fn cnp_baseline_tier_ingress_tcp() {
     let mut r = Run::new(
         "CNPBaselineTierIngressTCP",
-        &["baseline_tier/standard-ingress-tcp-rules.yaml"],
+        policies::baseline_ingress_tcp(),
     );
     r.phase("Should support an 'allow-ingress' policy for TCP protocol; ensure rule ordering is respected");
     r.probe(&[
@@ -129,12 +124,12 @@ fn cnp_baseline_tier_ingress_tcp() {
     r.finish();
 }
 
-/// Upstream `CNPBaselineTierIngressUDP` (conformance/tests, manifest `baseline_tier/standard-ingress-udp-rules.yaml`).
+/// Upstream `CNPBaselineTierIngressUDP`.
 #[test]
 fn cnp_baseline_tier_ingress_udp() {
     let mut r = Run::new(
         "CNPBaselineTierIngressUDP",
-        &["baseline_tier/standard-ingress-udp-rules.yaml"],
+        policies::baseline_ingress_udp(),
     );
     r.phase("Should support an 'allow-ingress' policy for UDP protocol; ensure rule ordering is respected");
     r.probe(&[
@@ -160,12 +155,12 @@ fn cnp_baseline_tier_ingress_udp() {
     r.finish();
 }
 
-/// Upstream `CNPBaselineTierIngressSCTP` (conformance/tests, manifest `baseline_tier/standard-ingress-sctp-rules.yaml`).
+/// Upstream `CNPBaselineTierIngressSCTP`.
 #[test]
 fn cnp_baseline_tier_ingress_sctp() {
     let mut r = Run::new(
         "CNPBaselineTierIngressSCTP",
-        &["baseline_tier/standard-ingress-sctp-rules.yaml"],
+        policies::baseline_ingress_sctp(),
     );
     r.phase("Should support an 'allow-ingress' policy for SCTP protocol; ensure rule ordering is respected");
     r.probe(&[
@@ -191,13 +186,10 @@ fn cnp_baseline_tier_ingress_sctp() {
     r.finish();
 }
 
-/// Upstream `CNPBaselineTierGress` (conformance/tests, manifest `baseline_tier/standard-gress-rules-combined.yaml`).
+/// Upstream `CNPBaselineTierGress`.
 #[test]
 fn cnp_baseline_tier_gress() {
-    let mut r = Run::new(
-        "CNPBaselineTierGress",
-        &["baseline_tier/standard-gress-rules-combined.yaml"],
-    );
+    let mut r = Run::new("CNPBaselineTierGress", policies::baseline_gress());
     r.phase("Should support an 'allow-gress' policy across different protocols");
     r.probe(&[
         p("harry-potter-0", "tcp", "luna-lovegood-0", 80, true),
@@ -255,12 +247,12 @@ fn cnp_baseline_tier_gress() {
     r.finish();
 }
 
-/// Upstream `CNPBaselineTierEgressInlineCIDRPeers` (conformance/tests, manifest `baseline_tier/standard-egress-inline-cidr-rules.yaml`).
+/// Upstream `CNPBaselineTierEgressInlineCIDRPeers`.
 #[test]
 fn cnp_baseline_tier_egress_inline_cidr_peers() {
     let mut r = Run::new(
         "CNPBaselineTierEgressInlineCIDRPeers",
-        &["baseline_tier/standard-egress-inline-cidr-rules.yaml"],
+        policies::baseline_egress_inline_cidr(),
     );
     r.phase("Should support a 'deny-egress' rule policy for egress-cidr-peer");
     r.probe(&[

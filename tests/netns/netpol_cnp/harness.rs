@@ -9,9 +9,9 @@
 //! 53 (`dns`) and 5353, each answering/recording with `<pod>:<port>`; SCTP 9003 and 9005
 //! (socat) only where this kernel has SCTP in a namespace ([`sctp_support`]).
 //!
-//! [`Run`] is the API server of one upstream test: the objects of its manifests (as
-//! written upstream), mutated in memory the way the upstream test patches them, written
-//! as one kubectl List (namespaces, pods, policies) and applied with
+//! [`Run`] is the API server of one upstream test: the policy objects it starts from
+//! (built in [`super::policies`]), mutated in memory the way the upstream test patches
+//! them, written as one kubectl List (namespaces, pods, policies) and applied with
 //! `nftkit netpol --from-file` (then `nftkit verify netpol`) before the next probes.
 //! Probes of one step run in parallel, each bounded; a mismatch is probed once more
 //! (upstream's PokeServer polls too), and every mismatch of every phase is reported at
@@ -328,85 +328,6 @@ fn verdict(allowed: bool) -> &'static str {
     if allowed { "allowed" } else { "blocked" }
 }
 
-/// The upstream manifests, as copied into `manifests/`.
-pub fn upstream_manifest(path: &str) -> &'static str {
-    match path {
-        "admin_tier/standard-egress-inline-cidr-rules.yaml" => {
-            include_str!("manifests/admin_tier/standard-egress-inline-cidr-rules.yaml")
-        }
-        "admin_tier/standard-egress-sctp-rules.yaml" => {
-            include_str!("manifests/admin_tier/standard-egress-sctp-rules.yaml")
-        }
-        "admin_tier/standard-egress-tcp-rules.yaml" => {
-            include_str!("manifests/admin_tier/standard-egress-tcp-rules.yaml")
-        }
-        "admin_tier/standard-egress-udp-rules.yaml" => {
-            include_str!("manifests/admin_tier/standard-egress-udp-rules.yaml")
-        }
-        "admin_tier/standard-gress-rules-combined.yaml" => {
-            include_str!("manifests/admin_tier/standard-gress-rules-combined.yaml")
-        }
-        "admin_tier/standard-ingress-sctp-rules.yaml" => {
-            include_str!("manifests/admin_tier/standard-ingress-sctp-rules.yaml")
-        }
-        "admin_tier/standard-ingress-tcp-rules.yaml" => {
-            include_str!("manifests/admin_tier/standard-ingress-tcp-rules.yaml")
-        }
-        "admin_tier/standard-ingress-udp-rules.yaml" => {
-            include_str!("manifests/admin_tier/standard-ingress-udp-rules.yaml")
-        }
-        "admin_tier/standard-priority-field.yaml" => {
-            include_str!("manifests/admin_tier/standard-priority-field.yaml")
-        }
-        "api_integration/standard-anp-np-banp.yaml" => {
-            include_str!("manifests/api_integration/standard-anp-np-banp.yaml")
-        }
-        "baseline_tier/standard-egress-inline-cidr-rules.yaml" => {
-            include_str!("manifests/baseline_tier/standard-egress-inline-cidr-rules.yaml")
-        }
-        "baseline_tier/standard-egress-sctp-rules.yaml" => {
-            include_str!("manifests/baseline_tier/standard-egress-sctp-rules.yaml")
-        }
-        "baseline_tier/standard-egress-tcp-rules.yaml" => {
-            include_str!("manifests/baseline_tier/standard-egress-tcp-rules.yaml")
-        }
-        "baseline_tier/standard-egress-udp-rules.yaml" => {
-            include_str!("manifests/baseline_tier/standard-egress-udp-rules.yaml")
-        }
-        "baseline_tier/standard-gress-rules-combined.yaml" => {
-            include_str!("manifests/baseline_tier/standard-gress-rules-combined.yaml")
-        }
-        "baseline_tier/standard-ingress-sctp-rules.yaml" => {
-            include_str!("manifests/baseline_tier/standard-ingress-sctp-rules.yaml")
-        }
-        "baseline_tier/standard-ingress-tcp-rules.yaml" => {
-            include_str!("manifests/baseline_tier/standard-ingress-tcp-rules.yaml")
-        }
-        "baseline_tier/standard-ingress-udp-rules.yaml" => {
-            include_str!("manifests/baseline_tier/standard-ingress-udp-rules.yaml")
-        }
-        other => panic!("no upstream manifest {other}"),
-    }
-}
-
-/// The objects of a multi-document YAML text. A NetworkPolicy's `podSelector:` left empty
-/// (null) is stored by the API server as `{}` (a required struct), so it is written so.
-pub fn yaml_objects(text: &str) -> Vec<Value> {
-    let mut v = Vec::new();
-    for doc in text.split("\n---\n") {
-        let mut obj: Value =
-            serde_norway::from_str(doc).unwrap_or_else(|e| panic!("bad YAML ({e}):\n{doc}"));
-        if obj.is_null() {
-            continue;
-        }
-        if obj["kind"] == "NetworkPolicy" && obj["spec"]["podSelector"].is_null() {
-            obj["spec"]["podSelector"] = json!({});
-        }
-        v.push(obj);
-    }
-    v
-}
-
 /// One upstream conformance test against one cluster: its objects, mutated as the test
 /// patches them, and the mismatches seen so far.
 pub struct Run {
@@ -424,16 +345,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// `manifests`: upstream paths under `conformance/base/`.
-    pub fn new(test: &'static str, manifests: &[&str]) -> Run {
-        let objects = manifests
-            .iter()
-            .flat_map(|m| yaml_objects(upstream_manifest(m)))
-            .collect();
-        Run::with_objects(test, objects)
-    }
-
-    pub fn with_objects(test: &'static str, objects: Vec<Value>) -> Run {
+    /// `objects`: the policies the test starts from ([`super::policies`]).
+    pub fn new(test: &'static str, objects: Vec<Value>) -> Run {
         let c = Cluster::new();
         let mut ns_labels = BTreeMap::new();
         for house in HOUSES.iter().map(|h| h.0).chain([EMPTY_HOUSE]) {

@@ -6,32 +6,24 @@
 use serde_json::json;
 
 use super::harness::*;
-use super::{cluster_policy, network_policy};
-
-fn from_house(house: &str) -> serde_json::Value {
-    json!([{"namespaces": {"matchLabels": {"conformance-house": house}}}])
-}
-
-fn gryffindor() -> serde_json::Value {
-    json!({"namespaces": {"matchLabels": {"conformance-house": "gryffindor"}}})
-}
+use super::policies::{ALL, Peer::NsHouse, Tier, cnp, network_policy, np_from_house};
 
 #[test]
 fn cnp_interaction_admin_pass_delegates_to_networkpolicy() {
-    let admin = cluster_policy(
+    let admin = cnp(
         "pass-from-slytherin",
-        "Admin",
+        Tier::Admin,
         10,
-        json!({"subject": gryffindor(), "ingress": [
-            {"name": "pass-from-slytherin", "action": "Pass", "from": from_house("slytherin")}]}),
-    );
+        NsHouse("gryffindor"),
+    )
+    .pass_from("pass-from-slytherin", NsHouse("slytherin"), ALL)
+    .build();
     let np_allow = network_policy(
         "gryffindor",
         "np",
-        json!({"podSelector": {}, "ingress": [{"from": [
-            {"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}]}]}),
+        json!({"podSelector": {}, "ingress": [{"from": np_from_house("slytherin")}]}),
     );
-    let mut r = Run::with_objects("AdminPassToNetworkPolicy", vec![admin, np_allow]);
+    let mut r = Run::new("AdminPassToNetworkPolicy", vec![admin, np_allow]);
     r.phase("Admin Pass, NetworkPolicy allows slytherin: allowed");
     r.probe(&[
         p("draco-malfoy-0", "tcp", "harry-potter-0", 80, true),
@@ -61,15 +53,11 @@ fn cnp_interaction_admin_pass_delegates_to_networkpolicy() {
 
 #[test]
 fn cnp_interaction_baseline_deny_overridden_by_networkpolicy_allow() {
-    let baseline = cluster_policy(
-        "default",
-        "Baseline",
-        10,
-        json!({"subject": gryffindor(),
-            "ingress": [{"name": "deny-from-slytherin", "action": "Deny", "from": from_house("slytherin")}],
-            "egress": [{"name": "deny-to-slytherin", "action": "Deny", "to": from_house("slytherin")}]}),
-    );
-    let mut r = Run::with_objects("BaselineDenyUnderNetworkPolicy", vec![baseline]);
+    let baseline = cnp("default", Tier::Baseline, 10, NsHouse("gryffindor"))
+        .deny_from("deny-from-slytherin", NsHouse("slytherin"), ALL)
+        .deny_to("deny-to-slytherin", NsHouse("slytherin"), ALL)
+        .build();
+    let mut r = Run::new("BaselineDenyUnderNetworkPolicy", vec![baseline]);
     r.phase("Baseline Deny alone: denied both ways");
     r.probe(&[
         p("draco-malfoy-0", "tcp", "harry-potter-0", 80, false),
@@ -81,8 +69,7 @@ fn cnp_interaction_baseline_deny_overridden_by_networkpolicy_allow() {
     r.put(network_policy(
         "gryffindor",
         "allow-from-slytherin",
-        json!({"podSelector": {}, "ingress": [{"from": [
-            {"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}]}]}),
+        json!({"podSelector": {}, "ingress": [{"from": np_from_house("slytherin")}]}),
     ));
     r.probe(&[
         p("draco-malfoy-0", "tcp", "harry-potter-0", 80, true),
@@ -97,21 +84,17 @@ fn cnp_interaction_baseline_deny_overridden_by_networkpolicy_allow() {
 
 #[test]
 fn cnp_interaction_admin_deny_beats_networkpolicy_allow() {
-    let admin = cluster_policy(
-        "admin",
-        "Admin",
-        5,
-        json!({"subject": gryffindor(),
-            "ingress": [{"name": "from-slytherin", "action": "Deny", "from": from_house("slytherin")}],
-            "egress": [{"name": "to-ravenclaw", "action": "Deny", "to": from_house("ravenclaw")}]}),
-    );
+    let admin = cnp("admin", Tier::Admin, 5, NsHouse("gryffindor"))
+        .deny_from("from-slytherin", NsHouse("slytherin"), ALL)
+        .deny_to("to-ravenclaw", NsHouse("ravenclaw"), ALL)
+        .build();
     let np = network_policy(
         "gryffindor",
         "allow-all",
         json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
             "ingress": [{}], "egress": [{}]}),
     );
-    let mut r = Run::with_objects("AdminDenyOverNetworkPolicy", vec![admin, np]);
+    let mut r = Run::new("AdminDenyOverNetworkPolicy", vec![admin, np]);
     r.phase("Admin Deny, NetworkPolicy allows everything: denied");
     r.probe(&[
         p("draco-malfoy-0", "tcp", "harry-potter-0", 80, false),

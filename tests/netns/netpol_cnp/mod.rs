@@ -1,9 +1,9 @@
 //! network-policy-api's ClusterNetworkPolicy conformance suite (v1alpha2, standard
-//! profile), ported as real-packet truth tables: upstream's manifests (copied into
-//! `manifests/`), upstream's mutations and upstream's `PokeServer` expectations, against
-//! nftkit's rules in a node namespace that routes between eight pod namespaces
-//! ([`harness`]). `cnp_harness_selfcheck` checks the harness itself with NetworkPolicy
-//! only; `interactions` adds explicit tier × NetworkPolicy cases.
+//! profile), ported as real-packet truth tables: the policies of upstream's fixtures
+//! (rebuilt in Rust by [`policies`]), upstream's mutations and upstream's `PokeServer`
+//! expectations, against nftkit's rules in a node namespace that routes between eight pod
+//! namespaces ([`harness`]). `cnp_harness_selfcheck` checks the harness itself with
+//! NetworkPolicy only; `interactions` adds explicit tier × NetworkPolicy cases.
 //!
 //! SCTP probes run only where SCTP works inside a namespace; elsewhere they are skipped
 //! with the reason printed (never counted as passed silently: each skip is logged).
@@ -12,29 +12,18 @@ mod admin;
 mod baseline;
 mod harness;
 mod interactions;
+mod policies;
 
 use harness::*;
-use serde_json::{Value, json};
-
-pub fn network_policy(ns: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": format!("{NS_PREFIX}{ns}")}, "spec": spec})
-}
-
-pub fn cluster_policy(name: &str, tier: &str, priority: u32, spec: Value) -> Value {
-    let mut spec = spec;
-    spec["tier"] = json!(tier);
-    spec["priority"] = json!(priority);
-    json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
-        "metadata": {"name": name}, "spec": spec})
-}
+use policies::network_policy;
+use serde_json::json;
 
 /// The harness without any ClusterNetworkPolicy: with no policy everything is reachable on
 /// every port (the servers answer with the right identity); a NetworkPolicy default-deny
 /// ingress blocks, and the named ports `web`/`dns` of the Pod objects resolve.
 #[test]
 fn cnp_harness_selfcheck() {
-    let mut r = Run::with_objects("harness-selfcheck", vec![]);
+    let mut r = Run::new("harness-selfcheck", vec![]);
     r.phase("no policies: everything allowed");
     let names: Vec<&'static str> = [
         "harry-potter-0",
