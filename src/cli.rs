@@ -87,8 +87,10 @@ pub enum Command {
     /// DNAT ORIG_IP:PORT to TARGET_IP:PORT for host processes and routed pods (the
     /// gke-metadata-server routing mode)
     Dnat(DnatArgs),
-    /// Kubernetes NetworkPolicy (networking.k8s.io/v1) for the pods of this node;
-    /// `netpol explain` tells what the rules decide for one flow
+    /// Kubernetes NetworkPolicy (networking.k8s.io/v1) and ClusterNetworkPolicy
+    /// (policy.networking.k8s.io/v1alpha2: Admin tier before NetworkPolicy, Baseline tier
+    /// after it) for the pods of this node; `netpol explain` tells what the rules decide
+    /// for one flow
     Netpol(NetpolCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::model::{Action, Chain, Element, IpFamily, Match, Rule, Ruleset, Set};
+use crate::model::{Action, Chain, Element, IpFamily, Match, Rule, Ruleset, Set, VerdictMap};
 
 /// The whole replace script for `rs`.
 pub fn nft_script(rs: &Ruleset) -> String {
@@ -39,6 +39,10 @@ pub fn nft_table(rs: &Ruleset) -> String {
         out.push('\n');
         render_set(&mut out, set, &rs.comment);
     }
+    for map in &rs.maps {
+        out.push('\n');
+        render_map(&mut out, map, &rs.comment);
+    }
     for chain in &rs.chains {
         out.push('\n');
         render_chain(&mut out, chain, &rs.comment);
@@ -59,6 +63,27 @@ fn render_set(out: &mut String, set: &Set, comment: &str) {
     }
     let _ = writeln!(out, "\t\tcomment {}", quote(comment));
     let _ = writeln!(out, "\t}}");
+}
+
+/// `map NAME { type K : verdict; elements = { A : goto C, ... } }`, as nft lists it.
+fn render_map(out: &mut String, map: &VerdictMap, comment: &str) {
+    let _ = writeln!(out, "\tmap {} {{", map.name);
+    let _ = writeln!(out, "\t\ttype {} : verdict", map.key.nft_name());
+    if !map.entries.is_empty() {
+        let items: Vec<String> = map
+            .entries
+            .iter()
+            .map(|(e, chain)| map_entry(e, chain))
+            .collect();
+        let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
+    }
+    let _ = writeln!(out, "\t\tcomment {}", quote(comment));
+    let _ = writeln!(out, "\t}}");
+}
+
+/// One verdict map entry as nft prints it: `10.0.0.1 : goto CHAIN`.
+pub fn map_entry(key: &Element, chain: &str) -> String {
+    format!("{} : goto {chain}", element(key))
 }
 
 fn render_chain(out: &mut String, chain: &Chain, comment: &str) {
@@ -210,4 +235,57 @@ pub fn element(e: &Element) -> String {
 /// nft string literal. Comments are ours (no quotes inside), but escape anyway.
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AddrField, KeyType};
+
+    #[test]
+    fn verdict_maps_are_declared_after_the_sets_and_used_by_vmap_rules() {
+        let rs = Ruleset {
+            table: "t".into(),
+            comment: "ours".into(),
+            sets: vec![Set {
+                name: "s".into(),
+                key: KeyType::InetService,
+                interval: false,
+                elements: vec![Element::Port(80)],
+            }],
+            maps: vec![VerdictMap {
+                name: "m".into(),
+                key: KeyType::Ipv4Addr,
+                entries: vec![
+                    (Element::V4("10.0.0.1/32".parse().unwrap()), "a".into()),
+                    (Element::V4("10.0.0.2/32".parse().unwrap()), "b".into()),
+                ],
+            }],
+            chains: vec![Chain {
+                name: "a".into(),
+                base: None,
+                rules: vec![Rule {
+                    matches: vec![],
+                    action: Action::GotoMap {
+                        family: IpFamily::V6,
+                        field: AddrField::Saddr,
+                        map: "m6".into(),
+                    },
+                }],
+            }],
+        };
+        let text = nft_table(&rs);
+        let want = "\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\telements = { 10.0.0.1 : goto a, 10.0.0.2 : goto b }\n\t\tcomment \"ours\"\n\t}\n";
+        assert!(text.contains(want), "{text}");
+        assert!(text.find("set s {").unwrap() < text.find("map m {").unwrap());
+        assert!(text.find("map m {").unwrap() < text.find("chain a {").unwrap());
+        assert!(
+            text.contains("\t\tip6 saddr vmap @m6 comment \"ours\"\n"),
+            "{text}"
+        );
+        // An empty map has no elements line.
+        let mut empty = rs.clone();
+        empty.maps[0].entries.clear();
+        assert!(!nft_table(&empty).contains("elements = { 10"));
+    }
 }

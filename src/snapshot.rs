@@ -100,12 +100,13 @@ pub fn diff(expected: &Snapshot, observed: Option<&Snapshot>) -> Vec<String> {
         }
     }
     for (name, es) in &expected.sets {
+        let kind = kind_of(es);
         match observed.sets.get(name) {
-            None => out.push(format!("- set {name} is missing")),
+            None => out.push(format!("- {kind} {name} is missing")),
             Some(os) => {
                 if (&es.key, es.interval) != (&os.key, os.interval) {
                     out.push(format!(
-                        "~ set {name}: expected type {} interval={}, found type {} interval={}",
+                        "~ {kind} {name}: expected type {} interval={}, found type {} interval={}",
                         es.key, es.interval, os.key, os.interval
                     ));
                 }
@@ -120,20 +121,29 @@ pub fn diff(expected: &Snapshot, observed: Option<&Snapshot>) -> Vec<String> {
                 let extra: Vec<&String> =
                     os.elements.iter().filter(|e| !want.contains(e)).collect();
                 if !missing.is_empty() {
-                    out.push(format!("- set {name} lacks {}", preview(&missing)));
+                    out.push(format!("- {kind} {name} lacks {}", preview(&missing)));
                 }
                 if !extra.is_empty() {
-                    out.push(format!("+ set {name} also holds {}", preview(&extra)));
+                    out.push(format!("+ {kind} {name} also holds {}", preview(&extra)));
                 }
             }
         }
     }
-    for name in observed.sets.keys() {
+    for (name, os) in &observed.sets {
         if !expected.sets.contains_key(name) {
-            out.push(format!("+ set {name} is not expected"));
+            out.push(format!("+ {} {name} is not expected", kind_of(os)));
         }
     }
     out
+}
+
+/// `map` for a verdict map (key `ipv4_addr : verdict`), else `set`.
+fn kind_of(s: &SetSnapshot) -> &'static str {
+    if s.key.ends_with(": verdict") {
+        "map"
+    } else {
+        "set"
+    }
 }
 
 /// A comment as nft prints it, quoted, or `no comment`.
@@ -263,6 +273,38 @@ mod tests {
             diff(&a, Some(&reordered))
                 .join("\n")
                 .contains("different order")
+        );
+    }
+
+    #[test]
+    fn verdict_map_differences_name_the_map_and_its_entries() {
+        let map = |entries: &[&str]| {
+            let mut s = snap(&[], &[]);
+            s.sets.clear();
+            s.sets.insert(
+                "m".into(),
+                SetSnapshot {
+                    key: "ipv4_addr : verdict".into(),
+                    interval: false,
+                    elements: entries.iter().map(|e| e.to_string()).collect(),
+                },
+            );
+            s
+        };
+        let want = map(&["10.0.0.1 : goto a", "10.0.0.2 : goto b"]);
+        let have = map(&["10.0.0.1 : goto b", "10.0.0.2 : goto b"]);
+        let d = diff(&want, Some(&have));
+        assert_eq!(
+            d,
+            [
+                "- map m lacks 10.0.0.1 : goto a",
+                "+ map m also holds 10.0.0.1 : goto b"
+            ]
+        );
+        let d = diff(&want, Some(&snap(&[], &[]))).join("\n");
+        assert!(
+            d.contains("- map m is missing") && d.contains("+ set s is not expected"),
+            "{d}"
         );
     }
 }

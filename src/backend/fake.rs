@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{Backend, Inspect, OwnedTable, is_owned_comment};
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
+use crate::model::delta::{Delta, identity};
 use crate::render;
 use crate::snapshot::{ChainSnapshot, SetSnapshot, Snapshot};
 
@@ -22,6 +23,8 @@ pub struct FakeBackend {
     pub force: bool,
     /// Number of `read_back` calls.
     pub read_backs: usize,
+    /// Number of successful element-only updates (`apply_delta`).
+    pub deltas: usize,
 }
 
 impl FakeBackend {
@@ -88,6 +91,22 @@ impl FakeBackend {
                         },
                     )
                 })
+                .chain(rs.maps.iter().map(|m| {
+                    let mut entries: Vec<String> = m
+                        .entries
+                        .iter()
+                        .map(|(e, chain)| render::map_entry(e, chain))
+                        .collect();
+                    entries.sort();
+                    (
+                        m.name.clone(),
+                        SetSnapshot {
+                            key: format!("{} : verdict", m.key.nft_name()),
+                            interval: false,
+                            elements: entries,
+                        },
+                    )
+                }))
                 .collect(),
         }
     }
@@ -121,6 +140,84 @@ impl Backend for FakeBackend {
         let snap = self.expected(rs);
         self.tables.insert(rs.table.clone(), snap);
         self.applies += 1;
+        Ok(())
+    }
+
+    /// Elements removed and added in the stored snapshot; an element to remove that the
+    /// table lacks is refused (the kernel's ENOENT) and nothing changes.
+    fn apply_delta(&mut self, new: &Ruleset, delta: &Delta) -> Result<()> {
+        super::validated(new)?;
+        let force = self.force;
+        let generation = self.ruleset_generation();
+        let Some(t) = self.tables.get(&new.table) else {
+            return Err(Error::runtime(format!(
+                "table inet {} does not exist",
+                new.table
+            )));
+        };
+        if !is_owned_comment(t.comment.as_deref()) && !force {
+            return Err(Error::runtime(format!(
+                "table inet {} exists but is not managed by nftkit",
+                new.table
+            )));
+        }
+        if let Some(g) = delta.expect_generation
+            && generation != Some(g)
+        {
+            return Err(Error::runtime("ruleset generation changed (ERESTART)"));
+        }
+        let mut t = t.clone();
+        for d in &delta.sets {
+            let interval = new
+                .sets
+                .iter()
+                .find(|s| s.name == d.name)
+                .map(|s| s.interval);
+            let (Some(interval), Some(set)) = (interval, t.sets.get_mut(&d.name)) else {
+                return Err(Error::runtime(format!("no set {}", d.name)));
+            };
+            let text = |e: &crate::model::Element| render::element(&identity(e, interval));
+            for e in &d.remove {
+                let Some(i) = set.elements.iter().position(|x| *x == text(e)) else {
+                    return Err(Error::runtime(format!(
+                        "set {} has no element {}",
+                        d.name,
+                        text(e)
+                    )));
+                };
+                set.elements.remove(i);
+            }
+            for e in &d.add {
+                if !set.elements.contains(&text(e)) {
+                    set.elements.push(text(e));
+                }
+            }
+            set.elements.sort();
+        }
+        // Verdict maps are kept as sets of `A : goto C` texts.
+        for d in &delta.maps {
+            let Some(map) = t.sets.get_mut(&d.name) else {
+                return Err(Error::runtime(format!("no map {}", d.name)));
+            };
+            for (k, chain) in &d.remove {
+                let entry = render::map_entry(&identity(k, false), chain);
+                let Some(i) = map.elements.iter().position(|x| *x == entry) else {
+                    return Err(Error::runtime(format!(
+                        "map {} has no entry {entry}",
+                        d.name
+                    )));
+                };
+                map.elements.remove(i);
+            }
+            for (k, chain) in &d.add {
+                map.elements
+                    .push(render::map_entry(&identity(k, false), chain));
+            }
+            map.elements.sort();
+        }
+        self.take_failure()?;
+        self.tables.insert(new.table.clone(), t);
+        self.deltas += 1;
         Ok(())
     }
 

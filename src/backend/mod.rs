@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::Ruleset;
+use crate::model::delta::Delta;
 use crate::snapshot::Snapshot;
 
 pub mod detect;
@@ -58,6 +59,19 @@ pub trait Backend: Inspect {
     /// Replace the owned table with `rs` in one atomic batch. What this backend cannot
     /// express is refused before anything is sent ([`Error::Unsupported`]).
     fn apply(&mut self, rs: &Ruleset) -> Result<()>;
+    /// Change the owned table, which holds the ruleset `delta` was computed from
+    /// ([`crate::model::delta::element_delta`]), into `new` by removing and adding
+    /// elements only, in one atomic batch (all removals before all additions). Refuses a
+    /// table that is missing or not marked ours; with `delta.expect_generation`, commits
+    /// only if the kernel's ruleset generation is still that one. Callers fall back to
+    /// [`Backend::apply`] on any error. Default: [`Error::Unsupported`].
+    fn apply_delta(&mut self, new: &Ruleset, delta: &Delta) -> Result<()> {
+        let _ = (new, delta);
+        Err(Error::Unsupported {
+            backend: self.name().to_string(),
+            what: "element-only updates".into(),
+        })
+    }
     /// The kernel's table of `rs`'s name next to `rs`, elements included: what `verify`,
     /// a resync and a one-shot re-run compare. Err([`Error::Unsupported`]) for a ruleset
     /// this backend cannot express, so it is exit 1, never a false drift. A backend may

@@ -459,6 +459,7 @@ fn log_build(cfg: &NetpolConfig, table: &str, obs: &Observe) -> Ruleset {
         local_pods = s.local_pods,
         policies = cfg.cluster.policies.len(),
         policies_applied = s.policies,
+        cluster_policies = s.cluster_policies,
         ingress_isolated = s.ingress_isolated,
         egress_isolated = s.egress_isolated,
         rules = rs.rule_count(),

@@ -5,7 +5,7 @@
 //! `goto` replacing the current chain, `return` or the end of a regular chain going back to
 //! the caller, and the base chain's policy (always accept in this model) when the base
 //! chain itself returns or ends. Interval sets match an element containing the key,
-//! other sets an equal element.
+//! other sets an equal element; a verdict map's hit is a `goto`, a miss the next rule.
 //!
 //! Pure: no I/O. Used by `nftkit netpol explain` on the very `Ruleset` the kernel gets.
 
@@ -285,9 +285,42 @@ pub fn evaluate(rs: &Ruleset, base: &str, p: &Packet) -> Result<Evaluation, Stri
                     path: Vec::new(),
                 }),
             },
-            // Filled in with the verdict maps' backends.
-            Action::GotoMap { map, .. } => {
-                return Err(format!("verdict map {map:?} is not evaluated yet"));
+            // A hit is a goto (the lookup is the step's set hit); a miss: the next rule,
+            // and no step of the decision.
+            Action::GotoMap { family, field, map } => {
+                let m = rs.map(map).ok_or_else(|| {
+                    format!("a rule refers to map {map:?}, which is not declared")
+                })?;
+                let key = addr_key(match field {
+                    AddrField::Saddr => p.saddr,
+                    AddrField::Daddr => p.daddr,
+                });
+                let hit = (p.family() == *family)
+                    .then(|| {
+                        m.entries
+                            .iter()
+                            .find(|(e, _)| element_holds(e, &key, false))
+                    })
+                    .flatten();
+                match hit {
+                    None => {
+                        path.pop();
+                    }
+                    Some((element, target)) => {
+                        let t = chain(target)?;
+                        if t.base.is_some() {
+                            return Err(format!("map {map:?} goes to base chain {target:?}"));
+                        }
+                        if let Some(step) = path.last_mut() {
+                            step.sets.push(SetHit {
+                                set: map.clone(),
+                                element: *element,
+                            });
+                        }
+                        (cur, next) = (t, 0);
+                    }
+                }
+                None
             }
             Action::Jump(target) | Action::Goto(target) => {
                 let t = chain(target)?;
@@ -320,7 +353,7 @@ pub fn evaluate(rs: &Ruleset, base: &str, p: &Packet) -> Result<Evaluation, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{regular, rs, rule, v4set};
+    use crate::model::fixtures::{regular, rs, rule, v4map, v4set, vmap, with_maps};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -656,5 +689,98 @@ mod tests {
         for chain in ["f", "g", "h", "l", "gl", "loop", "absent"] {
             assert!(evaluate(&r, chain, &p).is_err(), "{chain}");
         }
+    }
+
+    #[test]
+    fn a_verdict_map_goes_to_the_chain_of_the_address_or_on_to_the_next_rule() {
+        let r = with_maps(
+            rs(
+                vec![],
+                vec![
+                    base(
+                        "f",
+                        vec![
+                            rule(
+                                vec![Match::Dport {
+                                    proto: L4Proto::Tcp,
+                                    port: 22,
+                                }],
+                                Action::Jump("j".into()),
+                            ),
+                            vmap(IpFamily::V4, AddrField::Daddr, "m"),
+                            rule(vec![], Action::Drop),
+                        ],
+                    ),
+                    regular("j", vec![vmap(IpFamily::V4, AddrField::Saddr, "m")]),
+                    regular(
+                        "a",
+                        vec![rule(
+                            vec![Match::Dport {
+                                proto: L4Proto::Tcp,
+                                port: 80,
+                            }],
+                            Action::Accept,
+                        )],
+                    ),
+                    regular("b", vec![rule(vec![], Action::Drop)]),
+                ],
+            ),
+            vec![v4map("m", &[("10.0.0.1/32", "a"), ("10.0.0.2/32", "b")])],
+        );
+        // Found: goto a, which accepts port 80.
+        let e = evaluate(&r, "f", &tcp("192.0.2.1", "10.0.0.1", 80)).unwrap();
+        assert_eq!((e.verdict, e.end), (Verdict::Accept, End::Rule));
+        assert_eq!(trail(&e), [("f".into(), 1), ("a".into(), 0)]);
+        assert_eq!(
+            e.path[0].sets,
+            [SetHit {
+                set: "m".into(),
+                element: Element::V4("10.0.0.1/32".parse().unwrap())
+            }]
+        );
+        // goto: a falls off its end for port 81, back to f's caller (the policy), so f's
+        // drop after the vmap is not reached.
+        let e = evaluate(&r, "f", &tcp("192.0.2.1", "10.0.0.1", 81)).unwrap();
+        assert_eq!((e.verdict, e.end), (Verdict::Accept, End::Policy));
+        let e = evaluate(&r, "f", &tcp("192.0.2.1", "10.0.0.2", 80)).unwrap();
+        assert_eq!(e.verdict, Verdict::Drop);
+        assert_eq!(trail(&e), [("f".into(), 1), ("b".into(), 0)]);
+        // Not in the map: the next rule, and the vmap rule is no step.
+        let e = evaluate(&r, "f", &tcp("192.0.2.1", "10.0.0.3", 80)).unwrap();
+        assert_eq!(e.verdict, Verdict::Drop);
+        assert_eq!(trail(&e), [("f".into(), 2)]);
+        // An IPv6 packet never matches an `ip daddr vmap`.
+        let e = evaluate(&r, "f", &tcp("::1", "::a00:1", 80)).unwrap();
+        assert_eq!(trail(&e), [("f".into(), 2)]);
+        // Inside a jump, the goto replaces j: a's end returns to f after the jump.
+        let e = evaluate(&r, "f", &tcp("10.0.0.1", "10.0.0.3", 22)).unwrap();
+        assert_eq!(e.verdict, Verdict::Drop);
+        assert_eq!(
+            trail(&e),
+            [("f".into(), 0), ("j".into(), 0), ("f".into(), 2)]
+        );
+    }
+
+    #[test]
+    fn a_broken_verdict_map_is_an_error() {
+        let chains = |map: &str| {
+            vec![
+                base("f", vec![vmap(IpFamily::V4, AddrField::Saddr, map)]),
+                base("g", vec![]),
+            ]
+        };
+        let p = tcp("10.0.0.1", "10.0.0.2", 1);
+        let missing = rs(vec![], chains("nope"));
+        assert!(evaluate(&missing, "f", &p).unwrap_err().contains("nope"));
+        let to_base = with_maps(
+            rs(vec![], chains("m")),
+            vec![v4map("m", &[("10.0.0.1/32", "g")])],
+        );
+        assert!(evaluate(&to_base, "f", &p).is_err());
+        let to_nowhere = with_maps(
+            rs(vec![], chains("m")),
+            vec![v4map("m", &[("10.0.0.1/32", "x")])],
+        );
+        assert!(evaluate(&to_nowhere, "f", &p).is_err());
     }
 }

@@ -35,3 +35,33 @@ pub fn v4set(name: &str, interval: bool, elems: &[&str]) -> Set {
             .collect(),
     }
 }
+
+/// A verdict map of IPv4 addresses: (address, chain) entries.
+pub fn v4map(name: &str, entries: &[(&str, &str)]) -> VerdictMap {
+    VerdictMap {
+        name: name.into(),
+        key: KeyType::Ipv4Addr,
+        entries: entries
+            .iter()
+            .map(|(a, c)| (Element::V4(a.parse().unwrap()), c.to_string()))
+            .collect(),
+    }
+}
+
+/// `r` with `maps` declared.
+pub fn with_maps(mut r: Ruleset, maps: Vec<VerdictMap>) -> Ruleset {
+    r.maps = maps;
+    r
+}
+
+/// `ip daddr vmap @map` (or `ip6`, `saddr`).
+pub fn vmap(family: IpFamily, field: AddrField, map: &str) -> Rule {
+    rule(
+        vec![],
+        Action::GotoMap {
+            family,
+            field,
+            map: map.into(),
+        },
+    )
+}

@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+pub mod delta;
 pub mod eval;
 #[cfg(test)]
 mod fixtures;

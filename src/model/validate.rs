@@ -19,7 +19,11 @@ impl Ruleset {
     /// the wrong type or ranges in a set without `flags interval`; counter names empty or
     /// too long (a rule's named counter is declared by the table); empty ranges; a nat
     /// chain at forward; NAT and notrack actions at hooks where the kernel refuses them
-    /// (also through regular chains, which are validated for every hook reaching them).
+    /// (also through regular chains, which are validated for every hook reaching them);
+    /// verdict maps: names shared with sets, key types other than addresses, keys of
+    /// the wrong family, prefixes or twice, entries going to a missing or base chain, a
+    /// vmap rule naming a missing map or one of the other family (a map's chains count
+    /// as goto targets of its vmap rules for loops and hooks).
     pub fn validate(&self) -> Result<(), String> {
         name("table", &self.table)?;
         let mut chains: HashMap<&str, &Chain> = HashMap::new();
@@ -45,9 +49,20 @@ impl Ruleset {
                 element_fits(s, e)?;
             }
         }
+        let mut maps: HashMap<&str, &VerdictMap> = HashMap::new();
+        for m in &self.maps {
+            name("map", &m.name)?;
+            if sets.contains_key(m.name.as_str()) {
+                return Err(format!("map {} has the name of a set", m.name));
+            }
+            if maps.insert(&m.name, m).is_some() {
+                return Err(format!("map {} is declared twice", m.name));
+            }
+            map_fits(m, &chains)?;
+        }
         for c in &self.chains {
             for r in &c.rules {
-                rule_fits(c, r, &chains, &sets)?;
+                rule_fits(c, r, &chains, &sets, &maps)?;
             }
         }
         for counter in self.counters() {
@@ -82,17 +97,22 @@ impl Ruleset {
                 _ => {}
             }
         }
-        self.check_reach(&chains)
+        self.check_reach(&chains, &maps)
     }
 
     /// Walk from every base chain through jumps and gotos: no loops, and every NAT or
     /// notrack action sits in a chain only hooks that allow it reach.
-    fn check_reach(&self, chains: &HashMap<&str, &Chain>) -> Result<(), String> {
+    fn check_reach(
+        &self,
+        chains: &HashMap<&str, &Chain>,
+        maps: &HashMap<&str, &VerdictMap>,
+    ) -> Result<(), String> {
         let mut reached: HashMap<&str, HashSet<(ChainType, Hook)>> = HashMap::new();
         for c in &self.chains {
             let Some(b) = c.base else { continue };
             let mut path = Vec::new();
-            walk(c, (b.kind, b.hook), chains, &mut reached, &mut path)?;
+            let graph = Graph { chains, maps };
+            walk(c, (b.kind, b.hook), &graph, &mut reached, &mut path)?;
         }
         for c in &self.chains {
             let hooks = reached.get(c.name.as_str());
@@ -156,11 +176,63 @@ fn element_fits(s: &Set, e: &Element) -> Result<(), String> {
     Ok(())
 }
 
+/// A verdict map's key type, its entries' keys (single addresses of that type, each
+/// once) and the chains they go to (declared regular chains).
+fn map_fits(m: &VerdictMap, chains: &HashMap<&str, &Chain>) -> Result<(), String> {
+    if !matches!(m.key, KeyType::Ipv4Addr | KeyType::Ipv6Addr) {
+        return Err(format!(
+            "map {}: a verdict map's key is ipv4_addr or ipv6_addr, not {}",
+            m.name,
+            m.key.nft_name()
+        ));
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    for (e, target) in &m.entries {
+        let single = match (m.key, e) {
+            (KeyType::Ipv4Addr, Element::V4(n)) => n.prefix_len() == 32,
+            (KeyType::Ipv6Addr, Element::V6(n)) => n.prefix_len() == 128,
+            _ => {
+                return Err(format!(
+                    "map {} (type {}) cannot hold {:?}",
+                    m.name,
+                    m.key.nft_name(),
+                    e
+                ));
+            }
+        };
+        if !single {
+            return Err(format!(
+                "map {}: key {} is a prefix, not a single address",
+                m.name,
+                crate::render::element(e)
+            ));
+        }
+        if !keys.insert(e) {
+            return Err(format!(
+                "map {}: key {} is listed twice",
+                m.name,
+                crate::render::element(e)
+            ));
+        }
+        match chains.get(target.as_str()) {
+            None => {
+                return Err(format!("map {}: goto to missing chain {target}", m.name));
+            }
+            Some(t) if t.base.is_some() => {
+                return Err(format!("map {}: goto to base chain {target}", m.name));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 fn rule_fits(
     c: &Chain,
     r: &Rule,
     chains: &HashMap<&str, &Chain>,
     sets: &HashMap<&str, &Set>,
+    maps: &HashMap<&str, &VerdictMap>,
 ) -> Result<(), String> {
     let set_of = |set: &str, key: KeyType| -> Result<(), String> {
         match sets.get(set) {
@@ -211,6 +283,16 @@ fn rule_fits(
             }
             Some(_) => Ok(()),
         },
+        Action::GotoMap { family, map, .. } => match maps.get(map.as_str()) {
+            None => Err(format!("chain {}: map @{map} does not exist", c.name)),
+            Some(m) if m.key != addr_key(*family) => Err(format!(
+                "chain {}: map @{map} has type {}, the rule needs {}",
+                c.name,
+                m.key.nft_name(),
+                addr_key(*family).nft_name()
+            )),
+            Some(_) => Ok(()),
+        },
         Action::DnatMap {
             family, entries, ..
         } => {
@@ -235,11 +317,38 @@ fn rule_fits(
     }
 }
 
-/// Record that `c` is reached from a base chain of (`kind`, `hook`), and follow its jumps.
+/// The chains and verdict maps by name: what jumps, gotos and map lookups lead to.
+struct Graph<'g, 'a> {
+    chains: &'g HashMap<&'a str, &'a Chain>,
+    maps: &'g HashMap<&'a str, &'a VerdictMap>,
+}
+
+impl<'a> Graph<'_, 'a> {
+    /// The chains a rule's action can continue in: its jump or goto target, or every
+    /// chain of its verdict map.
+    fn next(&self, a: &Action) -> Vec<&'a Chain> {
+        match a {
+            Action::Jump(t) | Action::Goto(t) => {
+                self.chains.get(t.as_str()).copied().into_iter().collect()
+            }
+            Action::GotoMap { map, .. } => self
+                .maps
+                .get(map.as_str())
+                .into_iter()
+                .flat_map(|m| &m.entries)
+                .filter_map(|(_, t)| self.chains.get(t.as_str()).copied())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Record that `c` is reached from a base chain of (`kind`, `hook`), and follow its jumps,
+/// gotos and verdict maps.
 fn walk<'a>(
     c: &'a Chain,
     at: (ChainType, Hook),
-    chains: &HashMap<&str, &'a Chain>,
+    graph: &Graph<'_, 'a>,
     reached: &mut HashMap<&'a str, HashSet<(ChainType, Hook)>>,
     path: &mut Vec<&'a str>,
 ) -> Result<(), String> {
@@ -255,10 +364,8 @@ fn walk<'a>(
     }
     path.push(&c.name);
     for r in &c.rules {
-        if let Action::Jump(t) | Action::Goto(t) = &r.action
-            && let Some(next) = chains.get(t.as_str())
-        {
-            walk(next, at, chains, reached, path)?;
+        for next in graph.next(&r.action) {
+            walk(next, at, graph, reached, path)?;
         }
     }
     path.pop();
@@ -290,7 +397,7 @@ fn action_name(a: &Action) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{regular, rs, rule, v4set};
+    use crate::model::fixtures::{regular, rs, rule, v4map, v4set, vmap, with_maps};
 
     fn base(name: &str, kind: ChainType, hook: Hook, rules: Vec<Rule>) -> Chain {
         Chain {
@@ -465,5 +572,132 @@ mod tests {
             let e = r.validate().expect_err(want);
             assert!(e.contains(want), "{e:?} should contain {want:?}");
         }
+    }
+
+    fn forward(rules: Vec<Rule>) -> Chain {
+        base("f", ChainType::Filter, Hook::Forward, rules)
+    }
+
+    fn dispatch(maps: Vec<VerdictMap>, map: &str) -> Ruleset {
+        with_maps(
+            rs(
+                vec![v4set("s", false, &["10.0.0.9/32"])],
+                vec![
+                    forward(vec![vmap(IpFamily::V4, AddrField::Daddr, map)]),
+                    regular("a", vec![rule(vec![], Action::Drop)]),
+                    regular("b", vec![rule(vec![], Action::Accept)]),
+                ],
+            ),
+            maps,
+        )
+    }
+
+    #[test]
+    fn a_verdict_map_and_its_vmap_rule_pass() {
+        let m = v4map("m", &[("10.0.0.1/32", "a"), ("10.0.0.2/32", "b")]);
+        assert_eq!(dispatch(vec![m.clone()], "m").validate(), Ok(()));
+        // An empty map is fine (no pod yet).
+        let empty = v4map("m", &[]);
+        assert_eq!(dispatch(vec![empty], "m").validate(), Ok(()));
+        let v6 = VerdictMap {
+            name: "m6".into(),
+            key: KeyType::Ipv6Addr,
+            entries: vec![(Element::V6("fd00::1/128".parse().unwrap()), "a".into())],
+        };
+        let mut r = dispatch(vec![m, v6], "m");
+        r.chains[0]
+            .rules
+            .push(vmap(IpFamily::V6, AddrField::Saddr, "m6"));
+        assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn what_the_kernel_refuses_in_a_verdict_map_is_named() {
+        let ok = || v4map("m", &[("10.0.0.1/32", "a")]);
+        let keyed = |key: KeyType, e: Element| VerdictMap {
+            name: "m".into(),
+            key,
+            entries: vec![(e, "a".into())],
+        };
+        let cases: Vec<(Ruleset, &str)> = vec![
+            (
+                dispatch(vec![ok()], "nope"),
+                "chain f: map @nope does not exist",
+            ),
+            (
+                dispatch(
+                    vec![keyed(
+                        KeyType::Ipv6Addr,
+                        Element::V6("fd00::1/128".parse().unwrap()),
+                    )],
+                    "m",
+                ),
+                "map @m has type ipv6_addr, the rule needs ipv4_addr",
+            ),
+            (
+                dispatch(vec![keyed(KeyType::InetService, Element::Port(80))], "m"),
+                "a verdict map's key is ipv4_addr or ipv6_addr, not inet_service",
+            ),
+            (
+                dispatch(
+                    vec![keyed(
+                        KeyType::Ipv4Addr,
+                        Element::V6("fd00::1/128".parse().unwrap()),
+                    )],
+                    "m",
+                ),
+                "map m (type ipv4_addr) cannot hold",
+            ),
+            (
+                dispatch(vec![v4map("m", &[("10.0.0.0/24", "a")])], "m"),
+                "key 10.0.0.0/24 is a prefix, not a single address",
+            ),
+            (
+                dispatch(
+                    vec![v4map("m", &[("10.0.0.1/32", "a"), ("10.0.0.1/32", "b")])],
+                    "m",
+                ),
+                "map m: key 10.0.0.1 is listed twice",
+            ),
+            (
+                dispatch(vec![v4map("m", &[("10.0.0.1/32", "zz")])], "m"),
+                "map m: goto to missing chain zz",
+            ),
+            (
+                dispatch(vec![v4map("m", &[("10.0.0.1/32", "f")])], "m"),
+                "map m: goto to base chain f",
+            ),
+            (dispatch(vec![ok(), ok()], "m"), "map m is declared twice"),
+            (
+                dispatch(vec![v4map("s", &[])], "s"),
+                "map s has the name of a set",
+            ),
+            (dispatch(vec![v4map("", &[])], "m"), "a map name is empty"),
+        ];
+        for (r, want) in cases {
+            let e = r.validate().expect_err(want);
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn verdict_map_targets_are_walked_for_loops_and_hooks() {
+        // f -> (map) a -> jump c -> (map) a: a loop only through the map.
+        let mut r = dispatch(vec![v4map("m", &[("10.0.0.1/32", "a")])], "m");
+        r.chains[1].rules = vec![rule(vec![], Action::Jump("c".into()))];
+        r.chains.push(regular(
+            "c",
+            vec![vmap(IpFamily::V4, AddrField::Saddr, "m")],
+        ));
+        let e = r.validate().unwrap_err();
+        assert!(e.contains("f -> a -> c -> a form a loop"), "{e}");
+        // A chain reached only through the map is checked at the map's hook.
+        let mut r = dispatch(vec![v4map("m", &[("10.0.0.1/32", "a")])], "m");
+        r.chains[1].rules = vec![rule(vec![], Action::Notrack)];
+        let e = r.validate().unwrap_err();
+        assert!(
+            e.contains("chain a: notrack is not allowed in a filter chain at hook forward"),
+            "{e}"
+        );
     }
 }

@@ -1,41 +1,57 @@
-//! NetworkPolicy semantics -> the `nftkit-netpol` table.
+//! NetworkPolicy and ClusterNetworkPolicy semantics -> the `nftkit-netpol` table.
 //!
 //! ```text
 //! chain filter-forward {                       # type filter hook forward priority 0
 //!     ct state established,related accept       # replies of allowed connections
-//!     ip saddr 10.244.1.5 jump egress/prod/web  # one per IP of an egress-isolated local pod
-//!     ip daddr 10.244.1.6 jump ingress/prod/db  # one per IP of an ingress-isolated local pod
+//!     jump egress-admin                          # the source pod's egress, then
+//!     jump ingress-admin                         # the destination pod's ingress
 //! }
-//! chain egress/prod/web {                      # allowed: return (ingress still checked)
-//!     ip daddr @egress/prod/web-out/0-v4 tcp dport 5432 return
-//!     drop
+//! chain egress-admin {                         # Admin tier (ClusterNetworkPolicy)
+//!     ip saddr vmap @egress-admin-v4             # pod address -> goto its policies' chain
+//!     ip6 saddr vmap @egress-admin-v6
+//!     goto egress-networkpolicy
 //! }
-//! chain ingress/prod/db {                      # allowed: accept
-//!     ip saddr @ingress/prod/db-in/0-v4 tcp dport 5432 accept
-//!     drop
+//! chain egress-networkpolicy {                 # NetworkPolicy: isolated pods only
+//!     ip saddr vmap @egress-networkpolicy-v4     # e.g. 10.244.1.5 : goto egress/prod/web-out
+//!     ip6 saddr vmap @egress-networkpolicy-v6
+//!     goto egress-baseline
 //! }
+//! chain egress-baseline { ip saddr vmap @egress-baseline-v4 ... }   # end: allowed
+//! chain egress/prod/web-out {                  # every pod the policies web-out select
+//!     ip daddr @egress/prod/web-out/0-v4 tcp dport 5432 return      # allowed
+//!     drop                                       # isolated: the default deny
+//! }
+//! (ingress: the same on the destination address; an allow there is `accept`)
 //! ```
 //! Sets are per policy rule and family (`<direction>/<namespace>/<policy>/<index>-v4`),
-//! shared by every pod the policy selects, so the rule count depends on local pods and
-//! policy rules, never on the number of peer pods. A policy's chain rules appear in every
-//! selected pod's chain (union of policies = concatenation; order is irrelevant because
-//! every allow is terminal and the deny comes last).
+//! shared by every pod the policy selects, so the rule count depends on the policies of
+//! this node's pods, never on the number of peer pods. Pods whose rules are the same
+//! share one chain (named after their policies), reached by one verdict-map lookup: the
+//! datapath's cost per packet does not grow with the number of pods or of policies
+//! elsewhere, and a pod that comes, goes or changes labels changes map entries and set
+//! elements only (sets of pod peers stay declared while empty). ClusterNetworkPolicy
+//! tiers are in `tiers`.
+//!
+//! Kernel features: nf_tables verdict maps, interval sets (3.19+) and named counter
+//! objects (4.10+), so netpol needs Linux 4.10 or later (`--persist=false`'s table owner
+//! flag: 5.13).
 //!
 //! Only the forward hook is used: traffic the node itself sends to its pods (kubelet
 //! probes, host-network pods) leaves through the output hook and is never filtered, which
 //! is what the Kubernetes docs require ("connections from the pod's node are allowed").
-//! Likewise pod -> node traffic (input hook) is not policed. Dispatch is by per-pod jump
-//! rules matching the pod IP: the same expressions nft writes for `ip daddr A jump C`, and
-//! their number grows with the pods of this node only (a kubelet runs at most a few hundred).
+//! Likewise pod -> node traffic (input hook) is not policed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::ipblock::{self, Range};
-use super::manifest::{Cluster, Peer, Pod, Policy, PolicyRule, PortRef, PortSpec, Protocol};
-use super::selector::Labels;
+use super::cnp::Tier;
+pub use super::index::resolve_named;
+use super::index::{Index, Sets, fam_suffix, l4, push_ips, selects_pods};
+use super::ipblock::Range;
+use super::manifest::{Cluster, Pod, Policy, PolicyRule, PortRef, PortSpec, Protocol};
+use super::tiers;
 use crate::model::*;
 
 pub use super::names::{Direction, object_name};
@@ -62,26 +78,8 @@ pub struct Summary {
     pub ingress_isolated: usize,
     pub egress_isolated: usize,
     pub policies: usize,
-}
-
-pub fn chain_name(dir: Direction, pod: &Pod) -> String {
-    object_name(&[dir.name(), &pod.namespace, &pod.name])
-}
-
-fn l4(p: Protocol) -> L4Proto {
-    match p {
-        Protocol::Tcp => L4Proto::Tcp,
-        Protocol::Udp => L4Proto::Udp,
-        Protocol::Sctp => L4Proto::Sctp,
-    }
-}
-
-/// The number a named port has on `pod` for `protocol`, if the pod declares it.
-pub fn resolve_named(pod: &Pod, name: &str, protocol: Protocol) -> Option<u16> {
-    pod.ports
-        .iter()
-        .find(|p| p.name.as_deref() == Some(name) && p.protocol == protocol)
-        .map(|p| p.port)
+    /// ClusterNetworkPolicies (both tiers) in the cluster.
+    pub cluster_policies: usize,
 }
 
 /// The port matches of one `ports[]` entry; a named port is resolved on `dest` (None: the
@@ -108,175 +106,9 @@ pub fn port_match(spec: &PortSpec, dest: Option<&Pod>) -> Option<Vec<Match>> {
     }
 }
 
-/// Everything precomputed about the cluster for one build.
-struct Index<'c> {
-    ns_labels: BTreeMap<&'c str, Labels>,
-    /// Pods that can be peers: not host-network, not terminated, with an IP.
-    peerable: Vec<&'c Pod>,
-}
-
-impl<'c> Index<'c> {
-    fn new(cluster: &'c Cluster) -> Self {
-        let mut ns_labels = BTreeMap::new();
-        for p in &cluster.pods {
-            ns_labels
-                .entry(p.namespace.as_str())
-                .or_insert_with(|| cluster.namespace_labels(&p.namespace));
-        }
-        let peerable = cluster
-            .pods
-            .iter()
-            .filter(|p| !p.host_network && !p.terminated && !p.ips.is_empty())
-            .collect();
-        Index {
-            ns_labels,
-            peerable,
-        }
-    }
-
-    /// Pods a `podSelector`/`namespaceSelector` peer of a policy in `policy_ns` selects.
-    fn peer_pods(&self, peer: &Peer, policy_ns: &str) -> Vec<&'c Pod> {
-        let Peer::Pods { pods, namespaces } = peer else {
-            return Vec::new();
-        };
-        self.peerable
-            .iter()
-            .copied()
-            .filter(|p| match namespaces {
-                None => p.namespace == policy_ns,
-                Some(sel) => self
-                    .ns_labels
-                    .get(p.namespace.as_str())
-                    .is_some_and(|l| sel.matches(l)),
-            })
-            .filter(|p| pods.as_ref().is_none_or(|s| s.matches(&p.labels)))
-            .collect()
-    }
-
-    /// The addresses of a rule's peers as ranges: (v4, v6).
-    fn peer_ranges(&self, rule: &PolicyRule, policy_ns: &str) -> (Vec<Range>, Vec<Range>) {
-        let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for peer in &rule.peers {
-            match peer {
-                Peer::Block { cidr, except } => {
-                    let r = ipblock::allowed(cidr, except);
-                    match cidr {
-                        IpNet::V4(_) => v4.extend(r),
-                        IpNet::V6(_) => v6.extend(r),
-                    }
-                }
-                Peer::Pods { .. } => {
-                    for pod in self.peer_pods(peer, policy_ns) {
-                        push_ips(pod, &mut v4, &mut v6);
-                    }
-                }
-            }
-        }
-        (v4, v6)
-    }
-
-    /// Pods a rule's peers cover (selected, or with an address in an ipBlock), or every
-    /// pod when the rule has no peers: where an egress named port is resolved.
-    fn peer_pods_of_rule(&self, rule: &PolicyRule, policy_ns: &str) -> Vec<&'c Pod> {
-        if rule.peers.is_empty() {
-            return self.peerable.clone();
-        }
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        for peer in &rule.peers {
-            let pods: Vec<&Pod> = match peer {
-                Peer::Block { cidr, except } => {
-                    let r = ipblock::allowed(cidr, except);
-                    self.peerable
-                        .iter()
-                        .copied()
-                        .filter(|p| {
-                            p.ips
-                                .iter()
-                                .any(|ip| ipblock::contains(&r, *ip) && same_family(ip, cidr))
-                        })
-                        .collect()
-                }
-                Peer::Pods { .. } => self.peer_pods(peer, policy_ns),
-            };
-            for p in pods {
-                if seen.insert((p.namespace.as_str(), p.name.as_str())) {
-                    out.push(p);
-                }
-            }
-        }
-        out
-    }
-
-    fn selects(&self, policy: &Policy, pod: &Pod) -> bool {
-        pod.namespace == policy.namespace && policy.pod_selector.matches(&pod.labels)
-    }
-}
-
-fn same_family(ip: &IpAddr, net: &IpNet) -> bool {
-    matches!(
-        (ip, net),
-        (IpAddr::V4(_), IpNet::V4(_)) | (IpAddr::V6(_), IpNet::V6(_))
-    )
-}
-
-fn push_ips(pod: &Pod, v4: &mut Vec<Range>, v6: &mut Vec<Range>) {
-    for ip in &pod.ips {
-        match ip {
-            IpAddr::V4(a) => v4.push((u32::from(*a) as u128, u32::from(*a) as u128)),
-            IpAddr::V6(a) => v6.push((u128::from(*a), u128::from(*a))),
-        }
-    }
-}
-
-/// Declared sets by name, created on first use.
-#[derive(Default)]
-struct Sets {
-    sets: BTreeMap<String, Set>,
-}
-
-impl Sets {
-    /// Declare (once) the set `name` of family `f` with `ranges`; None when it would be
-    /// empty (a rule over it could never match, so it is left out).
-    fn family_set(&mut self, name: String, f: IpFamily, ranges: &[Range]) -> Option<String> {
-        if ranges.is_empty() {
-            return None;
-        }
-        if !self.sets.contains_key(&name) {
-            let elements = ipblock::to_prefixes(f, ranges.to_vec())
-                .into_iter()
-                .map(|n| match n {
-                    IpNet::V4(n) => Element::V4(n),
-                    IpNet::V6(n) => Element::V6(n),
-                })
-                .collect();
-            self.sets.insert(
-                name.clone(),
-                Set {
-                    name: name.clone(),
-                    key: match f {
-                        IpFamily::V4 => KeyType::Ipv4Addr,
-                        IpFamily::V6 => KeyType::Ipv6Addr,
-                    },
-                    interval: true,
-                    elements,
-                },
-            );
-        }
-        Some(name)
-    }
-}
-
 fn push_unique(rules: &mut Vec<Rule>, r: Rule) {
     if !rules.contains(&r) {
         rules.push(r);
-    }
-}
-
-fn fam_suffix(f: IpFamily) -> &'static str {
-    match f {
-        IpFamily::V4 => "v4",
-        IpFamily::V6 => "v6",
     }
 }
 
@@ -297,7 +129,7 @@ fn ingress_sets(
             &policy.name,
             &format!("{i}-{}", fam_suffix(f)),
         ]);
-        if let Some(set) = sets.family_set(name, f, &ranges) {
+        if let Some(set) = sets.family_set(name, f, &ranges, selects_pods(rule)) {
             out.push((f, set));
         }
     }
@@ -391,7 +223,7 @@ fn egress_rules(
                 &policy.name,
                 &format!("{i}-{}", fam_suffix(f)),
             ]);
-            let Some(set) = sets.family_set(name, f, &ranges) else {
+            let Some(set) = sets.family_set(name, f, &ranges, selects_pods(rule)) else {
                 continue;
             };
             for alt in &alternatives {
@@ -441,7 +273,7 @@ fn egress_rules(
                 &i.to_string(),
                 &format!("{}-{port}-{}", proto.name(), fam_suffix(f)),
             ]);
-            let Some(set) = sets.family_set(name, f, &ranges) else {
+            let Some(set) = sets.family_set(name, f, &ranges, false) else {
                 continue;
             };
             push_unique(
@@ -462,10 +294,6 @@ fn egress_rules(
     out
 }
 
-fn host_net(ip: &IpAddr) -> IpNet {
-    IpNet::from(*ip)
-}
-
 /// The whole table for `cfg`.
 pub fn build(cfg: &NetpolConfig, table: &str) -> Ruleset {
     build_with_summary(cfg, table).0
@@ -475,44 +303,42 @@ pub fn build_with_summary(cfg: &NetpolConfig, table: &str) -> (Ruleset, Summary)
     build_observed(cfg, table, &Observe::default())
 }
 
-/// [`build_with_summary`] with verdict logs and audit mode as `obs` says.
-pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Ruleset, Summary) {
-    let idx = Index::new(&cfg.cluster);
-    let local: Vec<&Pod> = idx
-        .peerable
-        .iter()
-        .copied()
-        .filter(|p| p.node.as_deref() == Some(cfg.node.as_str()))
-        .collect();
-    let mut sets = Sets::default();
-    let mut chains = Vec::new();
-    let mut egress_jumps = Vec::new();
-    let mut ingress_jumps = Vec::new();
-    let mut summary = Summary {
-        local_pods: local.len(),
-        ..Summary::default()
+/// The NetworkPolicy rules of local pod `pod` in `dir`: its chain's rules, or None if no
+/// policy isolates it in that direction. `caches` hold what depends on the policy only.
+#[allow(clippy::too_many_arguments)]
+fn np_rules(
+    idx: &Index,
+    cfg: &NetpolConfig,
+    obs: &Observe,
+    sets: &mut Sets,
+    caches: &mut NpCaches,
+    used: &mut BTreeSet<usize>,
+    dir: Direction,
+    pod: &Pod,
+) -> Option<(Vec<String>, Vec<Rule>)> {
+    let affects = |p: &Policy| match dir {
+        Direction::Ingress => p.affects_ingress,
+        Direction::Egress => p.affects_egress,
     };
-    let mut used_policies = BTreeSet::new();
-    // Egress rules depend only on the policy, so each is built once.
-    let mut egress_cache: BTreeMap<(usize, usize), Vec<Rule>> = BTreeMap::new();
-    // So are the peer sets of ingress rules (their ports resolve per pod).
-    let mut ingress_cache: BTreeMap<(usize, usize), Vec<(IpFamily, String)>> = BTreeMap::new();
-    for pod in &local {
-        let policies: Vec<(usize, &Policy)> = cfg
-            .cluster
-            .policies
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| idx.selects(p, pod))
-            .collect();
-        if policies.iter().any(|(_, p)| p.affects_egress) {
-            let mut rules = Vec::new();
-            for (pi, policy) in policies.iter().filter(|(_, p)| p.affects_egress) {
-                used_policies.insert(*pi);
+    let policies: Vec<(usize, &Policy)> = cfg
+        .cluster
+        .policies
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| idx.selects(p, pod) && affects(p))
+        .collect();
+    if policies.is_empty() {
+        return None;
+    }
+    let mut rules = Vec::new();
+    for (pi, policy) in &policies {
+        used.insert(*pi);
+        match dir {
+            Direction::Egress => {
                 for (i, rule) in policy.egress.iter().enumerate() {
-                    let built = egress_cache.entry((*pi, i)).or_insert_with(|| {
+                    let built = caches.egress.entry((*pi, i)).or_insert_with(|| {
                         let counter = policy_counter(Direction::Egress, policy);
-                        let mut rules = egress_rules(&idx, &mut sets, policy, i, rule);
+                        let mut rules = egress_rules(idx, sets, policy, i, rule);
                         for r in &mut rules {
                             r.matches.push(counter.clone());
                         }
@@ -523,37 +349,15 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
                     }
                 }
             }
-            let audit = obs.audit
-                || policies
-                    .iter()
-                    .filter(|(_, p)| p.affects_egress)
-                    .all(|(_, p)| p.audit);
-            rules.extend(chain_end(obs, Direction::Egress, &pod.namespace, audit));
-            let name = chain_name(Direction::Egress, pod);
-            for ip in &pod.ips {
-                egress_jumps.push(Rule {
-                    matches: vec![Match::Saddr(host_net(ip))],
-                    action: Action::Jump(name.clone()),
-                });
-            }
-            chains.push(Chain {
-                name,
-                base: None,
-                rules,
-            });
-            summary.egress_isolated += 1;
-        }
-        if policies.iter().any(|(_, p)| p.affects_ingress) {
-            let mut rules = Vec::new();
-            for (pi, policy) in policies.iter().filter(|(_, p)| p.affects_ingress) {
-                used_policies.insert(*pi);
+            Direction::Ingress => {
                 for (i, rule) in policy.ingress.iter().enumerate() {
                     let peer_sets = if rule.peers.is_empty() {
                         &Vec::new()
                     } else {
-                        &*ingress_cache
+                        &*caches
+                            .ingress
                             .entry((*pi, i))
-                            .or_insert_with(|| ingress_sets(&idx, &mut sets, policy, i, rule))
+                            .or_insert_with(|| ingress_sets(idx, sets, policy, i, rule))
                     };
                     let counter = policy_counter(Direction::Ingress, policy);
                     let mut these = Vec::new();
@@ -563,34 +367,112 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
                     }
                 }
             }
-            let audit = obs.audit
-                || policies
-                    .iter()
-                    .filter(|(_, p)| p.affects_ingress)
-                    .all(|(_, p)| p.audit);
-            rules.extend(chain_end(obs, Direction::Ingress, &pod.namespace, audit));
-            let name = chain_name(Direction::Ingress, pod);
-            for ip in &pod.ips {
-                ingress_jumps.push(Rule {
-                    matches: vec![Match::Daddr(host_net(ip))],
-                    action: Action::Jump(name.clone()),
-                });
-            }
-            chains.push(Chain {
-                name,
-                base: None,
-                rules,
-            });
-            summary.ingress_isolated += 1;
         }
     }
+    let audit = obs.audit || policies.iter().all(|(_, p)| p.audit);
+    rules.extend(chain_end(obs, dir, &pod.namespace, audit));
+    let names = policies.iter().map(|(_, p)| p.name.clone()).collect();
+    Some((names, rules))
+}
+
+/// What the NetworkPolicy rules share between pods: egress rules depend only on the
+/// policy, and so do the peer sets of ingress rules (their ports resolve per pod).
+#[derive(Default)]
+struct NpCaches {
+    egress: BTreeMap<(usize, usize), Vec<Rule>>,
+    ingress: BTreeMap<(usize, usize), Vec<(IpFamily, String)>>,
+}
+
+/// [`build_with_summary`] with verdict logs and audit mode as `obs` says.
+///
+/// Each direction runs through three tiers, each a chain that dispatches on the pod's
+/// address with one verdict-map lookup (`goto` the chain of the pod's policies):
+/// `<dir>-admin` (Admin ClusterNetworkPolicies), `<dir>-networkpolicy`, `<dir>-baseline`.
+/// Pods with the same rules share one chain, so a pod that comes, goes or changes labels
+/// changes map entries and set elements only, and the datapath's cost per packet depends
+/// on the policies of its own pods, not on how many policies the cluster has.
+pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Ruleset, Summary) {
+    let idx = Index::new(&cfg.cluster);
+    let local: Vec<&Pod> = idx
+        .peerable
+        .iter()
+        .copied()
+        .filter(|p| p.node.as_deref() == Some(cfg.node.as_str()))
+        .collect();
+    let mut sets = Sets::default();
+    let mut summary = Summary {
+        local_pods: local.len(),
+        ..Summary::default()
+    };
+    let mut used_policies = BTreeSet::new();
+    let mut caches = NpCaches::default();
+    let mut out = Tables::default();
+    let tiers = tiers::Tiers::new(&cfg.cluster);
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let mut admin = Dispatch::default();
+        let mut np = Dispatch::default();
+        let mut baseline = Dispatch::default();
+        for pod in &local {
+            if let Some((names, rules)) = tiers.rules(
+                &idx,
+                &mut sets,
+                Tier::Admin,
+                dir,
+                pod,
+                &tier_chain(dir, TierChain::NetworkPolicy),
+            ) {
+                admin.add(&[dir.name(), "admin", &names.join("_")], rules, &pod.ips);
+            }
+            if let Some((names, rules)) = np_rules(
+                &idx,
+                cfg,
+                obs,
+                &mut sets,
+                &mut caches,
+                &mut used_policies,
+                dir,
+                pod,
+            ) {
+                match dir {
+                    Direction::Egress => summary.egress_isolated += 1,
+                    Direction::Ingress => summary.ingress_isolated += 1,
+                }
+                np.add(
+                    &[dir.name(), &pod.namespace, &names.join("_")],
+                    rules,
+                    &pod.ips,
+                );
+            }
+            if let Some((names, rules)) = tiers.rules(&idx, &mut sets, Tier::Baseline, dir, pod, "")
+            {
+                baseline.add(&[dir.name(), "baseline", &names.join("_")], rules, &pod.ips);
+            }
+        }
+        let field = match dir {
+            Direction::Egress => AddrField::Saddr,
+            Direction::Ingress => AddrField::Daddr,
+        };
+        out.tier(dir, TierChain::Admin, admin, field);
+        out.tier(dir, TierChain::NetworkPolicy, np, field);
+        out.tier(dir, TierChain::Baseline, baseline, field);
+    }
     summary.policies = used_policies.len();
-    let mut forward = vec![Rule {
-        matches: vec![Match::CtState(vec![CtState::Established, CtState::Related])],
-        action: Action::Accept,
-    }];
-    forward.extend(egress_jumps);
-    forward.extend(ingress_jumps);
+    summary.cluster_policies = cfg.cluster.cluster_policies.len();
+    let forward = vec![
+        Rule {
+            matches: vec![Match::CtState(vec![CtState::Established, CtState::Related])],
+            action: Action::Accept,
+        },
+        Rule {
+            matches: vec![],
+            action: Action::Jump(tier_chain(Direction::Egress, TierChain::Admin)),
+        },
+        Rule {
+            matches: vec![],
+            action: Action::Jump(tier_chain(Direction::Ingress, TierChain::Admin)),
+        },
+    ];
+    let mut chains = out.chains;
     chains.sort_by(|a, b| a.name.cmp(&b.name));
     chains.insert(
         0,
@@ -609,9 +491,155 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
             table: table.to_string(),
             comment: format!("managed by nftkit {COMMAND}"),
             sets: sets.sets.into_values().collect(),
-            maps: Vec::new(),
+            maps: out.maps,
             chains,
         },
         summary,
     )
+}
+
+/// The three tier chains of a direction, in the order a packet meets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierChain {
+    Admin,
+    NetworkPolicy,
+    Baseline,
+}
+
+impl TierChain {
+    fn name(self) -> &'static str {
+        match self {
+            TierChain::Admin => "admin",
+            TierChain::NetworkPolicy => "networkpolicy",
+            TierChain::Baseline => "baseline",
+        }
+    }
+    fn next(self) -> Option<TierChain> {
+        match self {
+            TierChain::Admin => Some(TierChain::NetworkPolicy),
+            TierChain::NetworkPolicy => Some(TierChain::Baseline),
+            TierChain::Baseline => None,
+        }
+    }
+}
+
+/// `egress-admin`, `ingress-networkpolicy`, ...
+pub fn tier_chain(dir: Direction, tier: TierChain) -> String {
+    format!("{}-{}", dir.name(), tier.name())
+}
+
+/// The verdict map of a tier chain for family `f`: `egress-admin-v4`, ...
+pub fn tier_map(dir: Direction, tier: TierChain, f: IpFamily) -> String {
+    format!("{}-{}", tier_chain(dir, tier), fam_suffix(f))
+}
+
+/// The chain the tier `tier` of `dir` sends `addr` to, if any (`explain`).
+pub fn dispatched_chain(
+    rs: &Ruleset,
+    dir: Direction,
+    tier: TierChain,
+    addr: IpAddr,
+) -> Option<&str> {
+    let f = match addr {
+        IpAddr::V4(_) => IpFamily::V4,
+        IpAddr::V6(_) => IpFamily::V6,
+    };
+    let key = element_of(addr);
+    rs.map(&tier_map(dir, tier, f))?
+        .entries
+        .iter()
+        .find(|(e, _)| *e == key)
+        .map(|(_, c)| c.as_str())
+}
+
+fn element_of(ip: IpAddr) -> Element {
+    match IpNet::from(ip) {
+        IpNet::V4(n) => Element::V4(n),
+        IpNet::V6(n) => Element::V6(n),
+    }
+}
+
+/// The per-pod chains of one tier and the map entries that send each pod's addresses to
+/// its chain. Pods whose rules are equal share a chain.
+#[derive(Default)]
+struct Dispatch {
+    chains: BTreeMap<String, Vec<Rule>>,
+    entries: Vec<(IpAddr, String)>,
+}
+
+impl Dispatch {
+    /// Send `ips` to a chain holding `rules`, named from `parts` (with a hash of the
+    /// rules when another chain of that name holds other rules, e.g. named ports that
+    /// resolve differently).
+    fn add(&mut self, parts: &[&str], rules: Vec<Rule>, ips: &[IpAddr]) {
+        let mut name = object_name(parts);
+        if self.chains.get(&name).is_some_and(|r| *r != rules) {
+            let h = super::names::content_hash(&format!("{rules:?}"));
+            name = object_name(&[&name, &format!("{h:016x}")]);
+        }
+        self.chains.entry(name.clone()).or_insert(rules);
+        for ip in ips {
+            self.entries.push((*ip, name.clone()));
+        }
+    }
+}
+
+/// The chains and maps the tiers add to the table.
+#[derive(Default)]
+struct Tables {
+    chains: Vec<Chain>,
+    maps: Vec<VerdictMap>,
+}
+
+impl Tables {
+    /// The tier chain `tier` of `dir`: a lookup per family in its map, then on to the
+    /// next tier (the last one ends: allowed), and the per-pod chains it dispatches to.
+    fn tier(&mut self, dir: Direction, tier: TierChain, d: Dispatch, field: AddrField) {
+        let mut rules = Vec::new();
+        for f in [IpFamily::V4, IpFamily::V6] {
+            let name = tier_map(dir, tier, f);
+            let mut entries: Vec<(Element, String)> = d
+                .entries
+                .iter()
+                .filter(|(ip, _)| ip.is_ipv4() == (f == IpFamily::V4))
+                .map(|(ip, c)| (element_of(*ip), c.clone()))
+                .collect();
+            entries.sort();
+            entries.dedup_by(|a, b| a.0 == b.0);
+            self.maps.push(VerdictMap {
+                name: name.clone(),
+                key: match f {
+                    IpFamily::V4 => KeyType::Ipv4Addr,
+                    IpFamily::V6 => KeyType::Ipv6Addr,
+                },
+                entries,
+            });
+            rules.push(Rule {
+                matches: vec![],
+                action: Action::GotoMap {
+                    family: f,
+                    field,
+                    map: name,
+                },
+            });
+        }
+        if let Some(next) = tier.next() {
+            rules.push(Rule {
+                matches: vec![],
+                action: Action::Goto(tier_chain(dir, next)),
+            });
+        }
+        self.chains.push(Chain {
+            name: tier_chain(dir, tier),
+            base: None,
+            rules,
+        });
+        for (name, rules) in d.chains {
+            self.chains.push(Chain {
+                name,
+                base: None,
+                rules,
+            });
+        }
+    }
 }

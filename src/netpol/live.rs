@@ -35,10 +35,12 @@
 //!   the watcher re-list, and the re-listed objects replace the old ones atomically
 //!   (`Event::InitDone`).
 //!
-//! Every update is one atomic batch that replaces the whole owned table (CONTRACT.md
-//! "Ownership and atomicity"): there are no incremental element updates, so the batch
-//! after one pod label change is as large as the table (see tests/netns/netpol_live.rs for
-//! the measured size).
+//! Every update is one atomic batch (CONTRACT.md "Ownership and atomicity"). When the new
+//! table differs from the last applied one only in set elements (a pod on another node
+//! added, deleted or relabelled, a namespace relabelled) and the kernel is known to hold
+//! the last one, the batch removes and adds just those elements (`incremental`): chains,
+//! rules and the per-policy counters stay. Anything else replaces the whole table, whose
+//! batch is as large as the table (see tests/netns/netpol_live.rs for the measured size).
 //!
 //! The pieces: `watch` (kubeconfig, API client, the watcher thread and its backoff),
 //! `store` (the converted objects, list/watch state, refused objects) and this file
@@ -53,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use super::build::{NetpolConfig, Observe, build_observed};
 use super::counters::Totals;
+use super::incremental::{self, Path};
 use super::manifest::Cluster;
 use super::store::{Note, lock};
 use super::verdicts;
@@ -107,7 +110,7 @@ pub fn fetch_once(cfg: &LiveConfig) -> Result<Cluster> {
     if let Some(f) = &cfg.file {
         return (f.read)(&f.path);
     }
-    let watch = Watch::start(&cfg.kube)?;
+    let watch = Watch::start(&cfg.kube, cfg.resync)?;
     watch.wait_synced(cfg.sync_timeout)?;
     watch.cluster()
 }
@@ -134,6 +137,7 @@ impl LiveJob<'_> {
             local_pods = s.local_pods,
             policies = cfg.cluster.policies.len(),
             policies_selecting = s.policies,
+            cluster_policies = s.cluster_policies,
             ingress_isolated = s.ingress_isolated,
             egress_isolated = s.egress_isolated,
             "netpol desired state"
@@ -170,9 +174,11 @@ fn logs(rs: &Ruleset) -> bool {
         .any(|m| matches!(m, crate::model::Match::Log { .. }))
 }
 
-/// Set elements in `rs` (for the log: the batch carries all of them).
+/// Set elements and verdict map entries in `rs` (for the log: the batch carries all of
+/// them).
 pub fn element_count(rs: &Ruleset) -> usize {
-    rs.sets.iter().map(|s| s.elements.len()).sum()
+    rs.sets.iter().map(|s| s.elements.len()).sum::<usize>()
+        + rs.maps.iter().map(|m| m.entries.len()).sum::<usize>()
 }
 
 /// Bytes of each logged packet copied to us: an IPv6 header and a transport header's ports.
@@ -246,7 +252,7 @@ pub fn run(
             tracing::info!(path = %f.path.display(), "watching the file");
             Watch::file(&f.path, f.read)?
         }
-        None => Watch::start(&cfg.kube)?,
+        None => Watch::start(&cfg.kube, cfg.resync)?,
     };
     let mut job = LiveJob {
         watch: &watch,
@@ -259,6 +265,9 @@ pub fn run(
     // The last table applied (or found equal at a resync); None until the first apply,
     // while an existing table stays untouched.
     let mut last: Option<Ruleset> = None;
+    // The ruleset generation at which the kernel held `last` (read right after our apply,
+    // element update or resync); None: unknown, the next update replaces the table.
+    let mut known: Option<u64> = None;
     let placeholder = Ruleset {
         table: table.to_string(),
         comment: String::new(),
@@ -353,17 +362,23 @@ pub fn run(
                     observe(b, &mut counts);
                     // A restarted daemon whose table is already in place sends nothing
                     // (not with --persist=false: its table must be tied to this process).
-                    let result = if last.is_none() {
-                        apply::first_apply(b, &rs, !cfg.persist)
-                    } else {
-                        apply::apply_and_check(b, &rs).map(|()| apply::Outcome::Applied)
-                    };
+                    let result = incremental::update(b, last.as_ref(), known, &rs, !cfg.persist);
+                    known = None;
                     match result {
-                        Ok(outcome) => {
-                            if outcome == apply::Outcome::Applied {
-                                stats.applies += 1;
-                                stats.last_apply = Some(t.elapsed());
-                                counts.replaced();
+                        Ok(path) => {
+                            known = b.ruleset_generation();
+                            match path {
+                                Path::Replaced(apply::Outcome::Applied) => {
+                                    stats.applies += 1;
+                                    stats.last_apply = Some(t.elapsed());
+                                    counts.replaced();
+                                }
+                                Path::Replaced(apply::Outcome::Unchanged) => {}
+                                // Named counters survive element updates: no new baseline.
+                                Path::Elements { .. } => {
+                                    stats.applies += 1;
+                                    stats.last_apply = Some(t.elapsed());
+                                }
                             }
                             stats.record_success();
                             retry = None;
@@ -372,7 +387,7 @@ pub fn run(
                             } else {
                                 "cluster change"
                             };
-                            log_update(reason, &rs, Some(t.elapsed()));
+                            log_update(reason, &rs, path, t.elapsed());
                             if last.is_none() {
                                 // One job, one backend: the copy elsewhere goes only now.
                                 apply::remove_from_other_backends(&*b, &rs.table);
@@ -413,8 +428,12 @@ pub fn run(
             if stats.applies != applies {
                 counts.replaced();
             }
+            // The kernel holds `candidate` now (found equal or re-applied), unless the
+            // step failed.
+            known = None;
             if stats.errors == errors {
                 *good = candidate;
+                known = b.ruleset_generation();
             }
             next_resync = Instant::now() + cfg.resync;
         }
@@ -434,7 +453,20 @@ pub fn run(
     Ok(())
 }
 
-fn log_update(reason: &str, rs: &Ruleset, elapsed: Option<Duration>) {
+fn log_update(reason: &str, rs: &Ruleset, path: Path, elapsed: Duration) {
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    if let Path::Elements { removed, added } = path {
+        tracing::info!(
+            reason,
+            table = %rs.table,
+            removed,
+            added,
+            elements = element_count(rs),
+            elapsed_ms,
+            "netpol table updated (set elements only, one batch)"
+        );
+        return;
+    }
     tracing::info!(
         reason,
         table = %rs.table,
@@ -442,7 +474,7 @@ fn log_update(reason: &str, rs: &Ruleset, elapsed: Option<Duration>) {
         rules = rs.rule_count(),
         sets = rs.sets.len(),
         elements = element_count(rs),
-        elapsed_ms = elapsed.map(|d| d.as_secs_f64() * 1000.0),
+        elapsed_ms,
         "netpol table updated (whole-table replacement, one batch)"
     );
 }

@@ -1,7 +1,11 @@
 //! The cluster objects netpol reads — pods, namespaces, `networking.k8s.io/v1`
-//! NetworkPolicies — from a `kubectl get pods,namespaces,networkpolicies -A -o yaml` List
-//! (YAML or JSON; several `---` documents, typed lists such as `PodList`, and single Pod,
-//! Namespace or NetworkPolicy objects are accepted too).
+//! NetworkPolicies and `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicies — from
+//! a `kubectl get pods,namespaces,networkpolicies,clusternetworkpolicies -A -o yaml` List
+//! (YAML or JSON; several `---` documents, typed lists such as `PodList` or
+//! `ClusterNetworkPolicyList`, nested Lists, and single Pod, Namespace, NetworkPolicy or
+//! ClusterNetworkPolicy objects are accepted too). A ClusterNetworkPolicy of another
+//! apiVersion is refused, as is one using a peer nftkit does not implement (`nodes`,
+//! `domainNames`): it is not enforced in part.
 //!
 //! The file must say what it is: an empty file, a top level that is neither a List nor
 //! one of those kinds, a List without an `items` list, or an item of another kind
@@ -10,13 +14,15 @@
 //! `items: []` is a valid, empty cluster.
 //!
 //! Only the fields the semantics need are read, each validated as the API server would;
-//! an error names the object (`NetworkPolicy default/allow-db`), the field path
-//! (`spec.ingress[0].ports[1].endPort`), the value and what is expected. Unknown fields
-//! are ignored.
+//! an error names the object (`NetworkPolicy default/allow-db`,
+//! `ClusterNetworkPolicy deny-all`), the field path (`spec.ingress[0].ports[1].endPort`),
+//! the value and what is expected. Unknown fields are ignored. Objects are sorted
+//! (namespace and name; ClusterNetworkPolicies by name) and a duplicate is refused.
 //!
 //! This file holds the cluster model and pods, the file's structure (documents, Lists,
-//! kinds) and the objects' metadata; `policy` converts a NetworkPolicy spec and
-//! `fields` holds the validating field readers both use.
+//! kinds) and the objects' metadata; `policy` converts a NetworkPolicy spec,
+//! `cnp_parse` a ClusterNetworkPolicy, and `fields` holds the validating field readers
+//! they use.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -28,6 +34,7 @@ pub use super::fields::{Protocol, meta};
 use super::selector::Labels;
 use crate::error::{Error, Result};
 
+pub use super::cnp_parse::cluster_policy;
 pub use super::policy::{Peer, Policy, PolicyRule, PortRef, PortSpec, policy};
 
 /// Label the API server puts on every namespace (1.21+); added here when a namespace
@@ -122,6 +129,9 @@ pub fn parse(source: &str, text: &str) -> Result<Cluster> {
                 cluster.namespaces.insert(name, labels);
             }
             "NetworkPolicy" => cluster.policies.push(policy(item).map_err(in_file)?),
+            "ClusterNetworkPolicy" => cluster
+                .cluster_policies
+                .push(cluster_policy(item).map_err(in_file)?),
             // `top_level` let only the known kinds through.
             _ => {}
         }
@@ -139,6 +149,16 @@ pub fn parse(source: &str, text: &str) -> Result<Cluster> {
                 format!("{source}: NetworkPolicy {}/{}", w[0].namespace, w[0].name),
                 "duplicate",
                 "each NetworkPolicy once",
+            ));
+        }
+    }
+    cluster.cluster_policies.sort_by(|a, b| a.name.cmp(&b.name));
+    for w in cluster.cluster_policies.windows(2) {
+        if w[0].name == w[1].name {
+            return Err(Error::invalid(
+                format!("{source}: ClusterNetworkPolicy {}", w[0].name),
+                "duplicate",
+                "each ClusterNetworkPolicy once",
             ));
         }
     }
@@ -179,11 +199,12 @@ fn documents(source: &str, text: &str) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-/// The kinds nftkit reads (`kubectl get pods,namespaces,networkpolicies`).
-pub const KINDS: [&str; 3] = ["Pod", "Namespace", "NetworkPolicy"];
+/// The kinds nftkit reads (`kubectl get pods,namespaces,networkpolicies,clusternetworkpolicies`).
+pub const KINDS: [&str; 4] = ["Pod", "Namespace", "NetworkPolicy", "ClusterNetworkPolicy"];
 
 const WHAT_TOP: &str = "a kubectl List (`apiVersion: v1`, `kind: List`, `items: [...]`) of \
-    pods, namespaces and networkpolicies, or one Pod, Namespace or NetworkPolicy";
+    pods, namespaces, networkpolicies and clusternetworkpolicies, or one Pod, Namespace, \
+    NetworkPolicy or ClusterNetworkPolicy";
 
 fn kind_of(v: &Value) -> Option<&str> {
     v.get("kind").and_then(Value::as_str)
@@ -273,8 +294,9 @@ fn list_items(source: &str, at: &str, path: &str, doc: Value, out: &mut Vec<Valu
                 return Err(Error::invalid(
                     format!("manifest file {source}{at} {here}{name} kind"),
                     k.unwrap_or("(none)"),
-                    "Pod, Namespace or NetworkPolicy; nftkit does not know other kinds, so it \
-                     refuses the file rather than guess (list only pods,namespaces,networkpolicies)",
+                    "Pod, Namespace, NetworkPolicy or ClusterNetworkPolicy; nftkit does not know \
+                     other kinds, so it refuses the file rather than guess (list only \
+                     pods,namespaces,networkpolicies,clusternetworkpolicies)",
                 ));
             }
         }

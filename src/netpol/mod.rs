@@ -1,5 +1,6 @@
 //! Kubernetes `networking.k8s.io/v1` NetworkPolicy for the pods of one node: the cluster
-//! objects (`manifest`; NetworkPolicy specs in `policy`, the validating field readers in
+//! objects (`manifest`; NetworkPolicy specs in `policy`, ClusterNetworkPolicies in
+//! `cnp` / `cnp_parse` and live in `cnp_watch`, the validating field readers in
 //! `fields`), label selectors (`selector`), ipBlock interval arithmetic
 //! (`ipblock`) and the rules (`build`), their per-policy counters on `/metrics`
 //! (`counters`), verdict logs (`verdicts`); `explain` runs one flow through the built
@@ -9,9 +10,13 @@
 
 pub mod build;
 pub mod cnp;
+mod cnp_parse;
+mod cnp_watch;
 pub mod counters;
 pub mod explain;
 mod fields;
+pub mod incremental;
+mod index;
 pub mod ipblock;
 pub mod live;
 pub mod manifest;
@@ -20,6 +25,7 @@ pub mod observe;
 mod policy;
 pub mod selector;
 mod store;
+mod tiers;
 pub mod verdicts;
 mod watch;
 

@@ -30,13 +30,19 @@ pub fn fit(full: String, max: usize) -> String {
     if full.len() <= max {
         return full;
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in full.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = content_hash(&full);
     let mut cut = max - 17;
     while !full.is_char_boundary(cut) {
         cut -= 1;
     }
     format!("{}~{h:016x}", &full[..cut])
+}
+
+/// A stable 64-bit hash (FNV-1a) of `s`: the same on every run and build.
+pub fn content_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }

@@ -173,7 +173,12 @@ mod tests {
             cluster: c,
         };
         let (rs, _) = build_observed(&cfg, "t", obs);
-        let chain = rs.chains.iter().find(|c| c.name == "ingress/ns/p").unwrap();
+        // The chain of the pod's policies (one pod here).
+        let chain = rs
+            .chains
+            .iter()
+            .find(|c| c.name.starts_with("ingress/ns/"))
+            .unwrap();
         chain.rules.iter().map(rule_text).collect()
     }
 

@@ -68,7 +68,8 @@ pub enum PortRef {
     Name(String),
 }
 
-fn selector(ctx: &Ctx, v: &Value, path: &str) -> Result<Selector> {
+/// A `metav1.LabelSelector` (also ClusterNetworkPolicy subjects and peers, `cnp_parse`).
+pub(super) fn selector(ctx: &Ctx, v: &Value, path: &str) -> Result<Selector> {
     if !v.is_object() {
         return Err(ctx.err(path, v, "a label selector (matchLabels / matchExpressions)"));
     }

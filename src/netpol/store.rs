@@ -1,6 +1,7 @@
 //! The cluster as live mode last saw it: each watched kind's objects, converted when
 //! they arrive through the same `manifest` functions the `--from-file` mode uses
-//! (k8s-openapi object -> JSON -> `manifest::pod` / `policy` / `meta`), with what the
+//! (k8s-openapi object -> JSON -> `manifest::pod` / `policy` / `meta`; ClusterNetworkPolicy,
+//! a CRD that may not be served, in `cnp_watch`), with what the
 //! loop needs to decide whether it may build (`netpol::live`): whether each kind has
 //! been listed completely, whether a kind's watch is failing (and since when), and the
 //! objects the converter refused.
@@ -24,6 +25,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::cnp::ClusterPolicy;
+use super::cnp_watch::ClusterNetworkPolicyObject;
 use super::manifest::{self, Cluster, Pod, Policy};
 use super::selector::Labels;
 use crate::error::{Error, Result};
@@ -44,6 +47,9 @@ pub(super) struct Store<T> {
     /// The watch of this kind failing: (first error, latest error, its text), cleared by
     /// the next event.
     pub(super) failing: Option<(Instant, Instant, String)>,
+    /// The API server answered 404 for the kind (a CRD not installed) since its last
+    /// complete list.
+    not_served: bool,
 }
 
 impl<T> Default for Store<T> {
@@ -54,6 +60,7 @@ impl<T> Default for Store<T> {
             relist: None,
             synced: false,
             failing: None,
+            not_served: false,
         }
     }
 }
@@ -65,6 +72,27 @@ impl<T> Default for Store<T> {
 const WATCH_RECOVERED_AFTER: Duration = Duration::from_secs(90);
 
 impl<T> Store<T> {
+    /// The API server does not serve the kind (404: its CRD is not installed): listed and
+    /// empty. The notes for the main loop, and whether this is news (to log once).
+    pub(super) fn not_served(&mut self) -> (Vec<Note>, bool) {
+        let news = !self.not_served;
+        self.not_served = true;
+        self.relist = None;
+        self.failing = None;
+        let changed = !self.items.is_empty() || !self.rejected.is_empty();
+        self.items.clear();
+        self.rejected.clear();
+        let mut notes = Vec::new();
+        if !self.synced {
+            self.synced = true;
+            notes.push(Note::Synced);
+        }
+        if changed {
+            notes.push(Note::Changed);
+        }
+        (notes, news)
+    }
+
     fn failing_for(&self, now: Instant) -> Option<(Duration, &str)> {
         let (first, latest, text) = self.failing.as_ref()?;
         (now.saturating_duration_since(*latest) < WATCH_RECOVERED_AFTER)
@@ -78,6 +106,7 @@ pub struct Objects {
     pods: Store<Pod>,
     namespaces: Store<Labels>,
     policies: Store<Policy>,
+    pub(super) cluster_policies: Store<ClusterPolicy>,
     /// `--from-file --watch`: why the file's current version cannot be used (the objects
     /// of its last good version stay).
     file_error: Option<String>,
@@ -85,7 +114,10 @@ pub struct Objects {
 
 impl Objects {
     pub(super) fn synced(&self) -> bool {
-        self.pods.synced && self.namespaces.synced && self.policies.synced
+        self.pods.synced
+            && self.namespaces.synced
+            && self.policies.synced
+            && self.cluster_policies.synced
     }
 
     fn missing(&self) -> Vec<&'static str> {
@@ -99,19 +131,17 @@ impl Objects {
         if !self.policies.synced {
             m.push(<NetworkPolicy as Watched>::PLURAL);
         }
+        if !self.cluster_policies.synced {
+            m.push(<ClusterNetworkPolicyObject as Watched>::PLURAL);
+        }
         m
     }
 
     /// `kind namespace/name: why` of every object the converter refused.
     pub fn rejected(&self) -> Vec<String> {
         fn list<T>(out: &mut Vec<String>, kind: &str, s: &Store<T>) {
-            for ((ns, name), why) in &s.rejected {
-                let object = if ns.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{ns}/{name}")
-                };
-                out.push(format!("{kind} {object}: {why}"));
+            for (key, why) in &s.rejected {
+                out.push(format!("{kind} {}: {why}", shown(key)));
             }
         }
         let mut out = Vec::new();
@@ -121,6 +151,11 @@ impl Objects {
         list(&mut out, <K8sPod as Watched>::PLURAL, &self.pods);
         list(&mut out, <Namespace as Watched>::PLURAL, &self.namespaces);
         list(&mut out, <NetworkPolicy as Watched>::PLURAL, &self.policies);
+        list(
+            &mut out,
+            <ClusterNetworkPolicyObject as Watched>::PLURAL,
+            &self.cluster_policies,
+        );
         out
     }
 
@@ -137,6 +172,7 @@ impl Objects {
                 &self.pods.failing,
                 &self.namespaces.failing,
                 &self.policies.failing,
+                &self.cluster_policies.failing,
             ]
             .into_iter()
             .flatten()
@@ -165,6 +201,10 @@ impl Objects {
             (
                 <NetworkPolicy as Watched>::PLURAL,
                 self.policies.failing_for(now),
+            ),
+            (
+                <ClusterNetworkPolicyObject as Watched>::PLURAL,
+                self.cluster_policies.failing_for(now),
             ),
         ];
         let long: Vec<String> = failing
@@ -203,17 +243,23 @@ impl Objects {
             .into_iter()
             .map(|p| ((p.namespace.clone(), p.name.clone()), p))
             .collect();
+        self.cluster_policies.items = cluster
+            .cluster_policies
+            .into_iter()
+            .map(|p| ((String::new(), p.name.clone()), p))
+            .collect();
         for synced in [
             &mut self.pods.synced,
             &mut self.namespaces.synced,
             &mut self.policies.synced,
+            &mut self.cluster_policies.synced,
         ] {
             *synced = true;
         }
     }
 
-    /// The objects as the build takes them (sorted by namespace and name, as
-    /// `manifest::parse` sorts a file's).
+    /// The objects as the build takes them (sorted by namespace and name, cluster
+    /// policies by name, as `manifest::parse` sorts a file's).
     pub fn cluster(&self) -> Cluster {
         Cluster {
             pods: self.pods.items.values().cloned().collect(),
@@ -224,7 +270,7 @@ impl Objects {
                 .map(|((_, name), labels)| (name.clone(), labels.clone()))
                 .collect(),
             policies: self.policies.items.values().cloned().collect(),
-            cluster_policies: Vec::new(),
+            cluster_policies: self.cluster_policies.items.values().cloned().collect(),
         }
     }
 
@@ -276,6 +322,9 @@ pub(super) trait Watched:
 {
     type Item: Clone + PartialEq + Send;
     const PLURAL: &'static str;
+    /// For a kind the API server may not serve (a CRD): what to log, once, when it
+    /// answers 404; the kind then counts as listed and empty, and is re-checked.
+    const NOT_SERVED: Option<&'static str> = None;
     /// Through the shared `manifest` validation (the object as JSON, as kubectl shows it).
     fn convert(v: &Value) -> Result<Self::Item>;
     fn store(o: &mut Objects) -> &mut Store<Self::Item>;
@@ -314,6 +363,15 @@ impl Watched for NetworkPolicy {
     }
 }
 
+/// `namespace/name`, or `name` for cluster-scoped objects.
+fn shown(key: &Key) -> String {
+    if key.0.is_empty() {
+        key.1.clone()
+    } else {
+        format!("{}/{}", key.0, key.1)
+    }
+}
+
 fn key_of<K: kube::Resource>(obj: &K) -> Key {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }
@@ -326,7 +384,7 @@ fn convert<K: Watched>(obj: &K, key: &Key) -> std::result::Result<K::Item, Strin
     converted.map_err(|e| {
         tracing::error!(
             kind = K::PLURAL,
-            object = %format!("{}/{}", key.0, key.1),
+            object = %shown(key),
             error = %e,
             "refusing an object nftkit cannot convert; no update is applied until it is fixed or deleted (the last good rules stay in force)"
         );
@@ -369,16 +427,19 @@ pub(super) fn apply_event<K: Watched>(
             let (listed, rejected) = store.relist.take().unwrap_or_default();
             let changed = listed != store.items || rejected != store.rejected;
             let first = !store.synced;
+            // The first list since the kind is served (a CRD installed) is no re-list.
+            let listed_now = first || store.not_served;
             store.items = listed;
             store.rejected = rejected;
             store.synced = true;
+            store.not_served = false;
             tracing::info!(
                 kind = K::PLURAL,
                 objects = store.items.len(),
                 refused = store.rejected.len(),
                 changed,
                 "{}",
-                if first { "listed" } else { "re-listed" }
+                if listed_now { "listed" } else { "re-listed" }
             );
             let mut notes = Vec::new();
             if first {
@@ -395,7 +456,7 @@ pub(super) fn apply_event<K: Watched>(
                 Ok(item) => {
                     let was_rejected = store.rejected.remove(&key).is_some();
                     if store.items.get(&key) != Some(&item) {
-                        tracing::debug!(kind = K::PLURAL, object = %format!("{}/{}", key.0, key.1), "changed");
+                        tracing::debug!(kind = K::PLURAL, object = %shown(&key), "changed");
                         store.items.insert(key, item);
                         vec![Note::Changed]
                     } else if was_rejected {
@@ -418,12 +479,29 @@ pub(super) fn apply_event<K: Watched>(
             let key = key_of(&obj);
             let was_rejected = store.rejected.remove(&key).is_some();
             if store.items.remove(&key).is_some() || was_rejected {
-                tracing::debug!(kind = K::PLURAL, object = %format!("{}/{}", key.0, key.1), "deleted");
+                tracing::debug!(kind = K::PLURAL, object = %shown(&key), "deleted");
                 vec![Note::Changed]
             } else {
                 vec![]
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Objects {
+    /// Every kind listed, empty.
+    pub(super) fn synced_for_tests() -> Objects {
+        let mut o = Objects::default();
+        apply_event(&mut o, watcher::Event::<K8sPod>::Init);
+        apply_event::<K8sPod>(&mut o, watcher::Event::InitDone);
+        apply_event(&mut o, watcher::Event::<Namespace>::Init);
+        apply_event::<Namespace>(&mut o, watcher::Event::InitDone);
+        apply_event(&mut o, watcher::Event::<NetworkPolicy>::Init);
+        apply_event::<NetworkPolicy>(&mut o, watcher::Event::InitDone);
+        apply_event(&mut o, watcher::Event::<ClusterNetworkPolicyObject>::Init);
+        apply_event::<ClusterNetworkPolicyObject>(&mut o, watcher::Event::InitDone);
+        o
     }
 }
 
@@ -543,14 +621,7 @@ mod tests {
     }
 
     fn synced_objects() -> Objects {
-        let mut o = Objects::default();
-        apply_event(&mut o, watcher::Event::<K8sPod>::Init);
-        apply_event::<K8sPod>(&mut o, watcher::Event::InitDone);
-        apply_event(&mut o, watcher::Event::<Namespace>::Init);
-        apply_event::<Namespace>(&mut o, watcher::Event::InitDone);
-        apply_event(&mut o, watcher::Event::<NetworkPolicy>::Init);
-        apply_event::<NetworkPolicy>(&mut o, watcher::Event::InitDone);
-        o
+        Objects::synced_for_tests()
     }
 
     #[test]
@@ -622,8 +693,9 @@ mod tests {
         o.pods.failing = Some((t0, t0 + s(50), "pods: connection refused".into()));
         let why = o.unreachable(t0, t0 + s(61), timeout).unwrap();
         assert!(
-            why.contains("no complete list of pods, namespaces, networkpolicies")
-                && why.contains("connection refused"),
+            why.contains(
+                "no complete list of pods, namespaces, networkpolicies, clusternetworkpolicies"
+            ) && why.contains("connection refused"),
             "{why}"
         );
         // Listed: a watch failing for less than the timeout is a blip ...

@@ -1,12 +1,14 @@
 //! Live mode's connection to the API server: where the server and credentials come
-//! from (`--kubeconfig`, `KUBECONFIG`, `~/.kube/config` or in-cluster), and the three
-//! kube-rs watchers (pods, namespaces, NetworkPolicies) on a thread and tokio runtime
-//! of their own, feeding the shared `store::Objects` and telling the main loop
-//! (`netpol::live`) through a channel.
+//! from (`--kubeconfig`, `KUBECONFIG`, `~/.kube/config` or in-cluster), and the four
+//! kube-rs watchers (pods, namespaces, NetworkPolicies, ClusterNetworkPolicies) on a
+//! thread and tokio runtime of their own, feeding the shared `store::Objects` and telling
+//! the main loop (`netpol::live`) through a channel.
 //!
 //! A failed list or watch is retried for ever with our own backoff (0.8 s doubling to
 //! 30 s, with jitter; see `BACKOFF_MIN`), and recorded in the kind's store as failing;
-//! an expired resourceVersion (410 Gone) re-lists at once.
+//! an expired resourceVersion (410 Gone) re-lists at once. A 404 for a kind that may not
+//! be served (the ClusterNetworkPolicy CRD not installed) is no failure: the kind is
+//! listed and empty, logged once, and listed again every resync interval.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -20,6 +22,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
+use super::cnp_watch::ClusterNetworkPolicyObject;
 use super::manifest::Cluster;
 use super::store::{Note, Objects, Watched, apply_event, lock};
 use crate::error::{Error, Result};
@@ -86,8 +89,25 @@ fn jittered(d: Duration) -> Duration {
     d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }
 
-/// Watch one kind forever (errors are logged and retried with backoff).
-async fn watch_kind<K: Watched>(client: Client, objects: Arc<Mutex<Objects>>, tx: Sender<Note>) {
+/// Whether `e` is the API server's 404 for the resource (not served).
+fn not_found(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
+}
+
+/// Watch one kind forever (errors are logged and retried with backoff; a kind that may
+/// be not served is re-checked every `recheck` while the API server answers 404).
+async fn watch_kind<K: Watched>(
+    client: Client,
+    objects: Arc<Mutex<Objects>>,
+    tx: Sender<Note>,
+    recheck: Duration,
+) {
     let api: Api<K> = Api::all(client);
     let mut stream = watcher(api, watcher::Config::default()).boxed();
     let mut backoff: Option<Duration> = None;
@@ -100,6 +120,20 @@ async fn watch_kind<K: Watched>(client: Client, objects: Arc<Mutex<Objects>>, tx
                     backoff = None;
                 }
                 apply_event(&mut lock(&objects), event)
+            }
+            Err(e) if K::NOT_SERVED.is_some() && not_found(&e) => {
+                let (notes, news) = K::store(&mut lock(&objects)).not_served();
+                if news {
+                    tracing::info!(
+                        kind = K::PLURAL,
+                        recheck_in_s = recheck.as_secs_f64(),
+                        "{}",
+                        K::NOT_SERVED.unwrap_or_default()
+                    );
+                }
+                backoff = None;
+                sleep = Some(recheck);
+                notes
             }
             Err(e) => {
                 let text = e.to_string();
@@ -156,8 +190,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Build the client from `source` and start the three watchers.
-    pub fn start(source: &KubeSource) -> Result<Watch> {
+    /// Build the client from `source` and start the four watchers; a kind the API
+    /// server does not serve (a CRD not installed) is listed again every `recheck`.
+    pub fn start(source: &KubeSource, recheck: Duration) -> Result<Watch> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -199,9 +234,30 @@ impl Watch {
                 rt.block_on(async move {
                     let watches = async {
                         futures::join!(
-                            watch_kind::<K8sPod>(client.clone(), Arc::clone(&o), tx.clone()),
-                            watch_kind::<Namespace>(client.clone(), Arc::clone(&o), tx.clone()),
-                            watch_kind::<NetworkPolicy>(client, Arc::clone(&o), tx),
+                            watch_kind::<K8sPod>(
+                                client.clone(),
+                                Arc::clone(&o),
+                                tx.clone(),
+                                recheck
+                            ),
+                            watch_kind::<Namespace>(
+                                client.clone(),
+                                Arc::clone(&o),
+                                tx.clone(),
+                                recheck
+                            ),
+                            watch_kind::<NetworkPolicy>(
+                                client.clone(),
+                                Arc::clone(&o),
+                                tx.clone(),
+                                recheck
+                            ),
+                            watch_kind::<ClusterNetworkPolicyObject>(
+                                client,
+                                Arc::clone(&o),
+                                tx,
+                                recheck
+                            ),
                         )
                     };
                     let stopped = async {
@@ -275,8 +331,9 @@ impl Watch {
         })
     }
 
-    /// Wait until pods, namespaces and networkpolicies have each been listed once
-    /// (`--dry-run` and `verify` without `--from-file`): exit 1 after `timeout`.
+    /// Wait until pods, namespaces, networkpolicies and clusternetworkpolicies have each
+    /// been listed once, or found not served (`--dry-run` and `verify` without
+    /// `--from-file`): exit 1 after `timeout`.
     pub fn wait_synced(&self, timeout: Duration) -> Result<()> {
         let started = Instant::now();
         loop {

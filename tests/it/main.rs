@@ -9,6 +9,7 @@ mod common;
 mod cli_docs;
 mod deploy_manifests;
 mod migrating_guide;
+mod netpol_cnp_file;
 mod netpol_explain;
 mod netpol_semantics;
 mod pipeline;

@@ -149,7 +149,8 @@ fn json_has_the_decision_the_checks_and_the_path() {
             assert_eq!(checks[1]["rules"][0]["policy"], "shop/db-in");
             assert_eq!(checks[1]["rules"][0]["rule"], 0);
             assert_eq!(checks[1]["set"], "ingress/shop/db-in/0-v4");
-            assert_eq!(path[1]["sets"][0]["element"], "10.244.1.2");
+            // The deciding step: the accept in the chain of db's policies.
+            assert_eq!(path.last().unwrap()["sets"][0]["element"], "10.244.1.2");
         } else {
             assert_eq!(checks[1]["result"], "default-deny");
             assert_eq!(checks[1]["policies"][0], "shop/db-in");

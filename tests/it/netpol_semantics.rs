@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use nftkit::model::{Action, CtState, IpFamily, L4Proto, Match, Ruleset};
+use nftkit::model::{Action, AddrField, CtState, IpFamily, L4Proto, Match, Ruleset};
 use nftkit::netpol::build::{NetpolConfig, build};
 use nftkit::netpol::manifest;
 use serde_json::{Value, json};
@@ -120,6 +120,31 @@ fn run(rs: &Ruleset, chain: &str, p: &Pkt, depth: usize) -> Option<bool> {
                 Action::Jump(target) => {
                     if let Some(v) = run(rs, target, p, depth + 1) {
                         return Some(v);
+                    }
+                }
+                // No coming back: the target's end is this chain's end.
+                Action::Goto(target) => return run(rs, target, p, depth + 1),
+                Action::GotoMap {
+                    family: f,
+                    field,
+                    map,
+                } => {
+                    let ip = match field {
+                        AddrField::Saddr => p.src,
+                        AddrField::Daddr => p.dst,
+                    };
+                    let m = rs
+                        .map(map)
+                        .unwrap_or_else(|| panic!("rule names undeclared map {map}"));
+                    let hit = m.entries.iter().find(|(e, _)| match (e, ip) {
+                        (nftkit::model::Element::V4(n), IpAddr::V4(a)) => n.contains(&a),
+                        (nftkit::model::Element::V6(n), IpAddr::V6(a)) => n.contains(&a),
+                        _ => false,
+                    });
+                    if family(ip) == *f
+                        && let Some((_, target)) = hit
+                    {
+                        return run(rs, target, p, depth + 1);
                     }
                 }
                 other => panic!("tracer does not know {other:?}"),

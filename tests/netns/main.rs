@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod netpol_api;
+mod netpol_churn;
 mod netpol_cnp;
 
 mod cross_aarch64;
@@ -29,6 +30,7 @@ mod netlink_backend;
 mod netpol_explain;
 mod netpol_golden;
 mod netpol_live;
+mod netpol_live_cnp;
 mod netpol_scale;
 mod reliability_concurrency;
 mod reliability_crash;
@@ -36,4 +38,5 @@ mod reliability_drift;
 mod reliability_kernel;
 mod reliability_privilege;
 mod static_binary;
+mod verdict_map;
 mod verify_script;

@@ -226,7 +226,27 @@ fn every_variant() -> nftkit::model::Ruleset {
                 elements: vec![Element::Id(0), Element::Id(1337)],
             },
         ],
-        maps: Vec::new(),
+        maps: vec![
+            VerdictMap {
+                name: "pods4".into(),
+                key: KeyType::Ipv4Addr,
+                entries: vec![
+                    (
+                        Element::V4("10.244.1.5/32".parse().unwrap()),
+                        "pod-a".into(),
+                    ),
+                    (
+                        Element::V4("10.244.1.6/32".parse().unwrap()),
+                        "pod-a".into(),
+                    ),
+                ],
+            },
+            VerdictMap {
+                name: "pods6".into(),
+                key: KeyType::Ipv6Addr,
+                entries: vec![(Element::V6("fd00::5/128".parse().unwrap()), "pod-a".into())],
+            },
+        ],
         chains: vec![
             Chain {
                 name: "nat-postrouting".into(),
@@ -298,6 +318,25 @@ fn every_variant() -> nftkit::model::Ruleset {
                         Action::Accept,
                     ),
                     rule(vec![Match::CtState(vec![CtState::Invalid])], Action::Drop),
+                    rule(
+                        vec![],
+                        Action::GotoMap {
+                            family: IpFamily::V4,
+                            field: AddrField::Daddr,
+                            map: "pods4".into(),
+                        },
+                    ),
+                    rule(
+                        vec![Match::L4Proto {
+                            proto: L4Proto::Tcp,
+                            negate: false,
+                        }],
+                        Action::GotoMap {
+                            family: IpFamily::V6,
+                            field: AddrField::Saddr,
+                            map: "pods6".into(),
+                        },
+                    ),
                     rule(
                         vec![
                             Match::SaddrInSet {

@@ -8,8 +8,9 @@
 //! the real kube-rs client, watcher and k8s-openapi decoding are exercised. It serves list
 //! responses with resourceVersions, watch streams (`?watch=true`, chunked newline-delimited
 //! JSON with ADDED/MODIFIED/DELETED events) and, after `expire`, an ERROR event with code
-//! 410 that forces the client to re-list. Every connection has timeouts; every thread
-//! stops when the server is dropped.
+//! 410 that forces the client to re-list. The ClusterNetworkPolicy CRD's path answers
+//! 404, as an API server without the CRD does, until `serve_crd(true)`. Every connection
+//! has timeouts; every thread stops when the server is dropped.
 
 #![allow(dead_code)]
 
@@ -26,8 +27,8 @@ use serde_json::{Value, json};
 
 use crate::common::Netns;
 
-/// The three resources nftkit watches: (plural, list path, apiVersion, kind).
-const RESOURCES: [(&str, &str, &str, &str); 3] = [
+/// The resources nftkit watches: (plural, list path, apiVersion, kind).
+const RESOURCES: [(&str, &str, &str, &str); 4] = [
     ("pods", "/api/v1/pods", "v1", "Pod"),
     ("namespaces", "/api/v1/namespaces", "v1", "Namespace"),
     (
@@ -36,7 +37,16 @@ const RESOURCES: [(&str, &str, &str, &str); 3] = [
         "networking.k8s.io/v1",
         "NetworkPolicy",
     ),
+    (
+        CNP,
+        "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+        "policy.networking.k8s.io/v1alpha2",
+        "ClusterNetworkPolicy",
+    ),
 ];
+
+/// The CRD's plural: served only after `FakeApi::serve_crd(true)`.
+pub const CNP: &str = "clusternetworkpolicies";
 
 fn resource(plural: &str) -> (&'static str, &'static str, &'static str, &'static str) {
     *RESOURCES
@@ -60,6 +70,10 @@ struct ApiState {
     lists: BTreeMap<&'static str, usize>,
     watches: BTreeMap<&'static str, usize>,
     gone: usize,
+    /// The ClusterNetworkPolicy CRD installed (else its path answers 404).
+    crd: bool,
+    /// 404s sent for the CRD's path.
+    crd_404: usize,
 }
 
 struct Shared {
@@ -167,6 +181,23 @@ impl FakeApi {
             .get(resource(plural).0)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Install (`true`) or remove the ClusterNetworkPolicy CRD; removing it ends every
+    /// watch stream, as the API server does.
+    pub fn serve_crd(&self, on: bool) {
+        let mut st = self.state();
+        st.crd = on;
+        if !on {
+            st.epoch += 1;
+        }
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+
+    /// Requests for the CRD's path answered 404.
+    pub fn crd_404s(&self) -> usize {
+        self.state().crd_404
     }
 
     pub fn gone_sent(&self) -> usize {
@@ -285,11 +316,20 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    let Some(&(plural, _, api_version, kind)) = RESOURCES.iter().find(|r| r.1 == path) else {
+    let found = RESOURCES.iter().find(|r| r.1 == path).filter(|r| {
+        let mut st = shared.state.lock().unwrap();
+        let served = r.0 != CNP || st.crd;
+        if !served {
+            st.crd_404 += 1;
+        }
+        served
+    });
+    let Some(&(plural, _, api_version, kind)) = found else {
+        // As kube-apiserver's not-found handler answers (a Status, 404).
         respond(
             &mut stream,
             "404 Not Found",
-            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","reason":"NotFound","code":404}"#,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}"#,
         );
         return;
     };

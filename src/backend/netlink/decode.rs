@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use nlink::netlink::nftables::{self as nft, CmpOp, Family, MetaKey, PayloadBase, Register};
 
 use super::encode::nl_rule;
+use super::vmap;
 use super::wire::{dnat_map_layout, element_wire, nl_key};
 use super::{NFPROTO_IPV4, NFPROTO_IPV6, NetlinkBackend, TYPE_GID, TYPE_UID, kernel_error};
 use crate::backend::{Comparison, is_owned_comment};
@@ -66,6 +67,15 @@ impl NetlinkBackend {
             .iter()
             .filter(|s| !s.flags.contains(nft::SetFlags::ANONYMOUS))
         {
+            // Verdict maps always with their entries (see `vmap::expected_map_snapshot`).
+            if vmap::is_verdict_map(s) {
+                let entries = self
+                    .rt
+                    .block_on(conn.list_set_elements(name, &s.name, Family::Inet))
+                    .map_err(|e| kernel_error(&format!("read map {}", s.name), &e))?;
+                set_snaps.insert(s.name.clone(), vmap::map_snapshot(s.key_type, &entries));
+                continue;
+            }
             let elements = if elements {
                 self.rt
                     .block_on(conn.list_set_elements(name, &s.name, Family::Inet))
@@ -307,6 +317,11 @@ pub(super) fn expected_snapshot(rs: &Ruleset, with_elements: bool) -> Snapshot {
                 },
             )
         })
+        .chain(
+            rs.maps
+                .iter()
+                .map(|m| (m.name.clone(), vmap::expected_map_snapshot(m))),
+        )
         .collect();
     Snapshot {
         table: t.to_string(),
@@ -332,7 +347,7 @@ fn hook_name(n: u32) -> &'static str {
     }
 }
 
-fn key_name(type_id: u32) -> String {
+pub(super) fn key_name(type_id: u32) -> String {
     match type_id {
         7 => "ipv4_addr".into(),
         8 => "ipv6_addr".into(),
@@ -361,7 +376,7 @@ pub(super) fn elements_text(type_id: u32, ranges: &mut [(&[u8], &[u8])]) -> Vec<
     out
 }
 
-fn push_wire_value(out: &mut String, type_id: u32, b: &[u8]) {
+pub(super) fn push_wire_value(out: &mut String, type_id: u32, b: &[u8]) {
     use std::fmt::Write as _;
     match (type_id, b.len()) {
         (7, 4) => {

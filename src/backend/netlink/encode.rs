@@ -31,9 +31,13 @@ pub(super) enum OldTable {
 pub(super) enum Step {
     DestroyTable,
     DelTable,
-    AddTable { flags: u32 },
+    AddTable {
+        flags: u32,
+    },
     AddObject(nft::Object),
     AddSet(nft::Set),
+    /// NEWSETELEM through nlink (verdict map entries).
+    AddElements(nft::Set, Vec<nft::SetElement>),
     Raw(nft::RawMessage),
     AddChain(nft::Chain),
     AddRule(nft::Rule),
@@ -51,6 +55,7 @@ impl Step {
             }
             Step::AddObject(o) => tx.add_object(&o),
             Step::AddSet(s) => tx.add_set(s),
+            Step::AddElements(s, elements) => tx.add_set_elements(&s, &elements),
             Step::Raw(m) => tx.raw(m),
             Step::AddChain(c) => tx.add_chain(c),
             Step::AddRule(r) => tx.add_rule(r),
@@ -121,6 +126,8 @@ pub(super) fn build_batch(
             BatchOp::AddChain(c),
         );
     }
+    // Verdict maps: after the chains their entries go to, before the rules using them.
+    super::vmap::map_steps(rs, emit)?;
     let mut map_ids = std::collections::HashSet::new();
     for (c, chain) in rs.chains.iter().enumerate() {
         for (i, rule) in chain.rules.iter().enumerate() {
@@ -213,12 +220,8 @@ pub(super) fn nl_rule(
         Action::Drop => rule_b.drop(),
         Action::Jump(chain) => rule_b.then(Verdict::JumpTo(chain_name(chain)?)),
         Action::Goto(chain) => rule_b.then(Verdict::GotoTo(chain_name(chain)?)),
-        Action::GotoMap { map, .. } => {
-            return Err(Error::Unsupported {
-                backend: "nftables".into(),
-                what: format!("verdict map {map} (not encoded yet)"),
-            });
-        }
+        // Its lookup, whose result is the verdict, is among the expressions.
+        Action::GotoMap { .. } => rule_b,
         Action::Notrack => rule_b.notrack(),
         Action::Masquerade {
             fully_random: false,
@@ -242,7 +245,8 @@ pub(super) fn nl_rule(
     })
 }
 
-/// The expressions of `rule`'s matches (and of a `DnatMap`'s lookup and nat); the verdict
+/// The expressions of `rule`'s matches (and of a `DnatMap`'s lookup and nat, a `GotoMap`'s
+/// verdict lookup); the verdict
 /// or statement of the other actions is added by `nl_rule`.
 fn rule_exprs(chain: &str, rule: &model::Rule) -> Result<Vec<Expr>> {
     let r0 = Register::R0;
@@ -420,6 +424,9 @@ fn rule_exprs(chain: &str, rule: &model::Rule) -> Result<Vec<Expr>> {
             *proto,
             dnat_map_set_id(chain, rule),
         ));
+    }
+    if let Action::GotoMap { family, field, map } = &rule.action {
+        exprs.extend(super::vmap::vmap_exprs(*family, *field, map));
     }
     Ok(exprs)
 }

@@ -2,7 +2,8 @@
 //! nlink, so the netlink library can be swapped without touching commands or the model.
 //!
 //! Apply is ONE batch: destroy our table if present, then create table, sets, elements
-//! (split into several messages so no netlink attribute nest overflows), chains and rules.
+//! (split into several messages so no netlink attribute nest overflows), chains, verdict
+//! maps and their entries (split likewise), and rules.
 //! The kernel commits all of it or none of it; a refused message is reported by name.
 //!
 //! - `encode`: the model lowered to nlink, step by step for one batch (rules to the
@@ -11,11 +12,15 @@
 //!   and the socket's send buffer;
 //! - `decode`: the kernel's table read back as a `Snapshot`, and the snapshot a ruleset
 //!   should read back as;
+//! - `vmap`: verdict maps (`map m { type ipv4_addr : verdict; }`, `ip daddr vmap @m`),
+//!   encoded and read back;
 //! - here: the `Backend` over one netfilter netlink socket.
 
 mod decode;
+mod delta;
 mod encode;
 pub mod nflog;
+mod vmap;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -218,6 +223,11 @@ impl Backend for NetlinkBackend {
         result
     }
 
+    /// One batch of element removals, then additions (`delta.rs`).
+    fn apply_delta(&mut self, new: &Ruleset, delta: &model::delta::Delta) -> Result<()> {
+        self.apply_element_delta(new, delta)
+    }
+
     /// After an acknowledged batch: structure only (see `Backend::check_applied`).
     fn check_applied(&mut self, rs: &Ruleset) -> Result<Vec<String>> {
         let observed = match self.table_info(&rs.table)? {
@@ -361,6 +371,11 @@ enum BatchOp {
         range: std::ops::Range<usize>,
     },
     AddChain(usize),
+    AddVerdictMap(usize),
+    AddMapEntries {
+        map: usize,
+        range: std::ops::Range<usize>,
+    },
     AddMap {
         chain: usize,
         rule: usize,
@@ -403,6 +418,24 @@ impl BatchOp {
                 )
             }
             BatchOp::AddChain(c) => format!("add chain {}", rs.chains[*c].name),
+            BatchOp::AddVerdictMap(i) => {
+                let map = &rs.maps[*i];
+                format!("add map {} ({} : verdict)", map.name, map.key.nft_name())
+            }
+            BatchOp::AddMapEntries { map, range } => {
+                let map = &rs.maps[*map];
+                let shown: Vec<String> = map.entries[range.clone()]
+                    .iter()
+                    .map(|(e, chain)| crate::render::map_entry(e, chain))
+                    .collect();
+                format!(
+                    "add entries {}..{} to map {} ({})",
+                    range.start,
+                    range.end,
+                    map.name,
+                    preview(&shown)
+                )
+            }
             BatchOp::AddMap { chain, rule } => format!(
                 "add the map of rule #{} of chain {}",
                 rule + 1,

@@ -628,6 +628,7 @@ mod tests {
                 Step::DestroyTable => "destroy",
                 Step::AddTable { .. } => "table",
                 Step::AddSet(_) => "set",
+                Step::AddElements(..) => "map elements",
                 Step::Raw(m) if m.msg == nft::NFT_MSG_NEWSET => "raw set",
                 Step::Raw(m) => {
                     assert!(m.attrs.len() < 65536);

@@ -15,7 +15,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::build::{self, Direction, NetpolConfig, chain_name, port_match};
+use super::build::{self, Direction, NetpolConfig, TierChain, port_match};
+use super::cnp::{ClusterAction, Tier};
 use super::manifest::{Pod, Policy, Protocol};
 use crate::error::{Error, Result};
 use crate::model::eval::{self, End, Evaluation, Packet, Verdict};
@@ -120,6 +121,14 @@ pub enum Outcome {
     NotReached,
     /// The pod is on another node (or none): its node decides.
     OtherNode(Option<String>),
+    /// Decided by rule `rule` (0-based) of ClusterNetworkPolicy `policy` in `tier`: Accept
+    /// or Deny (an Admin Pass hands the flow on and is not an outcome).
+    Cluster {
+        tier: Tier,
+        policy: String,
+        rule: usize,
+        action: ClusterAction,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,10 +346,19 @@ fn check(
             outcome: Outcome::OtherNode(pod.node.clone()),
         };
     }
-    let chain = chain_name(dir, pod);
-    let outcome = if !rs.chains.iter().any(|c| c.name == chain) {
-        Outcome::NotIsolated
-    } else {
+    let addr = match dir {
+        Direction::Egress => pkt.saddr,
+        Direction::Ingress => pkt.daddr,
+    };
+    if let Some(o) = tier_outcome(rs, dir, TierChain::Admin, addr, ev) {
+        return Check {
+            direction: dir,
+            pod: pod_key,
+            outcome: o,
+        };
+    }
+    let chain = build::dispatched_chain(rs, dir, TierChain::NetworkPolicy, addr);
+    let outcome = if let Some(chain) = chain {
         match ev.path.iter().rfind(|s| s.chain == chain) {
             None => Outcome::NotReached,
             Some(step) => {
@@ -368,12 +386,72 @@ fn check(
                 }
             }
         }
+    } else {
+        tier_outcome(rs, dir, TierChain::Baseline, addr, ev).unwrap_or(Outcome::NotIsolated)
     };
     Check {
         direction: dir,
         pod: pod_key,
         outcome,
     }
+}
+
+/// The decision of the ClusterNetworkPolicy tier `tier` on `addr`'s chain, if one of its
+/// rules decided (Accept or Deny): the rule is named by its peer set
+/// (`<tier>/<policy>/<direction>/<rule>-v4`); a rule without one is a fail-closed rule
+/// (its policy is the one the chain's name lists first that has such a rule).
+fn tier_outcome(
+    rs: &Ruleset,
+    dir: Direction,
+    tier: TierChain,
+    addr: IpAddr,
+    ev: &Evaluation,
+) -> Option<Outcome> {
+    let name = build::dispatched_chain(rs, dir, tier, addr)?;
+    let step = ev.path.iter().rfind(|s| s.chain == name)?;
+    let rule = rs
+        .chains
+        .iter()
+        .find(|c| c.name == name)?
+        .rules
+        .get(step.rule)?;
+    let action = match &rule.action {
+        Action::Drop => ClusterAction::Deny,
+        Action::Return => ClusterAction::Accept,
+        // An Admin Pass or the chain's end: the next tier decides.
+        _ => return None,
+    };
+    let tier = match tier {
+        TierChain::Baseline => Tier::Baseline,
+        _ => Tier::Admin,
+    };
+    let (policy, index) = match step.sets.first() {
+        Some(hit) => {
+            let parts: Vec<&str> = hit.set.split('/').collect();
+            let index = parts
+                .get(3)
+                .and_then(|p| p.split(['-', '/']).next())
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            (parts.get(1).copied().unwrap_or("").to_string(), index)
+        }
+        None => (
+            name.split('/')
+                .nth(2)
+                .unwrap_or("")
+                .split('_')
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            0,
+        ),
+    };
+    Some(Outcome::Cluster {
+        tier,
+        policy,
+        rule: index,
+        action,
+    })
 }
 
 /// Run `pkt` through every base chain of `rs` at `hook`, by priority, as the kernel does:
@@ -580,6 +658,20 @@ fn reason(
                     policies.join(", ")
                 ),
                 Outcome::NotReached => format!("{dir} of {}: not checked", c.pod),
+                Outcome::Cluster {
+                    tier,
+                    policy,
+                    rule,
+                    action,
+                } => format!(
+                    "{dir} of {}: {} by ClusterNetworkPolicy {policy} ({} tier) rule {rule}",
+                    c.pod,
+                    match action {
+                        ClusterAction::Deny => "denied",
+                        _ => "allowed",
+                    },
+                    tier.name()
+                ),
                 Outcome::OtherNode(n) => format!(
                     "{dir} of {}: decided on {}",
                     c.pod,

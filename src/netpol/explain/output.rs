@@ -79,6 +79,24 @@ impl Explanation {
                         v["policies"] = json!(policies);
                     }
                     Outcome::NotReached => v["result"] = "not-reached".into(),
+                    Outcome::Cluster {
+                        tier,
+                        policy,
+                        rule,
+                        action,
+                    } => {
+                        v["result"] = match action {
+                            crate::netpol::cnp::ClusterAction::Deny => "denied",
+                            _ => "allowed",
+                        }
+                        .into();
+                        v["cluster_policy"] = serde_json::json!({
+                            "tier": tier.name(),
+                            "name": policy,
+                            "rule": rule,
+                            "action": action.name(),
+                        });
+                    }
                     Outcome::OtherNode(n) => {
                         v["result"] = "other-node".into();
                         v["node"] = json!(n);

@@ -1,6 +1,7 @@
 //! Actions → iptables targets: the verdict of each model action, the constraints an
 //! action adds (a DNAT target fixes the family; a DNAT map gives one alternative per
-//! entry), and which targets each iptables table accepts.
+//! entry, a verdict map one `-s/-d ADDR -g CHAIN` per entry, in entry order), and which
+//! targets each iptables table accepts.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,7 +12,7 @@ use nft_compat::rule::Target;
 use super::constraint::C;
 use super::unsupported;
 use crate::error::Result;
-use crate::model::{Action, IpFamily};
+use crate::model::{Action, AddrField, Element, IpFamily, Ruleset};
 
 /// What an action needs from the rule, and its iptables target (chain references are
 /// model names here, resolved per table later).
@@ -21,11 +22,11 @@ pub(super) enum Verdict {
     Goto(String),
 }
 
-/// The constraints an action adds (one list per alternative: a DNAT map gives one per
-/// entry) and its verdict.
-pub(super) fn action(a: &Action) -> (Vec<Vec<C>>, Verdict) {
+/// The constraints an action adds (one list per alternative: a DNAT map or a verdict map
+/// gives one per entry) and its verdict.
+pub(super) fn action(backend: &str, rs: &Ruleset, a: &Action) -> Result<(Vec<Vec<C>>, Verdict)> {
     let plain = |t: &str| (vec![Vec::new()], Verdict::Target(t.to_string()));
-    match a {
+    Ok(match a {
         Action::Accept => plain("ACCEPT"),
         Action::Drop => plain("DROP"),
         Action::Return => plain("RETURN"),
@@ -34,8 +35,35 @@ pub(super) fn action(a: &Action) -> (Vec<Vec<C>>, Verdict) {
         Action::Continue => (Vec::new(), Verdict::Target(String::new())),
         Action::Jump(c) => (vec![Vec::new()], Verdict::Jump(c.clone())),
         Action::Goto(c) => (vec![Vec::new()], Verdict::Goto(c.clone())),
-        // Not lowered yet: no rule (nothing builds one yet).
-        Action::GotoMap { .. } => (Vec::new(), Verdict::Target(String::new())),
+        // One `-s/-d ADDR -g CHAIN` per entry; the target is per entry (`C::GotoTo`). An
+        // empty map: no alternatives, no rule (every lookup misses).
+        Action::GotoMap { family, field, map } => {
+            let m = rs.map(map).ok_or_else(|| {
+                unsupported(backend, format!("a reference to the undeclared map @{map}"))
+            })?;
+            let opts = m
+                .entries
+                .iter()
+                .map(|(e, chain)| {
+                    let net: IpNet = match (family, e) {
+                        (IpFamily::V4, Element::V4(n)) => (*n).into(),
+                        (IpFamily::V6, Element::V6(n)) => (*n).into(),
+                        _ => {
+                            return Err(unsupported(
+                                backend,
+                                format!("map @{map}: key {e:?} does not fit the rule that uses it"),
+                            ));
+                        }
+                    };
+                    let addr = match field {
+                        AddrField::Saddr => C::Src(net),
+                        AddrField::Daddr => C::Dst(net),
+                    };
+                    Ok(vec![C::Family(*family), addr, C::GotoTo(chain.clone())])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            (opts, Verdict::Target(String::new()))
+        }
         Action::Notrack => plain("CT --notrack"),
         Action::Masquerade {
             fully_random: false,
@@ -71,7 +99,7 @@ pub(super) fn action(a: &Action) -> (Vec<Vec<C>>, Verdict) {
             // The target text is per entry: `lower_rule` takes it from `dnat_to`.
             (opts, Verdict::Target(String::new()))
         }
-    }
+    })
 }
 
 pub(super) fn ipt_addr_port(sa: &SocketAddr) -> String {
@@ -198,5 +226,92 @@ mod tests {
             )]
         );
         assert!(v6.is_empty());
+    }
+
+    #[test]
+    fn a_verdict_map_becomes_one_goto_per_entry_in_its_family() {
+        use crate::model::{AddrField, KeyType, VerdictMap};
+        let vmap = |family, field, map: &str| {
+            rule(
+                vec![],
+                Action::GotoMap {
+                    family,
+                    field,
+                    map: map.into(),
+                },
+            )
+        };
+        let regular = |name: &str, action| Chain {
+            name: name.into(),
+            base: None,
+            rules: vec![rule(vec![], action)],
+        };
+        let mut r = rs(
+            vec![
+                base(
+                    "fwd",
+                    ChainType::Filter,
+                    Hook::Forward,
+                    priority::FILTER,
+                    vec![
+                        vmap(IpFamily::V4, AddrField::Daddr, "m"),
+                        vmap(IpFamily::V6, AddrField::Saddr, "m6"),
+                        vmap(IpFamily::V4, AddrField::Saddr, "empty"),
+                    ],
+                ),
+                regular("a", Action::Drop),
+                regular("b", Action::Accept),
+            ],
+            vec![],
+        );
+        let v4 = |a: &str| Element::V4(a.parse().unwrap());
+        r.maps = vec![
+            VerdictMap {
+                name: "m".into(),
+                key: KeyType::Ipv4Addr,
+                entries: vec![
+                    (v4("10.0.0.2/32"), "b".into()),
+                    (v4("10.0.0.1/32"), "a".into()),
+                ],
+            },
+            VerdictMap {
+                name: "m6".into(),
+                key: KeyType::Ipv6Addr,
+                entries: vec![(Element::V6("fd00::1/128".parse().unwrap()), "a".into())],
+            },
+            VerdictMap {
+                name: "empty".into(),
+                key: KeyType::Ipv4Addr,
+                entries: vec![],
+            },
+        ];
+        let [v4s, v6s] = lower(&r, "iptables-legacy").unwrap();
+        let (a, b) = ("NFTKIT-T-A", "NFTKIT-T-B");
+        assert_eq!(
+            specs(&v4s, Table::Filter),
+            vec![
+                format!("-A NFTKIT-T-FORWARD -d 10.0.0.2/32 {C} -g {b}"),
+                format!("-A NFTKIT-T-FORWARD -d 10.0.0.1/32 {C} -g {a}"),
+                format!("-A {a} {C} -j DROP"),
+                format!("-A {b} {C} -j ACCEPT"),
+            ]
+        );
+        // The IPv6 map's chain only: b is reached in IPv4 alone.
+        assert_eq!(
+            specs(&v6s, Table::Filter),
+            vec![
+                format!("-A NFTKIT-T-FORWARD -s fd00::1/128 {C} -g {a}"),
+                format!("-A {a} {C} -j DROP"),
+            ]
+        );
+        // A missing map, or a key of the other family, is refused by name.
+        let mut missing = r.clone();
+        missing.maps.clear();
+        let e = lower(&missing, "iptables-nft").unwrap_err().to_string();
+        assert!(e.contains("undeclared map @m"), "{e}");
+        let mut mixed = r.clone();
+        mixed.maps[0].entries[0].0 = Element::V6("fd00::2/128".parse().unwrap());
+        let e = lower(&mixed, "iptables-nft").unwrap_err().to_string();
+        assert!(e.contains("map @m: key"), "{e}");
     }
 }

@@ -19,4 +19,6 @@ pub(super) enum C {
     Dport(L4Proto, u16, u16),
     Extra(String),
     DnatTo(SocketAddr),
+    /// Set by a verdict map entry: `-g` this (model) chain.
+    GotoTo(String),
 }

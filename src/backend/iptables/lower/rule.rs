@@ -34,6 +34,8 @@ struct Alt {
     extra: Vec<String>,
     /// Set by a DNAT map entry: `DNAT --to-destination` this.
     dnat_to: Option<SocketAddr>,
+    /// Set by a verdict map entry: `-g` this model chain.
+    goto: Option<String>,
 }
 
 /// The intersection of two prefixes: the narrower one, or None if disjoint.
@@ -114,6 +116,10 @@ impl Alt {
                 self.dnat_to = Some(*sa);
                 Some(self)
             }
+            C::GotoTo(chain) => {
+                self.goto = Some(chain.clone());
+                Some(self)
+            }
         }
     }
 }
@@ -149,7 +155,7 @@ pub(super) fn lower_rule(
     r: &crate::model::Rule,
 ) -> Result<Vec<Lowered>> {
     let mut alts = vec![Alt::default()];
-    let (act_opts, verdict) = action(&r.action);
+    let (act_opts, verdict) = action(backend, rs, &r.action)?;
     let all_opts = r
         .matches
         .iter()
@@ -211,14 +217,15 @@ pub(super) fn lower_rule(
             matches.push(m);
         }
         matches.extend(a.extra.iter().cloned());
-        let (target, refers) = match (&verdict, a.dnat_to) {
-            (_, Some(to)) => (
+        let (target, refers) = match (&verdict, a.dnat_to, a.goto) {
+            (_, _, Some(c)) => (Target::Goto(c.clone()), Some(c)),
+            (_, Some(to), None) => (
                 Target::Jump(format!("DNAT --to-destination {}", ipt_addr_port(&to))),
                 None,
             ),
-            (Verdict::Target(t), None) => (Target::Jump(t.clone()), None),
-            (Verdict::Jump(c), None) => (Target::Jump(c.clone()), Some(c.clone())),
-            (Verdict::Goto(c), None) => (Target::Goto(c.clone()), Some(c.clone())),
+            (Verdict::Target(t), None, None) => (Target::Jump(t.clone()), None),
+            (Verdict::Jump(c), None, None) => (Target::Jump(c.clone()), Some(c.clone())),
+            (Verdict::Goto(c), None, None) => (Target::Goto(c.clone()), Some(c.clone())),
         };
         out.push(Lowered {
             family: a.family,

@@ -1,0 +1,551 @@
+//! ClusterNetworkPolicy tiers -> the rules of a local pod's Admin or Baseline chain.
+//!
+//! A pod's chain holds the rules of every policy of the tier whose subject selects it, by
+//! priority (then name: upstream leaves equal priorities to the implementation), each
+//! policy's rules in the order written; the first that matches decides:
+//!
+//! ```text
+//! chain egress/admin/deny-db_pass-monitoring {   # reached by `goto` from egress-admin's map
+//!     ip daddr @admin/deny-db/egress/0-v4 tcp dport 5432 drop       # Deny
+//!     ip daddr @admin/pass-monitoring/egress/0-v4 goto egress-networkpolicy   # Pass
+//!     goto egress-networkpolicy                   # no Admin rule matched
+//! }
+//! ```
+//! Accept is `return` (this direction is allowed; the forward chain goes on with the other
+//! one), Deny `drop`, Pass `goto` the NetworkPolicy tier (Admin) or `return` (Baseline:
+//! the default, allow, is next). Peers are sets of addresses per rule and family (pods
+//! and `networks`), declared even while empty so pods coming and going change elements.
+
+use super::cnp::{
+    ClusterAction, ClusterPeer, ClusterPolicy, ClusterPort, ClusterRule, PodSet, Tier,
+};
+use super::index::{Index, Sets, fam_suffix, l4, push_ips, resolve_named};
+use super::ipblock::{self, Range};
+use super::manifest::{Cluster, Pod, Protocol};
+use super::names::{Direction, object_name};
+use crate::model::{Action, IpFamily, Match, Rule};
+
+/// The policies of each tier, in precedence order.
+pub(super) struct Tiers<'c> {
+    admin: Vec<&'c ClusterPolicy>,
+    baseline: Vec<&'c ClusterPolicy>,
+}
+
+impl<'c> Tiers<'c> {
+    pub fn new(cluster: &'c Cluster) -> Self {
+        let of = |tier: Tier| {
+            let mut v: Vec<&ClusterPolicy> = cluster
+                .cluster_policies
+                .iter()
+                .filter(|p| p.tier == tier)
+                .collect();
+            v.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+            v
+        };
+        Tiers {
+            admin: of(Tier::Admin),
+            baseline: of(Tier::Baseline),
+        }
+    }
+
+    /// The `tier` rules for local pod `pod` in `dir` and the names of the policies they
+    /// come from; None when no policy of the tier selects it there. An Admin Pass (and an
+    /// Admin chain's end) goes to `pass_to`.
+    pub fn rules(
+        &self,
+        idx: &Index,
+        sets: &mut Sets,
+        tier: Tier,
+        dir: Direction,
+        pod: &Pod,
+        pass_to: &str,
+    ) -> Option<(Vec<String>, Vec<Rule>)> {
+        let policies = match tier {
+            Tier::Admin => &self.admin,
+            Tier::Baseline => &self.baseline,
+        };
+        let mut names = Vec::new();
+        let mut rules = Vec::new();
+        for cnp in policies {
+            let gress = match dir {
+                Direction::Ingress => &cnp.ingress,
+                Direction::Egress => &cnp.egress,
+            };
+            if gress.is_empty() || !selects(idx, &cnp.subject, pod) {
+                continue;
+            }
+            names.push(cnp.name.clone());
+            for (i, rule) in gress.iter().enumerate() {
+                let verdict = match (rule.action, tier) {
+                    (ClusterAction::Accept, _) | (ClusterAction::Pass, Tier::Baseline) => {
+                        Action::Return
+                    }
+                    (ClusterAction::Deny, _) => Action::Drop,
+                    (ClusterAction::Pass, Tier::Admin) => Action::Goto(pass_to.to_string()),
+                };
+                for matches in rule_matches(idx, sets, cnp, dir, i, rule, pod) {
+                    let r = Rule {
+                        matches,
+                        action: verdict.clone(),
+                    };
+                    if !rules.contains(&r) {
+                        rules.push(r);
+                    }
+                }
+            }
+        }
+        if names.is_empty() {
+            return None;
+        }
+        if tier == Tier::Admin {
+            rules.push(Rule {
+                matches: vec![],
+                action: Action::Goto(pass_to.to_string()),
+            });
+        }
+        Some((names, rules))
+    }
+}
+
+/// Whether `set` selects `pod` (a pod of the cluster: not host-network).
+fn selects(idx: &Index, set: &PodSet, pod: &Pod) -> bool {
+    let ns_matches = |sel: &super::selector::Selector| {
+        idx.ns_labels
+            .get(pod.namespace.as_str())
+            .is_some_and(|l| sel.matches(l))
+    };
+    match set {
+        PodSet::Namespaces(ns) => ns_matches(ns),
+        PodSet::Pods { namespaces, pods } => ns_matches(namespaces) && pods.matches(&pod.labels),
+    }
+}
+
+/// The match lists (alternatives) of a policy's rule `i` for local pod `pod` (the
+/// destination for ingress, the source for egress).
+fn rule_matches(
+    idx: &Index,
+    sets: &mut Sets,
+    cnp: &ClusterPolicy,
+    dir: Direction,
+    i: usize,
+    rule: &ClusterRule,
+    pod: &Pod,
+) -> Vec<Vec<Match>> {
+    // A peer this version cannot read: an Accept matches nothing through it, a Deny or
+    // Pass matches everything (upstream's "fail closed").
+    if rule.action != ClusterAction::Accept && rule.peers.contains(&ClusterPeer::Unknown) {
+        return vec![vec![]];
+    }
+    let peer_pods: Vec<&Pod> = idx
+        .peerable
+        .iter()
+        .copied()
+        .filter(|p| {
+            rule.peers
+                .iter()
+                .any(|peer| matches!(peer, ClusterPeer::Pods(s) if selects(idx, s, p)))
+        })
+        .collect();
+    let has_pod_peers = rule.peers.iter().any(|p| matches!(p, ClusterPeer::Pods(_)));
+    let peer_match = |f: IpFamily, set: String| match dir {
+        Direction::Egress => Match::DaddrInSet { family: f, set },
+        Direction::Ingress => Match::SaddrInSet { family: f, set },
+    };
+    let base = |f: IpFamily, extra: &str| {
+        object_name(&[
+            cnp.tier.name(),
+            &cnp.name,
+            dir.name(),
+            &format!("{i}{extra}-{}", fam_suffix(f)),
+        ])
+    };
+    let (mut v4, mut v6): (Vec<Range>, Vec<Range>) = (Vec::new(), Vec::new());
+    for p in &peer_pods {
+        push_ips(p, &mut v4, &mut v6);
+    }
+    let mut networks = [false, false];
+    for peer in &rule.peers {
+        if let ClusterPeer::Networks(nets) = peer {
+            for n in nets {
+                let f = IpFamily::of(n);
+                networks[(f == IpFamily::V6) as usize] = true;
+                match f {
+                    IpFamily::V4 => v4.push(ipblock::range_of(n)),
+                    IpFamily::V6 => v6.push(ipblock::range_of(n)),
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    // Numbered ports (or none): one rule per family and port alternative.
+    let numbered: Vec<Vec<Match>> = if rule.protocols.is_empty() {
+        vec![vec![]]
+    } else {
+        rule.protocols
+            .iter()
+            .filter_map(|p| match p {
+                ClusterPort::Port {
+                    protocol,
+                    first,
+                    last,
+                } if first == last => Some(vec![Match::Dport {
+                    proto: l4(*protocol),
+                    port: *first,
+                }]),
+                ClusterPort::Port {
+                    protocol,
+                    first,
+                    last,
+                } => Some(vec![Match::DportRange {
+                    proto: l4(*protocol),
+                    first: *first,
+                    last: *last,
+                }]),
+                ClusterPort::Named(_) => None,
+            })
+            .collect()
+    };
+    for (f, ranges) in [(IpFamily::V4, &v4), (IpFamily::V6, &v6)] {
+        if numbered.is_empty() {
+            break;
+        }
+        let keep = has_pod_peers || networks[(f == IpFamily::V6) as usize];
+        let Some(set) = sets.family_set(base(f, ""), f, ranges, keep) else {
+            continue;
+        };
+        for alt in &numbered {
+            let mut m = vec![peer_match(f, set.clone())];
+            m.extend(alt.iter().cloned());
+            out.push(m);
+        }
+    }
+    // Named ports resolve on the destination: this pod for ingress (its own chain), each
+    // peer pod for egress (grouped by the number they resolve to, a set per group).
+    for name in rule.protocols.iter().filter_map(|p| match p {
+        ClusterPort::Named(n) => Some(n.as_str()),
+        ClusterPort::Port { .. } => None,
+    }) {
+        for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+            match dir {
+                Direction::Ingress => {
+                    let Some(port) = resolve_named(pod, name, proto) else {
+                        continue;
+                    };
+                    for (f, ranges) in [(IpFamily::V4, &v4), (IpFamily::V6, &v6)] {
+                        let keep = has_pod_peers;
+                        if let Some(set) = sets.family_set(base(f, ""), f, ranges, keep) {
+                            out.push(vec![
+                                peer_match(f, set),
+                                Match::Dport {
+                                    proto: l4(proto),
+                                    port,
+                                },
+                            ]);
+                        }
+                    }
+                }
+                Direction::Egress => {
+                    let mut groups: std::collections::BTreeMap<u16, (Vec<Range>, Vec<Range>)> =
+                        Default::default();
+                    for p in &peer_pods {
+                        if let Some(port) = resolve_named(p, name, proto) {
+                            let g = groups.entry(port).or_default();
+                            push_ips(p, &mut g.0, &mut g.1);
+                        }
+                    }
+                    for (port, (g4, g6)) in groups {
+                        for (f, ranges) in [(IpFamily::V4, g4), (IpFamily::V6, g6)] {
+                            let extra = format!("/{}-{port}", proto.name());
+                            if let Some(set) = sets.family_set(base(f, &extra), f, &ranges, false) {
+                                out.push(vec![
+                                    peer_match(f, set),
+                                    Match::Dport {
+                                        proto: l4(proto),
+                                        port,
+                                    },
+                                ]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Tier semantics, run through the built table with `model::eval` (nf_tables'
+    //! lookup, jump and goto semantics).
+    use std::net::IpAddr;
+
+    use super::super::build::{NetpolConfig, build};
+    use super::super::cnp::*;
+    use super::super::manifest::{self, Cluster};
+    use super::super::selector::Selector;
+    use crate::model::eval::{Packet, Verdict, evaluate};
+    use crate::model::{CtState, L4Proto};
+
+    /// Namespaces a and b; a/p1 (named port web = tcp 80) and b/p2 on this node n, b/p3
+    /// elsewhere.
+    const PODS: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: a, labels: {house: a}}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: b, labels: {house: b}}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p1, namespace: a, labels: {app: x}}
+  spec: {nodeName: n, containers: [{name: c, ports: [{name: web, containerPort: 80}]}]}
+  status: {podIPs: [{ip: 10.0.0.1}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p2, namespace: b, labels: {app: y}}
+  spec: {nodeName: n, containers: [{name: c, ports: [{name: web, containerPort: 8080}]}]}
+  status: {podIPs: [{ip: 10.0.0.2}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p3, namespace: b, labels: {app: y}}
+  spec: {nodeName: other, containers: [{name: c}]}
+  status: {podIPs: [{ip: 10.0.0.3}]}
+"#;
+
+    const NP_DENY_B: &str = r#"
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: deny, namespace: b}
+  spec: {podSelector: {}, policyTypes: [Ingress]}
+"#;
+    const NP_ALLOW_A_TO_B: &str = r#"
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: from-a, namespace: b}
+  spec:
+    podSelector: {}
+    ingress: [{from: [{namespaceSelector: {matchLabels: {house: a}}}]}]
+"#;
+
+    fn house(h: &str) -> Selector {
+        Selector {
+            match_labels: [("house".to_string(), h.to_string())].into(),
+            expressions: vec![],
+        }
+    }
+
+    fn cnp(name: &str, tier: Tier, priority: u32, subject: &str) -> ClusterPolicy {
+        ClusterPolicy {
+            name: name.into(),
+            tier,
+            priority,
+            subject: PodSet::Namespaces(house(subject)),
+            ingress: vec![],
+            egress: vec![],
+        }
+    }
+
+    fn rule(action: ClusterAction, peer: &str, protocols: Vec<ClusterPort>) -> ClusterRule {
+        ClusterRule {
+            name: String::new(),
+            action,
+            peers: vec![ClusterPeer::Pods(PodSet::Namespaces(house(peer)))],
+            protocols,
+        }
+    }
+
+    fn tcp(port: u16) -> ClusterPort {
+        ClusterPort::Port {
+            protocol: manifest::Protocol::Tcp,
+            first: port,
+            last: port,
+        }
+    }
+
+    fn cluster(policies: &str, cnps: Vec<ClusterPolicy>) -> Cluster {
+        let mut c = manifest::parse("test", &format!("{PODS}{policies}")).unwrap();
+        c.cluster_policies = cnps;
+        c
+    }
+
+    /// Whether this node lets a new TCP connection from `s` to `d`:`port` through.
+    fn allowed(c: &Cluster, s: &str, d: &str, port: u16) -> bool {
+        let cfg = NetpolConfig {
+            node: "n".into(),
+            cluster: c.clone(),
+        };
+        let rs = build(&cfg, "t");
+        crate::model::Ruleset::validate(&rs).unwrap();
+        let p = Packet {
+            saddr: s.parse::<IpAddr>().unwrap(),
+            daddr: d.parse::<IpAddr>().unwrap(),
+            proto: L4Proto::Tcp,
+            sport: 40000,
+            dport: port,
+            ct: CtState::New,
+            daddr_local: false,
+            uid: None,
+            gid: None,
+        };
+        evaluate(&rs, "filter-forward", &p).unwrap().verdict == Verdict::Accept
+    }
+
+    const P1: &str = "10.0.0.1";
+    const P2: &str = "10.0.0.2";
+    const P3: &str = "10.0.0.3";
+
+    #[test]
+    fn admin_deny_egress_blocks_only_its_port() {
+        let mut p = cnp("deny-b", Tier::Admin, 10, "a");
+        p.egress = vec![rule(ClusterAction::Deny, "b", vec![tcp(80)])];
+        let c = cluster("", vec![p]);
+        assert!(!allowed(&c, P1, P2, 80));
+        assert!(!allowed(&c, P1, P3, 80), "remote peers are in the set too");
+        assert!(allowed(&c, P1, P2, 8080));
+        assert!(allowed(&c, P2, P1, 80), "b's egress is not a subject");
+    }
+
+    #[test]
+    fn admin_accept_wins_over_a_networkpolicy_deny_and_admin_deny_over_its_allow() {
+        let mut p = cnp("accept-a", Tier::Admin, 10, "b");
+        p.ingress = vec![rule(ClusterAction::Accept, "a", vec![])];
+        assert!(allowed(&cluster(NP_DENY_B, vec![p.clone()]), P1, P2, 80));
+        p.ingress[0].action = ClusterAction::Deny;
+        assert!(!allowed(&cluster(NP_ALLOW_A_TO_B, vec![p]), P1, P2, 80));
+    }
+
+    #[test]
+    fn admin_pass_hands_the_flow_to_networkpolicy_then_baseline() {
+        let mut pass = cnp("pass-a", Tier::Admin, 10, "b");
+        pass.ingress = vec![rule(ClusterAction::Pass, "a", vec![])];
+        let mut deny = cnp("deny-a", Tier::Admin, 20, "b");
+        deny.ingress = vec![rule(ClusterAction::Deny, "a", vec![])];
+        let mut base_deny = cnp("base-deny", Tier::Baseline, 10, "b");
+        base_deny.ingress = vec![rule(ClusterAction::Deny, "a", vec![])];
+        // Pass skips the lower-precedence Admin Deny: the NetworkPolicy decides.
+        let both = vec![pass.clone(), deny.clone()];
+        assert!(allowed(&cluster(NP_ALLOW_A_TO_B, both.clone()), P1, P2, 80));
+        assert!(!allowed(&cluster(NP_DENY_B, both.clone()), P1, P2, 80));
+        // No NetworkPolicy selects p2: the default allows, or the Baseline denies.
+        assert!(allowed(&cluster("", both), P1, P2, 80));
+        assert!(!allowed(&cluster("", vec![pass, base_deny]), P1, P2, 80));
+    }
+
+    #[test]
+    fn baseline_deny_is_overridden_by_a_networkpolicy_allow() {
+        let mut p = cnp("base-deny", Tier::Baseline, 10, "b");
+        p.ingress = vec![rule(ClusterAction::Deny, "a", vec![])];
+        assert!(!allowed(&cluster("", vec![p.clone()]), P1, P2, 80));
+        assert!(allowed(&cluster(NP_ALLOW_A_TO_B, vec![p]), P1, P2, 80));
+    }
+
+    #[test]
+    fn priority_then_rule_order_decide() {
+        let mut accept = cnp("accept", Tier::Admin, 1, "b");
+        accept.ingress = vec![rule(ClusterAction::Accept, "a", vec![])];
+        let mut deny = cnp("deny", Tier::Admin, 2, "b");
+        deny.ingress = vec![rule(ClusterAction::Deny, "a", vec![])];
+        assert!(allowed(
+            &cluster("", vec![accept.clone(), deny.clone()]),
+            P1,
+            P2,
+            80
+        ));
+        deny.priority = 0;
+        assert!(!allowed(&cluster("", vec![accept, deny]), P1, P2, 80));
+        // Within one policy, the first rule written.
+        let mut both = cnp("both", Tier::Admin, 5, "b");
+        both.ingress = vec![
+            rule(ClusterAction::Accept, "a", vec![tcp(80)]),
+            rule(ClusterAction::Deny, "a", vec![]),
+        ];
+        let c = cluster("", vec![both]);
+        assert!(allowed(&c, P1, P2, 80));
+        assert!(!allowed(&c, P1, P2, 81));
+    }
+
+    #[test]
+    fn named_ports_resolve_on_the_destination_pod() {
+        // Ingress to p2: its "web" is 8080.
+        let mut p = cnp("deny-web", Tier::Admin, 1, "b");
+        p.ingress = vec![rule(
+            ClusterAction::Deny,
+            "a",
+            vec![ClusterPort::Named("web".into())],
+        )];
+        let c = cluster("", vec![p]);
+        assert!(!allowed(&c, P1, P2, 8080));
+        assert!(allowed(&c, P1, P2, 80));
+        // Egress from p2 to p1: p1's "web" is 80.
+        let mut e = cnp("deny-web-out", Tier::Admin, 1, "b");
+        e.egress = vec![rule(
+            ClusterAction::Deny,
+            "a",
+            vec![ClusterPort::Named("web".into())],
+        )];
+        let c = cluster("", vec![e]);
+        assert!(!allowed(&c, P2, P1, 80));
+        assert!(allowed(&c, P2, P1, 8080));
+    }
+
+    #[test]
+    fn networks_and_port_ranges_match() {
+        let mut p = cnp("deny-net", Tier::Admin, 1, "a");
+        p.egress = vec![ClusterRule {
+            name: "ext".into(),
+            action: ClusterAction::Deny,
+            peers: vec![ClusterPeer::Networks(vec!["10.0.0.2/32".parse().unwrap()])],
+            protocols: vec![ClusterPort::Port {
+                protocol: manifest::Protocol::Tcp,
+                first: 8000,
+                last: 9000,
+            }],
+        }];
+        let c = cluster("", vec![p]);
+        assert!(!allowed(&c, P1, P2, 8080));
+        assert!(allowed(&c, P1, P2, 80));
+        assert!(allowed(&c, P1, P3, 8080));
+    }
+
+    #[test]
+    fn an_unknown_peer_fails_closed() {
+        let mut p = cnp("newer", Tier::Admin, 1, "b");
+        p.ingress = vec![ClusterRule {
+            name: String::new(),
+            action: ClusterAction::Accept,
+            peers: vec![ClusterPeer::Unknown],
+            protocols: vec![],
+        }];
+        // Accept through an unknown peer matches nothing: the NetworkPolicy still denies.
+        assert!(!allowed(&cluster(NP_DENY_B, vec![p.clone()]), P1, P2, 80));
+        // Deny through one matches everything.
+        p.ingress[0].action = ClusterAction::Deny;
+        assert!(!allowed(&cluster("", vec![p]), P1, P2, 80));
+    }
+
+    #[test]
+    fn pods_of_one_policy_set_share_a_chain_and_churn_is_elements() {
+        let mut p = cnp("deny-b", Tier::Admin, 10, "a");
+        p.egress = vec![rule(ClusterAction::Deny, "b", vec![tcp(80)])];
+        let c = cluster(NP_DENY_B, vec![p]);
+        let cfg = |c: &Cluster| NetpolConfig {
+            node: "n".into(),
+            cluster: c.clone(),
+        };
+        let before = build(&cfg(&c), "t");
+        // Another pod in b, on this node: same policies, so map entries and elements only.
+        let mut more = c.clone();
+        let mut p4 = more.pods.iter().find(|p| p.name == "p2").unwrap().clone();
+        p4.name = "p4".into();
+        p4.ips = vec!["10.0.0.4".parse().unwrap()];
+        more.pods.push(p4);
+        let after = build(&cfg(&more), "t");
+        assert_eq!(before.chains, after.chains);
+        assert_eq!(
+            before.sets.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            after.sets.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        assert_ne!(before.maps, after.maps);
+        assert!(!allowed(&more, P1, "10.0.0.4", 8080), "isolated by deny");
+    }
+}
