@@ -7,6 +7,7 @@
 mod common;
 mod netpol_api;
 mod netpol_churn;
+mod netpol_cnp;
 
 mod cross_aarch64;
 mod doctor;

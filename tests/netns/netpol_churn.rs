@@ -46,6 +46,8 @@ struct State {
     )>,
     /// (namespace, team label)
     namespaces: Vec<(&'static str, &'static str)>,
+    /// A third policy, isolating app=client pods: a change of structure.
+    clients_isolated: bool,
 }
 
 impl State {
@@ -60,6 +62,7 @@ impl State {
                 ("other", "o-1", "o", "node-3", "10.244.102.1"),
             ],
             namespaces: vec![("shop", "shop"), ("front", "frontend"), ("other", "other")],
+            clients_isolated: false,
         }
     }
 
@@ -100,6 +103,22 @@ impl State {
             "from-frontend",
             json!({"namespaceSelector": {"matchLabels": {"team": "frontend"}}}),
         ));
+        // And an Admin ClusterNetworkPolicy whose subject and peers follow the churn.
+        items.push(json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy", "metadata": {"name": "no-ssh-from-other"},
+            "spec": {"tier": "Admin", "priority": 10,
+                "subject": {"namespaces": {"matchLabels": {"team": "shop"}}},
+                "ingress": [{"action": "Deny",
+                    "from": [{"namespaces": {"matchLabels": {"team": "other"}}}],
+                    "protocols": [{"tcp": {"destinationPort": {"number": 22}}}]}]}}));
+        if self.clients_isolated {
+            items.push(
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "clients", "namespace": "shop"},
+                "spec": {"podSelector": {"matchLabels": {"app": "client"}},
+                         "policyTypes": ["Ingress"]}}),
+            );
+        }
         json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
     }
 }
@@ -227,6 +246,18 @@ fn pod_churn_updates_set_elements_only_and_ends_as_a_fresh_apply() {
         ("namespace front leaves team frontend", |s| {
             s.relabel_ns("front", "backend")
         }),
+        // Local pods: dispatched by the verdict maps to the chain of their policies, so
+        // one with the policies of an existing pod is a map entry.
+        ("a local pod like db comes", |s| {
+            s.pods.push(("shop", "db-2", "db", NODE, "10.244.1.4"))
+        }),
+        ("local web relabelled to db (isolated now)", |s| {
+            s.relabel_pod("web", "db")
+        }),
+        ("local db-2 relabelled out of the policies", |s| {
+            s.relabel_pod("db-2", "cache")
+        }),
+        ("local web deleted", |s| s.pods.retain(|p| p.1 != "web")),
     ];
     for (what, change) in &events {
         let before = d.count(UPDATED);
@@ -284,17 +315,22 @@ fn pod_churn_updates_set_elements_only_and_ends_as_a_fresh_apply() {
         "the churned table differs from a fresh apply"
     );
 
-    // A local pod added: a new chain (a whole replacement with today's build), but the
+    // A new policy isolating a local pod: a new chain, so a whole replacement, and the
     // same table either way.
     let before = d.count(UPDATED);
-    state.pods.push(("shop", "db-2", "db", NODE, "10.244.1.4"));
+    let whole = d.count(WHOLE);
+    state
+        .pods
+        .push(("shop", "db-3", "client", NODE, "10.244.1.5"));
+    state.clients_isolated = true;
     write(state.manifest());
     assert!(
         poll_until(Duration::from_secs(15), || d.count(UPDATED) > before),
-        "local pod: not applied:\n{}",
+        "new combination: not applied:\n{}",
         d.log()
     );
     assert_eq!(normalised_table(&node), fresh(&state));
+    assert_eq!(d.count(WHOLE), whole + 1, "{}", d.log());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
