@@ -22,10 +22,18 @@
 #   6 footprint    binary size, startup (--version), peak RSS applying 50 000 CIDRs
 #   7 netpol log   new TCP connections per second through a node with 200 NetworkPolicies:
 #                  nftkit netpol --log-verdicts none / drops / all, and no rules
+#   8 netpol tiers 1 000 local pods, 200 NetworkPolicies, 50 ClusterNetworkPolicies
+#                  (bench/netpol_tiers_gen.py; the bench connections walk the Admin,
+#                  NetworkPolicy and Baseline tiers): (a) one-shot apply: nftkit netpol vs
+#                  `nft -f` of its --dry-run vs nftkit --backend iptables-legacy; (c) new
+#                  TCP conn/s through the node with each and with no rules; (b) pod event
+#                  -> rules in the kernel (median, p99; 100 events, whole-table 30 at
+#                  --quick): set elements only vs the whole table replaced
 #
 #   scripts/bench.sh [--quick] [--runs N] [--only "1 2 ..."] [--static] [--reference]
 #
-# --quick: 3 runs, fewer sizes (under 3 minutes); default 7 runs (under 15 minutes).
+# --quick: 3 runs, fewer sizes (under 3 minutes, and about 5 more for workload 8);
+# default 7 runs (under 15 minutes, and about 10 more for workload 8).
 # --static: measure the static binary the container image ships (x86_64 musl, built as
 # scripts/build-image.sh does; about 10 minutes the first time) instead of the dynamic
 # release build; it starts ~0.5 ms faster. NFTKIT=path measures that binary.
