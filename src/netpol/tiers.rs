@@ -5,9 +5,9 @@
 //! policy's rules in the order written; the first that matches decides:
 //!
 //! ```text
-//! chain egress/admin/deny-db_pass-monitoring {   # reached by `goto` from egress-admin's map
-//!     ip daddr @admin/deny-db/egress/0-v4 tcp dport 5432 drop       # Deny
-//!     ip daddr @admin/pass-monitoring/egress/0-v4 goto egress-networkpolicy   # Pass
+//! chain egress/Admin/deny-db_pass-monitoring {   # reached by `goto` from egress-admin's map
+//!     ip daddr @Admin/deny-db/egress/0-v4 tcp dport 5432 drop       # Deny
+//!     ip daddr @Admin/pass-monitoring/egress/0-v4 goto egress-networkpolicy   # Pass
 //!     goto egress-networkpolicy                   # no Admin rule matched
 //! }
 //! ```
@@ -83,7 +83,9 @@ impl<'c> Tiers<'c> {
                     (ClusterAction::Deny, _) => Action::Drop,
                     (ClusterAction::Pass, Tier::Admin) => Action::Goto(pass_to.to_string()),
                 };
-                for matches in rule_matches(idx, sets, cnp, dir, i, rule, pod) {
+                let counter = cluster_counter(dir, cnp, rule.action);
+                for mut matches in rule_matches(idx, sets, cnp, dir, i, rule, pod) {
+                    matches.push(counter.clone());
                     let r = Rule {
                         matches,
                         action: verdict.clone(),
@@ -104,6 +106,20 @@ impl<'c> Tiers<'c> {
             });
         }
         Some((names, rules))
+    }
+}
+
+/// The named counter of what `cnp`'s rules with `action` decide in `dir`:
+/// `<direction>/<Tier>/<policy>/<action>` (capitalised: never a namespace's name, so these
+/// stay apart from NetworkPolicy counters; see `counters`).
+pub(super) fn cluster_counter(dir: Direction, cnp: &ClusterPolicy, action: ClusterAction) -> Match {
+    Match::Count {
+        counter: object_name(&[
+            dir.name(),
+            cnp.tier.object_prefix(),
+            &cnp.name,
+            action.name(),
+        ]),
     }
 }
 
@@ -153,7 +169,7 @@ fn rule_matches(
     };
     let base = |f: IpFamily, extra: &str| {
         object_name(&[
-            cnp.tier.name(),
+            cnp.tier.object_prefix(),
             &cnp.name,
             dir.name(),
             &format!("{i}{extra}-{}", fam_suffix(f)),
