@@ -416,6 +416,7 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
             if let Some((names, rules)) = tiers.rules(
                 &idx,
                 &mut sets,
+                obs,
                 Tier::Admin,
                 dir,
                 pod,
@@ -447,7 +448,8 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
                     &pod.ips,
                 );
             }
-            if let Some((names, rules)) = tiers.rules(&idx, &mut sets, Tier::Baseline, dir, pod, "")
+            if let Some((names, rules)) =
+                tiers.rules(&idx, &mut sets, obs, Tier::Baseline, dir, pod, "")
             {
                 baseline.add(
                     &[dir.name(), Tier::Baseline.object_prefix(), &names.join("_")],

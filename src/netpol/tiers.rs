@@ -23,6 +23,7 @@ use super::index::{Index, Sets, fam_suffix, l4, push_ips, resolve_named};
 use super::ipblock::{self, Range};
 use super::manifest::{Cluster, Pod, Protocol};
 use super::names::{Direction, object_name};
+use super::observe::{LogVerdicts, Observe, log_prefix, log_rule};
 use crate::model::{Action, IpFamily, Match, Rule};
 
 /// The policies of each tier, in precedence order.
@@ -51,10 +52,12 @@ impl<'c> Tiers<'c> {
     /// The `tier` rules for local pod `pod` in `dir` and the names of the policies they
     /// come from; None when no policy of the tier selects it there. An Admin Pass (and an
     /// Admin chain's end) goes to `pass_to`.
+    #[allow(clippy::too_many_arguments)]
     pub fn rules(
         &self,
         idx: &Index,
         sets: &mut Sets,
+        obs: &Observe,
         tier: Tier,
         dir: Direction,
         pod: &Pod,
@@ -84,15 +87,38 @@ impl<'c> Tiers<'c> {
                     (ClusterAction::Pass, Tier::Admin) => Action::Goto(pass_to.to_string()),
                 };
                 let counter = cluster_counter(dir, cnp, rule.action);
+                // Deny is logged with --log-verdicts drops, every action with all.
+                let logged = match obs.verdicts {
+                    LogVerdicts::All => true,
+                    LogVerdicts::Drops => rule.action == ClusterAction::Deny,
+                    LogVerdicts::None => false,
+                };
+                let prefix = log_prefix(
+                    match rule.action {
+                        ClusterAction::Accept => "accept",
+                        ClusterAction::Deny => "drop",
+                        ClusterAction::Pass => "pass",
+                    },
+                    &format!(
+                        "{}/{}/{}#{i}",
+                        dir.name(),
+                        cnp.tier.object_prefix(),
+                        cnp.name
+                    ),
+                );
                 for mut matches in rule_matches(idx, sets, cnp, dir, i, rule, pod) {
                     matches.push(counter.clone());
                     let r = Rule {
                         matches,
                         action: verdict.clone(),
                     };
-                    if !rules.contains(&r) {
-                        rules.push(r);
+                    if rules.contains(&r) {
+                        continue;
                     }
+                    if logged {
+                        rules.push(log_rule(obs, r.matches.clone(), prefix.clone()));
+                    }
+                    rules.push(r);
                 }
             }
         }

@@ -1286,4 +1286,44 @@ fn cluster_policy_denies_counts_and_is_explained() {
             .contains("denied by ClusterNetworkPolicy no-web-to-db (admin tier) rule 0"),
         "{out}"
     );
+
+    // Verdict logs name the ClusterNetworkPolicy and its rule.
+    let d = NftkitDaemon::start(
+        &c.node,
+        &[
+            "netpol",
+            "--node-name",
+            NODE,
+            "--from-file",
+            &f,
+            "--watch",
+            "--log-verdicts",
+            "drops",
+            "--log-group",
+            "81",
+        ],
+    );
+    let logged = || {
+        plain(&d.log()).lines().any(|l| {
+            l.contains(" verdict ")
+                && l.contains("kind=ClusterNetworkPolicy")
+                && l.contains("tier=Admin")
+                && l.contains("policy=no-web-to-db")
+                && l.contains("rule=0")
+                && l.contains("verdict=drop")
+                && l.contains("pod=shop/db")
+        })
+    };
+    // Probe until the daemon's log reader is up (its table is the same: nothing sent).
+    assert!(
+        poll_until(Duration::from_secs(15), || {
+            c.check(
+                "logged deny",
+                &[tcp(Pod("shop/web"), "shop/db", 5432, false)],
+            );
+            logged()
+        }),
+        "no verdict naming the ClusterNetworkPolicy:\n{}",
+        plain(&d.log())
+    );
 }
