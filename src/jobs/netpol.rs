@@ -40,8 +40,8 @@ pub use crate::netpol::build::COMMAND;
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetpolArgs {
     /// The cluster's pods, namespaces and networkpolicies as one
-    /// `kubectl get pods,namespaces,networkpolicies -A -o yaml` List (YAML or JSON);
-    /// applied once
+    /// `kubectl get pods,namespaces,networkpolicies -A -o yaml` List (YAML or JSON; it may
+    /// hold clusternetworkpolicies too); applied once
     #[arg(long, value_name = "PATH")]
     pub from_file: Option<PathBuf>,
     /// This node's name: pods whose spec.nodeName equals it are policed [env: NODE_NAME]
@@ -151,7 +151,15 @@ pub fn observe(args: &NetpolArgs) -> Result<Observe> {
 
 /// `nftkit netpol`: the command's own flags, or one of its subcommands (`explain`).
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_long_help = "ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2): each direction is decided on its own (egress on the source pod, ingress on the destination pod; a connection needs both), in this order:\n\
+  1. Admin tier: the policies selecting the pod by subject, lowest priority first (equal priorities by name), each policy's rules in order; the first match decides: Accept (allowed), Deny (dropped), Pass (the rest of the Admin tier is skipped)\n\
+  2. NetworkPolicy: a pod a NetworkPolicy selects is allowed by its rules or denied\n\
+  3. Baseline tier: for pods no NetworkPolicy selects: Accept, Deny, Pass (to the default)\n\
+  4. the default: allowed\n\
+Live mode watches clusternetworkpolicies while the CRD is served (re-checked every --resync-interval); --from-file Lists may hold ClusterNetworkPolicy items. Not supported: the experimental nodes and domainNames peers (such an object is refused as unconvertible, never half-enforced)."
+)]
 pub struct NetpolCommand {
     #[command(flatten)]
     pub args: NetpolArgs,

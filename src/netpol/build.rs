@@ -416,12 +416,17 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
             if let Some((names, rules)) = tiers.rules(
                 &idx,
                 &mut sets,
+                obs,
                 Tier::Admin,
                 dir,
                 pod,
                 &tier_chain(dir, TierChain::NetworkPolicy),
             ) {
-                admin.add(&[dir.name(), "admin", &names.join("_")], rules, &pod.ips);
+                admin.add(
+                    &[dir.name(), Tier::Admin.object_prefix(), &names.join("_")],
+                    rules,
+                    &pod.ips,
+                );
             }
             if let Some((names, rules)) = np_rules(
                 &idx,
@@ -443,9 +448,14 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
                     &pod.ips,
                 );
             }
-            if let Some((names, rules)) = tiers.rules(&idx, &mut sets, Tier::Baseline, dir, pod, "")
+            if let Some((names, rules)) =
+                tiers.rules(&idx, &mut sets, obs, Tier::Baseline, dir, pod, "")
             {
-                baseline.add(&[dir.name(), "baseline", &names.join("_")], rules, &pod.ips);
+                baseline.add(
+                    &[dir.name(), Tier::Baseline.object_prefix(), &names.join("_")],
+                    rules,
+                    &pod.ips,
+                );
             }
         }
         let field = match dir {

@@ -46,6 +46,15 @@ impl Tier {
             Tier::Baseline => "baseline",
         }
     }
+
+    /// The first part of the names of a tier's chains, sets and counters: capitalised,
+    /// because namespace names never are (so `ingress/Admin/...` is no namespace's).
+    pub fn object_prefix(self) -> &'static str {
+        match self {
+            Tier::Admin => "Admin",
+            Tier::Baseline => "Baseline",
+        }
+    }
 }
 
 /// Pods a subject or peer selects (host-network pods never).

@@ -2,7 +2,8 @@
 //! counts into the policy's named kernel counter (`<direction>/<namespace>/<policy>`),
 //! every isolation drop (the default deny) into its namespace's
 //! `<direction>/<namespace>/-isolated`
-//! (see `build`). Labels are per policy, never per pod or address.
+//! (see `build`); a ClusterNetworkPolicy's rules into `<direction>/<Tier>/<policy>/<action>`
+//! (`tiers`). Labels are per policy, never per pod or address.
 //!
 //! A whole-table replacement starts the kernel's counters again at zero; the daemon
 //! carries the totals across: it reads the counters right before each replacement it
@@ -57,7 +58,7 @@ impl Totals {
             bytes.push_str(&format!("nftkit_netpol_bytes_total{{{labels}}} {b}\n"));
         }
         format!(
-            "# HELP nftkit_netpol_packets_total Packets a NetworkPolicy allowed (verdict accept), or isolation dropped because no policy allowed them (kind default-deny, verdict drop), per policy and direction; carried across table replacements.\n\
+            "# HELP nftkit_netpol_packets_total Packets a NetworkPolicy allowed (verdict accept), isolation dropped because no policy allowed them (kind default-deny, verdict drop), or a ClusterNetworkPolicy's rules decided (kind ClusterNetworkPolicy, tier admin or baseline, verdict accept, drop or pass), per policy and direction; carried across table replacements.\n\
              # TYPE nftkit_netpol_packets_total counter\n{packets}\
              # HELP nftkit_netpol_bytes_total Bytes of the packets counted by nftkit_netpol_packets_total.\n\
              # TYPE nftkit_netpol_bytes_total counter\n{bytes}"
@@ -74,6 +75,24 @@ fn labels(table: &str, name: &str) -> String {
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
+    // A ClusterNetworkPolicy's: `<direction>/<Tier>/<policy>/<Accept|Deny|Pass>` (no
+    // namespace name is capitalised).
+    if namespace.starts_with(|c: char| c.is_ascii_uppercase()) {
+        let tier = namespace.to_ascii_lowercase();
+        let (policy, action) = rest.rsplit_once('/').unwrap_or((rest, ""));
+        let verdict = match action {
+            "Deny" => "drop",
+            "Pass" => "pass",
+            _ => "accept",
+        };
+        return format!(
+            "table=\"{}\",kind=\"ClusterNetworkPolicy\",tier=\"{}\",namespace=\"\",policy=\"{}\",direction=\"{}\",verdict=\"{verdict}\"",
+            escape(table),
+            escape(&tier),
+            escape(policy),
+            escape(direction)
+        );
+    }
     let (kind, policy, verdict) = match rest {
         DEFAULT_DENY => ("default-deny", "", "drop"),
         WOULD_DROP => ("default-deny", "", "would-drop"),
@@ -105,6 +124,16 @@ mod tests {
             packets,
             bytes,
         }
+    }
+
+    #[test]
+    fn cluster_policy_counters_get_their_tier_and_verdict() {
+        assert_eq!(
+            labels("t", "ingress/Admin/deny-db/Deny"),
+            "table=\"t\",kind=\"ClusterNetworkPolicy\",tier=\"admin\",namespace=\"\",policy=\"deny-db\",direction=\"ingress\",verdict=\"drop\""
+        );
+        assert!(labels("t", "egress/Baseline/x/Accept").ends_with("verdict=\"accept\""));
+        assert!(labels("t", "egress/Admin/x/Pass").ends_with("verdict=\"pass\""));
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub(super) fn log_prefix(verdict: &str, what: &str) -> String {
 /// The rule that logs what `matches` match (rate-limited by the table's one named
 /// limit) and goes on to the next rule: a limit is a condition, so it cannot share a
 /// rule with the verdict it reports.
-fn log_rule(obs: &Observe, mut matches: Vec<Match>, prefix: String) -> Rule {
+pub(super) fn log_rule(obs: &Observe, mut matches: Vec<Match>, prefix: String) -> Rule {
     matches.retain(|m| !matches!(m, Match::Count { .. }));
     matches.push(Match::Limit {
         name: LOG_LIMIT.into(),

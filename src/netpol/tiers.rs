@@ -5,9 +5,9 @@
 //! policy's rules in the order written; the first that matches decides:
 //!
 //! ```text
-//! chain egress/admin/deny-db_pass-monitoring {   # reached by `goto` from egress-admin's map
-//!     ip daddr @admin/deny-db/egress/0-v4 tcp dport 5432 drop       # Deny
-//!     ip daddr @admin/pass-monitoring/egress/0-v4 goto egress-networkpolicy   # Pass
+//! chain egress/Admin/deny-db_pass-monitoring {   # reached by `goto` from egress-admin's map
+//!     ip daddr @Admin/deny-db/egress/0-v4 tcp dport 5432 drop       # Deny
+//!     ip daddr @Admin/pass-monitoring/egress/0-v4 goto egress-networkpolicy   # Pass
 //!     goto egress-networkpolicy                   # no Admin rule matched
 //! }
 //! ```
@@ -23,6 +23,7 @@ use super::index::{Index, Sets, fam_suffix, l4, push_ips, resolve_named};
 use super::ipblock::{self, Range};
 use super::manifest::{Cluster, Pod, Protocol};
 use super::names::{Direction, object_name};
+use super::observe::{LogVerdicts, Observe, log_prefix, log_rule};
 use crate::model::{Action, IpFamily, Match, Rule};
 
 /// The policies of each tier, in precedence order.
@@ -51,10 +52,12 @@ impl<'c> Tiers<'c> {
     /// The `tier` rules for local pod `pod` in `dir` and the names of the policies they
     /// come from; None when no policy of the tier selects it there. An Admin Pass (and an
     /// Admin chain's end) goes to `pass_to`.
+    #[allow(clippy::too_many_arguments)]
     pub fn rules(
         &self,
         idx: &Index,
         sets: &mut Sets,
+        obs: &Observe,
         tier: Tier,
         dir: Direction,
         pod: &Pod,
@@ -83,14 +86,39 @@ impl<'c> Tiers<'c> {
                     (ClusterAction::Deny, _) => Action::Drop,
                     (ClusterAction::Pass, Tier::Admin) => Action::Goto(pass_to.to_string()),
                 };
-                for matches in rule_matches(idx, sets, cnp, dir, i, rule, pod) {
+                let counter = cluster_counter(dir, cnp, rule.action);
+                // Deny is logged with --log-verdicts drops, every action with all.
+                let logged = match obs.verdicts {
+                    LogVerdicts::All => true,
+                    LogVerdicts::Drops => rule.action == ClusterAction::Deny,
+                    LogVerdicts::None => false,
+                };
+                let prefix = log_prefix(
+                    match rule.action {
+                        ClusterAction::Accept => "accept",
+                        ClusterAction::Deny => "drop",
+                        ClusterAction::Pass => "pass",
+                    },
+                    &format!(
+                        "{}/{}/{}#{i}",
+                        dir.name(),
+                        cnp.tier.object_prefix(),
+                        cnp.name
+                    ),
+                );
+                for mut matches in rule_matches(idx, sets, cnp, dir, i, rule, pod) {
+                    matches.push(counter.clone());
                     let r = Rule {
                         matches,
                         action: verdict.clone(),
                     };
-                    if !rules.contains(&r) {
-                        rules.push(r);
+                    if rules.contains(&r) {
+                        continue;
                     }
+                    if logged {
+                        rules.push(log_rule(obs, r.matches.clone(), prefix.clone()));
+                    }
+                    rules.push(r);
                 }
             }
         }
@@ -104,6 +132,20 @@ impl<'c> Tiers<'c> {
             });
         }
         Some((names, rules))
+    }
+}
+
+/// The named counter of what `cnp`'s rules with `action` decide in `dir`:
+/// `<direction>/<Tier>/<policy>/<action>` (capitalised: never a namespace's name, so these
+/// stay apart from NetworkPolicy counters; see `counters`).
+pub(super) fn cluster_counter(dir: Direction, cnp: &ClusterPolicy, action: ClusterAction) -> Match {
+    Match::Count {
+        counter: object_name(&[
+            dir.name(),
+            cnp.tier.object_prefix(),
+            &cnp.name,
+            action.name(),
+        ]),
     }
 }
 
@@ -153,7 +195,7 @@ fn rule_matches(
     };
     let base = |f: IpFamily, extra: &str| {
         object_name(&[
-            cnp.tier.name(),
+            cnp.tier.object_prefix(),
             &cnp.name,
             dir.name(),
             &format!("{i}{extra}-{}", fam_suffix(f)),

@@ -2,7 +2,9 @@
 //! prefixes (see `build`) name the decision — `nftkit accept ingress/shop/db-allow#0`
 //! (NetworkPolicy shop/db-allow, its ingress rule 0), `nftkit drop ingress/shop`
 //! (isolation without an allowing policy: the default deny), `nftkit would-drop
-//! egress/shop` (audit mode) — and the packet gives the flow; the pods come from the
+//! egress/shop` (audit mode), `nftkit drop ingress/Admin/deny-db#0` (rule 0 of the Admin
+//! tier's ClusterNetworkPolicy deny-db; also `accept` and `pass`) — and the packet gives
+//! the flow; the pods come from the
 //! cluster the table was built from.
 
 use std::collections::HashMap;
@@ -123,13 +125,22 @@ pub fn log(prefix: &str, packet: &[u8], pods: &HashMap<IpAddr, String>) {
     let pod = pods.get(&local).map(String::as_str).unwrap_or("");
     let peer_pod = pods.get(&peer).map(String::as_str).unwrap_or("");
     let port = |p: Option<u16>| p.map(|p| p.to_string()).unwrap_or_default();
+    // A ClusterNetworkPolicy's rule: `<direction>/<Tier>/<policy>#<rule>` (capitalised
+    // tier: never a namespace).
+    let cluster = d.namespace.starts_with(|c: char| c.is_ascii_uppercase());
     let (kind, policy, rule) = match &d.policy {
+        Some((name, rule)) if cluster => ("ClusterNetworkPolicy", name.clone(), rule.to_string()),
         Some((name, rule)) => (
             "NetworkPolicy",
             format!("{}/{name}", d.namespace),
             rule.to_string(),
         ),
         None => ("default-deny", String::new(), String::new()),
+    };
+    let (tier, namespace) = if cluster {
+        (d.namespace.as_str(), "")
+    } else {
+        ("NetworkPolicy", d.namespace.as_str())
     };
     tracing::info!(
         target: "nftkit::verdict",
@@ -143,10 +154,10 @@ pub fn log(prefix: &str, packet: &[u8], pods: &HashMap<IpAddr, String>) {
         pod = %pod,
         peer_pod = %peer_pod,
         kind = %kind,
-        tier = %"NetworkPolicy",
+        tier = %tier,
         policy = %policy,
         rule = %rule,
-        namespace = %d.namespace,
+        namespace = %namespace,
         "verdict"
     );
 }
@@ -154,6 +165,19 @@ pub fn log(prefix: &str, packet: &[u8], pods: &HashMap<IpAddr, String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_policy_prefixes_name_tier_policy_and_rule() {
+        assert_eq!(
+            decision("nftkit drop ingress/Admin/deny-db#2"),
+            Some(Decision {
+                verdict: "drop".into(),
+                direction: "ingress".into(),
+                namespace: "Admin".into(),
+                policy: Some(("deny-db".into(), 2)),
+            })
+        );
+    }
 
     #[test]
     fn prefixes_name_the_policy_and_rule_or_the_default_deny() {

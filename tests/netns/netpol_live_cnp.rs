@@ -100,7 +100,7 @@ fn crd_absent_then_installed_then_an_invalid_object() {
     // ... and enforced: db-0 (namespace team=a) goes through the Admin tier's chain.
     if !poll_until(WAIT, || {
         ns.table("inet", TABLE)
-            .is_some_and(|t| t.contains("10.244.1.5 : goto ingress/admin/deny-dev"))
+            .is_some_and(|t| t.contains("10.244.1.5 : goto ingress/Admin/deny-dev"))
     }) {
         panic!(
             "the ClusterNetworkPolicy never reached the kernel:\n{}\n{}",
@@ -143,7 +143,7 @@ fn crd_absent_then_installed_then_an_invalid_object() {
     assert_eq!(readyz(&ns, metrics), 200);
     if !poll_until(WAIT, || {
         ns.table("inet", TABLE)
-            .is_some_and(|t| !t.contains("ingress/admin/deny-dev"))
+            .is_some_and(|t| !t.contains("ingress/Admin/deny-dev"))
     }) {
         panic!(
             "the removed CRD's policy stays in the kernel:\n{}",

@@ -629,6 +629,18 @@ fn reason(
                     policies.join(", ")
                 );
             }
+            Outcome::Cluster {
+                tier,
+                policy,
+                rule,
+                action: ClusterAction::Deny,
+            } if ev.verdict == Verdict::Drop => {
+                return format!(
+                    "{dir} of {}: denied by ClusterNetworkPolicy {policy} ({} tier) rule {rule}",
+                    c.pod,
+                    tier.name()
+                );
+            }
             _ => {}
         }
     }

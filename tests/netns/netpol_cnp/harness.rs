@@ -9,6 +9,19 @@
 //! 53 (`dns`) and 5353, each answering/recording with `<pod>:<port>`; SCTP 9003 and 9005
 //! (socat) only where this kernel has SCTP in a namespace ([`sctp_support`]).
 //!
+//! What each probe checks, and how:
+//! - TCP and UDP: always a real packet through the node's forward hook ([`Cluster::poke`]).
+//! - SCTP where [`sctp_support`] is `Ok`: a real packet too (socat SCTP4).
+//! - SCTP where it is `Err` (no SCTP in a namespace on this kernel): a **model** probe
+//!   ([`Run::explain`]): `nftkit netpol explain --from-file FILE --node-name node-1
+//!   --from NS/POD --to NS/POD --port PORT/sctp --json`, run in the node namespace against the
+//!   very file the phase applied. It sends no packet: it runs the compiled ruleset through
+//!   nftkit's nf_tables evaluator, so it checks the compiled SCTP rules (l4proto 132,
+//!   dport) but not the kernel's handling of them. Exit 0 (decision `allow`) means allowed,
+//!   exit 4 (decision `deny`) blocked; anything else is a mismatch. Its expectation is
+//!   asserted exactly like a packet probe's, and its results read `[model] sctp ...` in the
+//!   log and in the failure report, so they are never mistaken for packet results.
+//!
 //! [`Run`] is the API server of one upstream test: the policy objects it starts from
 //! (built in [`super::policies`]), mutated in memory the way the upstream test patches
 //! them, written as one kubectl List (namespaces, pods, policies) and applied with
@@ -64,7 +77,8 @@ impl Pod {
 }
 
 /// Whether SCTP works inside a network namespace here (socat SCTP-LISTEN and connect over
-/// lo); checked once. `Err` holds the reason printed for every skipped SCTP probe.
+/// lo); checked once. `Err` holds the reason why SCTP probes are answered by the model
+/// ([`Run::explain`]) instead of a packet.
 pub fn sctp_support() -> &'static Result<(), String> {
     static S: OnceLock<Result<(), String>> = OnceLock::new();
     S.get_or_init(|| {
@@ -339,8 +353,10 @@ pub struct Run {
     phase: String,
     failures: Vec<String>,
     rulesets: Vec<String>,
-    skipped: usize,
+    /// Probes answered by a real packet.
     probed: usize,
+    /// SCTP probes answered by the model (`nftkit netpol explain`) for want of kernel SCTP.
+    modelled: usize,
     file: PathBuf,
 }
 
@@ -366,8 +382,8 @@ impl Run {
             phase: "(setup)".into(),
             failures: Vec::new(),
             rulesets: Vec::new(),
-            skipped: 0,
             probed: 0,
+            modelled: 0,
             file,
         }
     }
@@ -500,31 +516,66 @@ impl Run {
         }
     }
 
-    /// Applies pending changes, then runs the probes in parallel.
+    /// A model probe: what `nftkit netpol explain` (the compiled ruleset through nftkit's
+    /// nf_tables evaluator, no packet) decides for `p` against the file the phase applied.
+    /// `Ok(allowed)` when exit code and `decision` agree (0/`allow`, 4/`deny`), `Err` with
+    /// explain's output otherwise.
+    fn explain(&self, p: &P) -> Result<bool, String> {
+        let from = self.c.pod(p.from);
+        let from = format!("{}/{}", from.namespace(), from.name);
+        let to = if p.to == "external" {
+            EXTERNAL.to_string()
+        } else {
+            let to = self.c.pod(p.to);
+            format!("{}/{}", to.namespace(), to.name)
+        };
+        let port = format!("{}/{}", p.port, p.proto);
+        let f = self.file.display().to_string();
+        let out = self.c.node.nftkit(
+            &[("NODE_NAME", NODE)],
+            &[
+                "netpol",
+                "explain",
+                "--from-file",
+                &f,
+                "--node-name",
+                NODE,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--port",
+                &port,
+                "--json",
+            ],
+        );
+        let v: Option<Value> = serde_json::from_str(&out.stdout).ok();
+        let decision = v.as_ref().map(|v| v["decision"].clone());
+        match (out.code, decision) {
+            (Some(0), Some(d)) if d == "allow" => Ok(true),
+            (Some(4), Some(d)) if d == "deny" => Ok(false),
+            _ => Err(format!("`nftkit netpol explain` failed:\n{out}")),
+        }
+    }
+
+    /// Applies pending changes, then runs the probes in parallel: packets for TCP, UDP and
+    /// (where [`sctp_support`] is `Ok`) SCTP, the model ([`Run::explain`]) for SCTP
+    /// elsewhere.
     pub fn probe(&mut self, probes: &[P]) {
         if self.dirty {
             self.apply();
         }
-        let sctp = sctp_support();
-        let (run, skip): (Vec<&P>, Vec<&P>) = probes
-            .iter()
-            .partition(|p| p.proto != "sctp" || sctp.is_ok());
-        for p in &skip {
-            self.skipped += 1;
-            eprintln!(
-                "[{}] SKIPPED sctp probe {} -> {}:{} (want {}): no SCTP here",
-                self.test,
-                p.from,
-                p.to,
-                p.port,
-                verdict(p.want)
-            );
-        }
+        let sctp_ok = sctp_support().is_ok();
+        let (run, model): (Vec<&P>, Vec<&P>) =
+            probes.iter().partition(|p| p.proto != "sctp" || sctp_ok);
         self.probed += run.len();
+        self.modelled += model.len();
+        let this = &*self;
         let c = &self.c;
         let phase = &self.phase;
-        let results: Vec<(P, Result<bool, String>)> = thread::scope(|s| {
-            let handles: Vec<_> = run
+        // (probe, by the model?, result)
+        let results: Vec<(P, bool, Result<bool, String>)> = thread::scope(|s| {
+            let packets: Vec<_> = run
                 .iter()
                 .enumerate()
                 .map(|(n, p)| {
@@ -536,17 +587,46 @@ impl Run {
                             thread::sleep(Duration::from_millis(300));
                             got = c.poke(p, &format!("{tag}-again"));
                         }
-                        (**p, got)
+                        (**p, false, got)
                     })
                 })
                 .collect();
-            handles
+            let models: Vec<_> = model
+                .iter()
+                .map(|p| s.spawn(move || (**p, true, this.explain(p))))
+                .collect();
+            packets
                 .into_iter()
+                .chain(models)
                 .map(|h| h.join().expect("probe thread"))
                 .collect()
         });
         let mut bad = 0;
-        for (p, got) in results {
+        for (p, by_model, got) in results {
+            let what = format!(
+                "{} -> {} ({}) {}/{}",
+                p.from,
+                p.to,
+                c.ip_of(p.to),
+                p.proto,
+                p.port
+            );
+            let what = if by_model {
+                format!("[model] sctp {what}")
+            } else {
+                what
+            };
+            if by_model {
+                eprintln!(
+                    "[{}] {what}: expected {}, explain says {}",
+                    self.test,
+                    verdict(p.want),
+                    match &got {
+                        Ok(g) => verdict(*g),
+                        Err(_) => "(error)",
+                    }
+                );
+            }
             let got = match got {
                 Ok(g) if g == p.want => continue,
                 Ok(g) => verdict(g).to_string(),
@@ -554,13 +634,8 @@ impl Run {
             };
             bad += 1;
             self.failures.push(format!(
-                "{} / \"{phase}\": {} -> {} ({}) {}/{}: expected {}, got {got}",
+                "{} / \"{phase}\": {what}: expected {}, got {got}",
                 self.test,
-                p.from,
-                p.to,
-                c.ip_of(p.to),
-                p.proto,
-                p.port,
                 verdict(p.want)
             ));
         }
@@ -573,32 +648,36 @@ impl Run {
         }
     }
 
-    /// Panics with every mismatch of every phase.
+    /// Panics with every mismatch of every phase, and if nothing was checked at all.
     pub fn finish(self) {
-        if self.skipped > 0 {
+        if self.modelled > 0 {
             eprintln!(
-                "[{}] {} SCTP probes skipped: {}",
+                "[{}] {} packet probes, {} [model] sctp probes (`nftkit netpol explain`, no \
+                 packet): {}",
                 self.test,
-                self.skipped,
+                self.probed,
+                self.modelled,
                 sctp_support()
                     .as_ref()
                     .err()
                     .map(String::as_str)
                     .unwrap_or("")
             );
-            if self.probed == 0 {
-                eprintln!(
-                    "[{}] NO PROBE RAN: only `nftkit netpol` and `nftkit verify netpol` of the \
-                     policies were checked",
-                    self.test
-                );
-            }
+        } else {
+            eprintln!("[{}] {} packet probes", self.test, self.probed);
         }
         assert!(
+            self.probed + self.modelled > 0,
+            "{}: no probe ran (neither a packet nor a [model] probe): the test checks nothing",
+            self.test
+        );
+        assert!(
             self.failures.is_empty(),
-            "{}: {} probes disagree with upstream:\n{}\n{}",
+            "{}: {} probes disagree with upstream ({} packet, {} [model] sctp probes in all):\n{}\n{}",
             self.test,
             self.failures.len(),
+            self.probed,
+            self.modelled,
             self.failures.join("\n"),
             self.rulesets.join("\n")
         );

@@ -5,8 +5,13 @@
 //! namespaces ([`harness`]). `cnp_harness_selfcheck` checks the harness itself with
 //! NetworkPolicy only; `interactions` adds explicit tier × NetworkPolicy cases.
 //!
-//! SCTP probes run only where SCTP works inside a namespace; elsewhere they are skipped
-//! with the reason printed (never counted as passed silently: each skip is logged).
+//! Every probe is asserted; none is skipped. TCP and UDP probes are real packets. SCTP
+//! probes are real packets where SCTP works inside a namespace ([`harness::sctp_support`]);
+//! elsewhere they are model probes: `nftkit netpol explain ... --port PORT/sctp` against the
+//! file the phase applied, i.e. the compiled ruleset (its SCTP rules: l4proto 132, dport)
+//! run through nftkit's nf_tables evaluator, not the kernel. Their expectation is asserted
+//! like a packet probe's and their results read `[model] sctp ...`, with the reason SCTP is
+//! unusable printed. A test whose probes ran neither way fails.
 
 mod admin;
 mod baseline;
