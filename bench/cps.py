@@ -3,11 +3,16 @@
 
   cps.py server ADDR PORT SECONDS      accept and reset connections for at most SECONDS
   cps.py client ADDR PORT SECONDS MAX  open+reset connections for SECONDS (at most MAX),
-                                       print connections per second
+                                       print connections per second, failed connects,
+                                       and handshakes per second
 
 Both ends close with SO_LINGER 0 (RST), so no TIME_WAIT piles up and every connection
 is a new conntrack entry in the router: each one walks the nat postrouting rules once.
+The third number also counts the connects that failed with ECONNRESET: the handshake went
+through the router, but the server's RST arrived before connect() returned to this
+process (frequent when the CPUs are busy), so they are router work too.
 """
+import errno
 import socket
 import struct
 import sys
@@ -51,6 +56,6 @@ else:
             errs[e.errno] = errs.get(e.errno, 0) + 1
         c.close()
     took = time.monotonic() - start
-    print(f"{n / took:.1f} {fails}")
+    print(f"{n / took:.1f} {fails} {(n + errs.get(errno.ECONNRESET, 0)) / took:.1f}")
     if errs:
         print("errors by errno:", errs, file=sys.stderr)

@@ -49,6 +49,7 @@ BASE = {
         "ms": (w, p, n.replace("incremental", "whole-table").replace("elements only", "whole table"), m)
         if n.startswith(("event", "daemon")) else (w, p, "nft-f", m),
         "cps": (w, p, "cps: no-rules", m),
+        "hs": (w, p, "cps: no-rules", m),
     }.get(m),
     "6-footprint": lambda w, p, n, m: {
         "rss_kb": (w, p, "nft-f", m),
@@ -198,6 +199,10 @@ context = [{"what": "7: netpol cps, --log-verdicts all / none (paired runs)",
            {"what": "8: pod event -> kernel, incremental / whole (medians)",
             "value": ratio(med("8-netpol-tiers", w8p, "event->kernel: incremental", "ms"),
                            med("8-netpol-tiers", w8p, "event->kernel: whole-table", "ms"))},
+           {"what": "8: netpol tiers handshakes/s (ECONNRESET too), nftkit / no rules (paired)",
+            "value": paired_names("8-netpol-tiers", w8p, "cps: nftkit", "cps: no-rules", "hs")},
+           {"what": "8: netpol tiers handshakes/s, iptables-legacy / no rules (paired)",
+            "value": paired_names("8-netpol-tiers", w8p, "cps: iptables-legacy", "cps: no-rules", "hs")},
            {"what": "8: netpol tiers cps, iptables-legacy / no rules (paired runs)",
             "value": paired_names("8-netpol-tiers", w8p, "cps: iptables-legacy", "cps: no-rules", "cps")},
            {"what": "8: netpol tiers cps, nftkit / iptables-legacy (paired runs)",
@@ -214,7 +219,7 @@ def fmt(v, m):
         return "-"
     if m in ("bytes", "rss_kb", "events", "lines", "rules"):
         return f"{v:.0f}"
-    if m in ("cps", "mbps"):
+    if m in ("cps", "mbps", "hs"):
         return f"{v:.0f}"
     return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 

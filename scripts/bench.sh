@@ -338,7 +338,7 @@ w4() {
                 ip netns exec "$s" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" server 10.99.2.2 5001 $((DP_SECONDS + 4)) &
                 local srv=$!
                 sleep 0.3
-                read -r cps fails < <(ip netns exec "$c" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" client 10.99.2.2 5001 "$DP_SECONDS" 2000000)
+                read -r cps fails _ < <(ip netns exec "$c" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" client 10.99.2.2 5001 "$DP_SECONDS" 2000000)
                 kill "$srv" 2>/dev/null || true
                 wait "$srv" 2>/dev/null || true
                 sample 4-datapath $kind "$n" cps "$cps"
@@ -456,7 +456,7 @@ w7() {
             ip netns exec "$s" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" server 10.99.2.2 5001 $((DP_SECONDS + 4)) &
             local srv=$!
             sleep 0.3
-            read -r cps fails < <(ip netns exec "$c" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" client 10.99.2.2 5001 "$DP_SECONDS" 2000000)
+            read -r cps fails _ < <(ip netns exec "$c" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" client 10.99.2.2 5001 "$DP_SECONDS" 2000000)
             kill "$srv" 2>/dev/null || true
             wait "$srv" 2>/dev/null || true
             [ "$fails" = 0 ] || log "  netpol $mode: $fails failed connects"
@@ -541,11 +541,12 @@ w8() {
             ip netns exec "$s" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" server 10.99.2.2 5001 $((DP_SECONDS + 4)) &
             local srv=$!
             sleep 0.3
-            read -r cps fails < <(ip netns exec "$c" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" client 10.99.2.2 5001 "$DP_SECONDS" 2000000)
+            read -r cps fails hs < <(ip netns exec "$c" timeout $((DP_SECONDS + 5)) python3 "$BENCH/cps.py" client 10.99.2.2 5001 "$DP_SECONDS" 2000000)
             kill "$srv" 2>/dev/null || true
             wait "$srv" 2>/dev/null || true
             [ "$fails" = 0 ] || log "  netpol $mode: $fails failed connects"
             sample 8-netpol-tiers "cps: $mode" $cnps cps "$cps"
+            sample 8-netpol-tiers "cps: $mode" $cnps hs "$hs"
             ns_del "$c"; ns_del_settled "$s"
         done
     done
