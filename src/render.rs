@@ -222,14 +222,7 @@ pub fn dnat_map_text(
 
 /// An element as nft prints it: host prefixes without their length.
 pub fn element(e: &Element) -> String {
-    match e {
-        Element::V4(n) if n.prefix_len() == 32 => n.addr().to_string(),
-        Element::V4(n) => n.to_string(),
-        Element::V6(n) if n.prefix_len() == 128 => n.addr().to_string(),
-        Element::V6(n) => n.to_string(),
-        Element::Port(p) => p.to_string(),
-        Element::Id(id) => id.to_string(),
-    }
+    e.to_string()
 }
 
 /// nft string literal. Comments are ours (no quotes inside), but escape anyway.

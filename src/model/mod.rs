@@ -102,6 +102,20 @@ pub enum Element {
     Id(u32),
 }
 
+/// As nft writes it: a single address without its prefix length.
+impl std::fmt::Display for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Element::V4(n) if n.prefix_len() == 32 => write!(f, "{}", n.addr()),
+            Element::V4(n) => write!(f, "{n}"),
+            Element::V6(n) if n.prefix_len() == 128 => write!(f, "{}", n.addr()),
+            Element::V6(n) => write!(f, "{n}"),
+            Element::Port(p) => write!(f, "{p}"),
+            Element::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
 /// A chain of the owned table. Base chains carry a hook; regular chains are jump targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {

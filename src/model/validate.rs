@@ -203,16 +203,11 @@ fn map_fits(m: &VerdictMap, chains: &HashMap<&str, &Chain>) -> Result<(), String
         if !single {
             return Err(format!(
                 "map {}: key {} is a prefix, not a single address",
-                m.name,
-                crate::render::element(e)
+                m.name, e
             ));
         }
         if !keys.insert(e) {
-            return Err(format!(
-                "map {}: key {} is listed twice",
-                m.name,
-                crate::render::element(e)
-            ));
+            return Err(format!("map {}: key {} is listed twice", m.name, e));
         }
         match chains.get(target.as_str()) {
             None => {

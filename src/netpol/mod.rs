@@ -1,6 +1,6 @@
 //! Kubernetes `networking.k8s.io/v1` NetworkPolicy for the pods of one node: the cluster
 //! objects (`manifest`; NetworkPolicy specs in `policy`, ClusterNetworkPolicies in
-//! `cnp` / `cnp_parse` and live in `cnp_watch`, the validating field readers in
+//! `cnp` / `cnp_parse` and live in `cnp_object`, the validating field readers in
 //! `fields`), label selectors (`selector`), ipBlock interval arithmetic
 //! (`ipblock`) and the rules (`build`), their per-policy counters on `/metrics`
 //! (`counters`), verdict logs (`verdicts`); `explain` runs one flow through the built
@@ -10,8 +10,8 @@
 
 pub mod build;
 pub mod cnp;
+mod cnp_object;
 mod cnp_parse;
-mod cnp_watch;
 pub mod counters;
 pub mod explain;
 mod fields;

@@ -1,7 +1,7 @@
 //! The cluster as live mode last saw it: each watched kind's objects, converted when
 //! they arrive through the same `manifest` functions the `--from-file` mode uses
 //! (k8s-openapi object -> JSON -> `manifest::pod` / `policy` / `meta`; ClusterNetworkPolicy,
-//! a CRD that may not be served, in `cnp_watch`), with what the
+//! a CRD that may not be served, in `cnp_object`), with what the
 //! loop needs to decide whether it may build (`netpol::live`): whether each kind has
 //! been listed completely, whether a kind's watch is failing (and since when), and the
 //! objects the converter refused.
@@ -26,7 +26,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::cnp::ClusterPolicy;
-use super::cnp_watch::ClusterNetworkPolicyObject;
+use super::cnp_object::ClusterNetworkPolicyObject;
+use super::cnp_parse::cluster_policy;
 use super::manifest::{self, Cluster, Pod, Policy};
 use super::selector::Labels;
 use crate::error::{Error, Result};
@@ -360,6 +361,19 @@ impl Watched for NetworkPolicy {
     }
     fn store(o: &mut Objects) -> &mut Store<Policy> {
         &mut o.policies
+    }
+}
+
+impl Watched for ClusterNetworkPolicyObject {
+    type Item = ClusterPolicy;
+    const PLURAL: &'static str = "clusternetworkpolicies";
+    const NOT_SERVED: Option<&'static str> =
+        Some("ClusterNetworkPolicy CRD not served; NetworkPolicy still enforced");
+    fn convert(v: &Value) -> Result<ClusterPolicy> {
+        cluster_policy(v)
+    }
+    fn store(o: &mut Objects) -> &mut Store<ClusterPolicy> {
+        &mut o.cluster_policies
     }
 }
 
@@ -717,5 +731,60 @@ mod tests {
         );
         apply_event(&mut o, watcher::Event::Apply(pol("192.0.2.0/24")));
         assert_eq!(o.unreachable(t0, t1 + s(61), timeout), None);
+    }
+
+    fn cnp(priority: i64) -> ClusterNetworkPolicyObject {
+        serde_json::from_value(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "deny-all", "resourceVersion": "3"},
+            "spec": {"tier": "Admin", "priority": priority, "subject": {"namespaces": {}},
+                "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn served_objects_convert_and_a_refused_one_is_named() {
+        use kube::Resource;
+        assert_eq!(
+            ClusterNetworkPolicyObject::url_path(&(), None),
+            "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"
+        );
+        let mut o = Objects::synced_for_tests();
+        apply_event(&mut o, watcher::Event::Apply(cnp(10)));
+        let c = o.complete().unwrap();
+        assert_eq!(c.cluster_policies.len(), 1);
+        assert_eq!(c.cluster_policies[0].priority, 10);
+        apply_event(&mut o, watcher::Event::Apply(cnp(1001)));
+        let msg = o.complete().unwrap_err().to_string();
+        assert!(
+            msg.contains("clusternetworkpolicies deny-all")
+                && msg.contains("spec.priority")
+                && msg.contains("1001"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_crd_not_served_is_listed_and_empty_until_it_is() {
+        let mut o = Objects::synced_for_tests();
+        let store = ClusterNetworkPolicyObject::store(&mut o);
+        *store = Store::default();
+        // First answer 404: synced, nothing changed, told once.
+        assert_eq!(store.not_served(), (vec![Note::Synced], true));
+        assert_eq!(store.not_served(), (vec![], false));
+        assert!(o.synced() && o.complete().unwrap().cluster_policies.is_empty());
+        // Installed later: the next list fills it.
+        apply_event(&mut o, watcher::Event::<ClusterNetworkPolicyObject>::Init);
+        apply_event(&mut o, watcher::Event::InitApply(cnp(3)));
+        assert_eq!(
+            apply_event::<ClusterNetworkPolicyObject>(&mut o, watcher::Event::InitDone),
+            vec![Note::Changed]
+        );
+        assert_eq!(o.complete().unwrap().cluster_policies.len(), 1);
+        // Removed again: its objects go with it (and the change is told once more).
+        let store = ClusterNetworkPolicyObject::store(&mut o);
+        assert_eq!(store.not_served(), (vec![Note::Changed], true));
+        assert!(o.complete().unwrap().cluster_policies.is_empty());
     }
 }

@@ -22,7 +22,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
-use super::cnp_watch::ClusterNetworkPolicyObject;
+use super::cnp_object::ClusterNetworkPolicyObject;
 use super::manifest::Cluster;
 use super::store::{Note, Objects, Watched, apply_event, lock};
 use crate::error::{Error, Result};

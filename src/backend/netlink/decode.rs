@@ -9,8 +9,8 @@ use nlink::netlink::nftables::{self as nft, CmpOp, Family, MetaKey, PayloadBase,
 
 use super::encode::nl_rule;
 use super::vmap;
-use super::wire::{dnat_map_layout, element_wire, nl_key};
-use super::{NFPROTO_IPV4, NFPROTO_IPV6, NetlinkBackend, TYPE_GID, TYPE_UID, kernel_error};
+use super::wire::{dnat_map_layout, element_wire, hex, key_name, nl_key, push_wire_value};
+use super::{NFPROTO_IPV4, NFPROTO_IPV6, NetlinkBackend, kernel_error};
 use crate::backend::{Comparison, is_owned_comment};
 use crate::error::Result;
 use crate::model::{self, Action, IpFamily, Ruleset};
@@ -347,17 +347,6 @@ fn hook_name(n: u32) -> &'static str {
     }
 }
 
-pub(super) fn key_name(type_id: u32) -> String {
-    match type_id {
-        7 => "ipv4_addr".into(),
-        8 => "ipv6_addr".into(),
-        13 => "inet_service".into(),
-        TYPE_UID => "uid".into(),
-        TYPE_GID => "gid".into(),
-        n => format!("type#{n}"),
-    }
-}
-
 /// Elements as sorted `a` / `a-b` texts, from (key, inclusive end) wire bytes of a set
 /// with key type `type_id`. Sorted by the bytes (numeric order for addresses and ports)
 /// before formatting, so both sides of a comparison need no string sort.
@@ -374,46 +363,6 @@ pub(super) fn elements_text(type_id: u32, ranges: &mut [(&[u8], &[u8])]) -> Vec<
         out.push(s);
     }
     out
-}
-
-pub(super) fn push_wire_value(out: &mut String, type_id: u32, b: &[u8]) {
-    use std::fmt::Write as _;
-    match (type_id, b.len()) {
-        (7, 4) => {
-            // By hand: Ipv4Addr's Display costs several times more, 20 000 times a verify.
-            for (i, octet) in b.iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                let o = *octet;
-                if o >= 100 {
-                    out.push((b'0' + o / 100) as char);
-                }
-                if o >= 10 {
-                    out.push((b'0' + o / 10 % 10) as char);
-                }
-                out.push((b'0' + o % 10) as char);
-            }
-        }
-        (8, 16) => {
-            let _ = write!(
-                out,
-                "{}",
-                Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap_or_default())
-            );
-        }
-        (13, 2) => {
-            let _ = write!(out, "{}", u16::from_be_bytes([b[0], b[1]]));
-        }
-        (TYPE_UID | TYPE_GID, 4) => {
-            let _ = write!(out, "{}", u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-        }
-        _ => out.push_str(&hex(b)),
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Canonical snapshot text of a DNAT map rule: entries sorted, since the kernel lists a
@@ -542,6 +491,7 @@ fn dnat_map_rule_text(
 
 #[cfg(test)]
 mod tests {
+    use super::super::TYPE_GID;
     use super::super::wire::put_attr;
     use super::*;
     use crate::model::{

@@ -10,7 +10,8 @@ use nlink::netlink::nftables::{
 };
 
 use super::wire::{
-    self, ANON_MAP_NAME, ELEMENTS_PER_MESSAGE, dnat_map_layout, nl_key, nul_terminated, put_attr,
+    self, ANON_MAP_NAME, ELEMENTS_PER_MESSAGE, Step, dnat_map_layout, nl_key, nul_terminated,
+    put_attr,
 };
 use super::{BatchOp, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::error::{Error, Result};
@@ -25,42 +26,6 @@ pub(super) enum OldTable {
     Delete,
     /// No table to remove.
     Absent,
-}
-
-/// One message of the replace batch, as nlink builds it.
-pub(super) enum Step {
-    DestroyTable,
-    DelTable,
-    AddTable {
-        flags: u32,
-    },
-    AddObject(nft::Object),
-    AddSet(nft::Set),
-    /// NEWSETELEM through nlink (verdict map entries).
-    AddElements(nft::Set, Vec<nft::SetElement>),
-    Raw(nft::RawMessage),
-    AddChain(nft::Chain),
-    AddRule(nft::Rule),
-}
-
-impl Step {
-    /// Queue this message on `tx` (the table's name and comment are `rs`'s).
-    pub(super) fn queue(self, tx: nft::Transaction, rs: &Ruleset) -> nft::Transaction {
-        let t = rs.table.as_str();
-        match self {
-            Step::DestroyTable => tx.destroy_table(t, Family::Inet),
-            Step::DelTable => tx.del_table(t, Family::Inet),
-            Step::AddTable { flags } => {
-                tx.add_table_with_comment(t, Family::Inet, flags, Some(&rs.comment))
-            }
-            Step::AddObject(o) => tx.add_object(&o),
-            Step::AddSet(s) => tx.add_set(s),
-            Step::AddElements(s, elements) => tx.add_set_elements(&s, &elements),
-            Step::Raw(m) => tx.raw(m),
-            Step::AddChain(c) => tx.add_chain(c),
-            Step::AddRule(r) => tx.add_rule(r),
-        }
-    }
 }
 
 /// The replace batch for `rs`, step by step, each with what it does (by position), so a

@@ -9,9 +9,7 @@
 
 use nlink::netlink::nftables::{self as nft, Expr, Family, Register, Verdict};
 
-use super::decode::push_wire_value;
-use super::encode::Step;
-use super::wire::{element_wire, nl_key};
+use super::wire::{Step, element_wire, nl_key, push_wire_value};
 use super::{BatchOp, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::error::{Error, Result};
 use crate::model::{self, AddrField, Element, IpFamily, VerdictMap};
@@ -134,7 +132,7 @@ fn entries_text(type_id: u32, mut entries: Vec<(&[u8], String)>) -> Vec<String> 
 }
 
 fn key_text(type_id: u32) -> String {
-    format!("{} : verdict", super::decode::key_name(type_id))
+    format!("{} : verdict", super::wire::key_name(type_id))
 }
 
 /// A verdict map read back: every entry with its verdict (an entry without one shows
