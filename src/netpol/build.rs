@@ -407,7 +407,7 @@ pub fn build_observed(cfg: &NetpolConfig, table: &str, obs: &Observe) -> (Rulese
     let mut used_policies = BTreeSet::new();
     let mut caches = NpCaches::default();
     let mut out = Tables::default();
-    let tiers = tiers::Tiers::new(&cfg.cluster);
+    let mut tiers = tiers::Tiers::new(&cfg.cluster);
     for dir in [Direction::Egress, Direction::Ingress] {
         let mut admin = Dispatch::default();
         let mut np = Dispatch::default();

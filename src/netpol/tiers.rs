@@ -30,6 +30,8 @@ use crate::model::{Action, IpFamily, Match, Rule};
 pub(super) struct Tiers<'c> {
     admin: Vec<&'c ClusterPolicy>,
     baseline: Vec<&'c ClusterPolicy>,
+    /// Each rule's pod-independent part, by (tier, policy position, direction, rule).
+    shared: std::collections::BTreeMap<(Tier, usize, Direction, usize), Shared>,
 }
 
 impl<'c> Tiers<'c> {
@@ -46,6 +48,7 @@ impl<'c> Tiers<'c> {
         Tiers {
             admin: of(Tier::Admin),
             baseline: of(Tier::Baseline),
+            shared: Default::default(),
         }
     }
 
@@ -54,7 +57,7 @@ impl<'c> Tiers<'c> {
     /// Admin chain's end) goes to `pass_to`.
     #[allow(clippy::too_many_arguments)]
     pub fn rules(
-        &self,
+        &mut self,
         idx: &Index,
         sets: &mut Sets,
         obs: &Observe,
@@ -69,7 +72,7 @@ impl<'c> Tiers<'c> {
         };
         let mut names = Vec::new();
         let mut rules = Vec::new();
-        for cnp in policies {
+        for (position, cnp) in policies.iter().enumerate() {
             let gress = match dir {
                 Direction::Ingress => &cnp.ingress,
                 Direction::Egress => &cnp.egress,
@@ -106,7 +109,11 @@ impl<'c> Tiers<'c> {
                         cnp.name
                     ),
                 );
-                for mut matches in rule_matches(idx, sets, cnp, dir, i, rule, pod) {
+                let shared = self
+                    .shared
+                    .entry((tier, position, dir, i))
+                    .or_insert_with(|| shared(idx, sets, cnp, dir, i, rule));
+                for mut matches in rule_matches(shared, dir, rule, pod) {
                     matches.push(counter.clone());
                     let r = Rule {
                         matches,
@@ -162,21 +169,73 @@ fn selects(idx: &Index, set: &PodSet, pod: &Pod) -> bool {
     }
 }
 
+/// What a policy's rule `i` compiles to that does not depend on the local pod: built
+/// once per build (computing its peers walks every pod of the cluster).
+#[derive(Debug, Clone, Default)]
+struct Shared {
+    /// Match lists (alternatives) for every pod.
+    alts: Vec<Vec<Match>>,
+    /// The rule's peer sets (family, name), for ingress named ports resolved per pod.
+    peer_sets: Vec<(IpFamily, String)>,
+}
+
 /// The match lists (alternatives) of a policy's rule `i` for local pod `pod` (the
-/// destination for ingress, the source for egress).
-fn rule_matches(
+/// destination for ingress, the source for egress): the shared part, and named ports
+/// resolved on `pod` for ingress.
+fn rule_matches(shared: &Shared, dir: Direction, rule: &ClusterRule, pod: &Pod) -> Vec<Vec<Match>> {
+    let mut out = shared.alts.clone();
+    if dir == Direction::Ingress {
+        for name in named_ports(rule) {
+            for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                let Some(port) = resolve_named(pod, name, proto) else {
+                    continue;
+                };
+                for (f, set) in &shared.peer_sets {
+                    out.push(vec![
+                        peer_match(dir, *f, set.clone()),
+                        Match::Dport {
+                            proto: l4(proto),
+                            port,
+                        },
+                    ]);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn named_ports(rule: &ClusterRule) -> impl Iterator<Item = &str> {
+    rule.protocols.iter().filter_map(|p| match p {
+        ClusterPort::Named(n) => Some(n.as_str()),
+        ClusterPort::Port { .. } => None,
+    })
+}
+
+/// The match on the peer's address: the destination of egress, the source of ingress.
+fn peer_match(dir: Direction, f: IpFamily, set: String) -> Match {
+    match dir {
+        Direction::Egress => Match::DaddrInSet { family: f, set },
+        Direction::Ingress => Match::SaddrInSet { family: f, set },
+    }
+}
+
+/// The pod-independent part of rule `i` of `cnp` in `dir` (see [`Shared`]).
+fn shared(
     idx: &Index,
     sets: &mut Sets,
     cnp: &ClusterPolicy,
     dir: Direction,
     i: usize,
     rule: &ClusterRule,
-    pod: &Pod,
-) -> Vec<Vec<Match>> {
+) -> Shared {
     // A peer this version cannot read: an Accept matches nothing through it, a Deny or
     // Pass matches everything (upstream's "fail closed").
     if rule.action != ClusterAction::Accept && rule.peers.contains(&ClusterPeer::Unknown) {
-        return vec![vec![]];
+        return Shared {
+            alts: vec![vec![]],
+            peer_sets: vec![],
+        };
     }
     let peer_pods: Vec<&Pod> = idx
         .peerable
@@ -189,10 +248,6 @@ fn rule_matches(
         })
         .collect();
     let has_pod_peers = rule.peers.iter().any(|p| matches!(p, ClusterPeer::Pods(_)));
-    let peer_match = |f: IpFamily, set: String| match dir {
-        Direction::Egress => Match::DaddrInSet { family: f, set },
-        Direction::Ingress => Match::SaddrInSet { family: f, set },
-    };
     let base = |f: IpFamily, extra: &str| {
         object_name(&[
             cnp.tier.object_prefix(),
@@ -218,7 +273,14 @@ fn rule_matches(
             }
         }
     }
-    let mut out = Vec::new();
+    let mut out = Shared::default();
+    // The peer sets, declared once (kept while empty when pods fill them).
+    for (f, ranges) in [(IpFamily::V4, &v4), (IpFamily::V6, &v6)] {
+        let keep = has_pod_peers || networks[(f == IpFamily::V6) as usize];
+        if let Some(set) = sets.family_set(base(f, ""), f, ranges, keep) {
+            out.peer_sets.push((f, set));
+        }
+    }
     // Numbered ports (or none): one rule per family and port alternative.
     let numbered: Vec<Vec<Match>> = if rule.protocols.is_empty() {
         vec![vec![]]
@@ -247,66 +309,37 @@ fn rule_matches(
             })
             .collect()
     };
-    for (f, ranges) in [(IpFamily::V4, &v4), (IpFamily::V6, &v6)] {
-        if numbered.is_empty() {
-            break;
-        }
-        let keep = has_pod_peers || networks[(f == IpFamily::V6) as usize];
-        let Some(set) = sets.family_set(base(f, ""), f, ranges, keep) else {
-            continue;
-        };
+    for (f, set) in &out.peer_sets {
         for alt in &numbered {
-            let mut m = vec![peer_match(f, set.clone())];
+            let mut m = vec![peer_match(dir, *f, set.clone())];
             m.extend(alt.iter().cloned());
-            out.push(m);
+            out.alts.push(m);
         }
     }
-    // Named ports resolve on the destination: this pod for ingress (its own chain), each
-    // peer pod for egress (grouped by the number they resolve to, a set per group).
-    for name in rule.protocols.iter().filter_map(|p| match p {
-        ClusterPort::Named(n) => Some(n.as_str()),
-        ClusterPort::Port { .. } => None,
-    }) {
-        for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
-            match dir {
-                Direction::Ingress => {
-                    let Some(port) = resolve_named(pod, name, proto) else {
-                        continue;
-                    };
-                    for (f, ranges) in [(IpFamily::V4, &v4), (IpFamily::V6, &v6)] {
-                        let keep = has_pod_peers;
-                        if let Some(set) = sets.family_set(base(f, ""), f, ranges, keep) {
-                            out.push(vec![
-                                peer_match(f, set),
+    // Egress named ports resolve on each peer pod: grouped by the number they resolve
+    // to, a set per group. (Ingress ones resolve on the local pod: `rule_matches`.)
+    if dir == Direction::Egress {
+        for name in named_ports(rule) {
+            for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                let mut groups: std::collections::BTreeMap<u16, (Vec<Range>, Vec<Range>)> =
+                    Default::default();
+                for p in &peer_pods {
+                    if let Some(port) = resolve_named(p, name, proto) {
+                        let g = groups.entry(port).or_default();
+                        push_ips(p, &mut g.0, &mut g.1);
+                    }
+                }
+                for (port, (g4, g6)) in groups {
+                    for (f, ranges) in [(IpFamily::V4, g4), (IpFamily::V6, g6)] {
+                        let extra = format!("/{}-{port}", proto.name());
+                        if let Some(set) = sets.family_set(base(f, &extra), f, &ranges, false) {
+                            out.alts.push(vec![
+                                peer_match(dir, f, set),
                                 Match::Dport {
                                     proto: l4(proto),
                                     port,
                                 },
                             ]);
-                        }
-                    }
-                }
-                Direction::Egress => {
-                    let mut groups: std::collections::BTreeMap<u16, (Vec<Range>, Vec<Range>)> =
-                        Default::default();
-                    for p in &peer_pods {
-                        if let Some(port) = resolve_named(p, name, proto) {
-                            let g = groups.entry(port).or_default();
-                            push_ips(p, &mut g.0, &mut g.1);
-                        }
-                    }
-                    for (port, (g4, g6)) in groups {
-                        for (f, ranges) in [(IpFamily::V4, g4), (IpFamily::V6, g6)] {
-                            let extra = format!("/{}-{port}", proto.name());
-                            if let Some(set) = sets.family_set(base(f, &extra), f, &ranges, false) {
-                                out.push(vec![
-                                    peer_match(f, set),
-                                    Match::Dport {
-                                        proto: l4(proto),
-                                        port,
-                                    },
-                                ]);
-                            }
                         }
                     }
                 }
