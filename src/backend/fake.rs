@@ -25,11 +25,29 @@ pub struct FakeBackend {
     pub read_backs: usize,
     /// Number of successful element-only updates (`apply_delta`).
     pub deltas: usize,
+    /// The ruleset generation: bumped by every commit, like the kernel's (a change made
+    /// to `tables` directly counts as one commit, seen when the generation is read).
+    commits: u64,
+    /// A hash of `tables` at the last commit.
+    committed: u64,
 }
 
 impl FakeBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn tables_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{:?}", self.tables).hash(&mut h);
+        h.finish()
+    }
+
+    /// One commit: the generation moves on.
+    fn commit(&mut self) {
+        self.commits += 1;
+        self.committed = self.tables_hash();
     }
 
     /// Simulate `nft flush chain`.
@@ -139,6 +157,7 @@ impl Backend for FakeBackend {
         self.take_failure()?;
         let snap = self.expected(rs);
         self.tables.insert(rs.table.clone(), snap);
+        self.commit();
         self.applies += 1;
         Ok(())
     }
@@ -217,6 +236,7 @@ impl Backend for FakeBackend {
         }
         self.take_failure()?;
         self.tables.insert(new.table.clone(), t);
+        self.commit();
         self.deltas += 1;
         Ok(())
     }
@@ -237,10 +257,10 @@ impl Backend for FakeBackend {
     /// Changes with any change to the tables, also tests' direct edits (as the kernel's
     /// generation does with any commit): a hash of their content.
     fn ruleset_generation(&mut self) -> Option<u64> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        format!("{:?}", self.tables).hash(&mut h);
-        Some(h.finish())
+        if self.tables_hash() != self.committed {
+            self.commit();
+        }
+        Some(self.commits)
     }
 
     fn delete(&mut self, table: &str) -> Result<bool> {
@@ -252,6 +272,7 @@ impl Backend for FakeBackend {
             Some(_) => {
                 self.take_failure()?;
                 self.tables.remove(table);
+                self.commit();
                 Ok(true)
             }
         }

@@ -5,8 +5,8 @@
 //! "Known to hold": the ruleset generation read right after our last successful apply,
 //! element update or resync is still the kernel's (every commit in the network
 //! namespace, by anyone, bumps it), and the element batch itself is bound to that
-//! generation, so a commit in between makes the kernel refuse it. Any refusal, error or
-//! read-back difference falls back to the replacement, which repairs whatever happened.
+//! generation, so a commit in between makes the kernel refuse it (no read-back needed).
+//! Any refusal or error falls back to the replacement, which repairs whatever happened.
 
 use crate::apply;
 use crate::backend::{self, Backend};
@@ -21,7 +21,12 @@ pub enum Path {
     Replaced(apply::Outcome),
     /// Set elements removed and added in one batch; chains, rules and named counters
     /// untouched.
-    Elements { removed: usize, added: usize },
+    Elements {
+        removed: usize,
+        added: usize,
+        /// The generation our batch committed (the one it was bound to, plus one).
+        generation: u64,
+    },
 }
 
 /// Bring the kernel from `last` (None: nothing applied by this run yet) to `rs`; `known`
@@ -82,21 +87,14 @@ fn elements_only(
             return None;
         }
     }
-    // The cheap structural check, as after a replacement: a concurrent replace shows in it.
-    match b.check_applied(rs) {
-        Ok(diff) if diff.is_empty() => Some(Path::Elements {
-            removed: delta.removed(),
-            added: delta.added(),
-        }),
-        Ok(diff) => {
-            tracing::warn!(table = %rs.table, diff = %diff.join("; "), "table reads back differently after the element update; replacing the whole table");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(table = %rs.table, error = %e, "read-back after the element update failed; replacing the whole table");
-            None
-        }
-    }
+    // No read-back: the batch was bound to generation `g`, at which the kernel held
+    // `last` (checked when it was applied), so the kernel committed exactly `last` plus
+    // this delta, or refused. Whatever anyone commits afterwards, the resync finds.
+    Some(Path::Elements {
+        removed: delta.removed(),
+        added: delta.added(),
+        generation: g.wrapping_add(1),
+    })
 }
 
 #[cfg(test)]
@@ -144,7 +142,8 @@ mod tests {
             path,
             Path::Elements {
                 removed: 0,
-                added: 1
+                added: 1,
+                generation: g.unwrap() + 1
             }
         );
         assert_eq!((b.applies, b.deltas), (1, 1));

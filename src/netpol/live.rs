@@ -367,6 +367,14 @@ pub fn run(
                     match result {
                         Ok(path) => {
                             known = b.ruleset_generation();
+                            // After an element batch the kernel holds `rs` only at the
+                            // generation that batch committed: a later one is someone
+                            // else's commit, so the next update compares first.
+                            if let Path::Elements { generation, .. } = path
+                                && known != Some(generation)
+                            {
+                                known = None;
+                            }
                             match path {
                                 Path::Replaced(apply::Outcome::Applied) => {
                                     stats.applies += 1;
@@ -455,7 +463,7 @@ pub fn run(
 
 fn log_update(reason: &str, rs: &Ruleset, path: Path, elapsed: Duration) {
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
-    if let Path::Elements { removed, added } = path {
+    if let Path::Elements { removed, added, .. } = path {
         tracing::info!(
             reason,
             table = %rs.table,
