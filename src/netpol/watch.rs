@@ -177,8 +177,9 @@ async fn watch_kind<K: Watched>(
     }
 }
 
-/// How often `--from-file --watch` looks at the file's metadata.
-const FILE_POLL: Duration = Duration::from_millis(250);
+/// How often `--from-file --watch` looks at the file's metadata (one stat: 20 a second
+/// cost nothing measurable, and a change is seen within 25 ms on average).
+const FILE_POLL: Duration = Duration::from_millis(50);
 
 /// The watchers, running on their own thread and tokio runtime (the backend blocks on a
 /// runtime of its own, so the two must not share a thread).
