@@ -206,7 +206,11 @@ context = [{"what": "7: netpol cps, --log-verdicts all / none (paired runs)",
            {"what": "8: netpol tiers cps, iptables-legacy / no rules (paired runs)",
             "value": paired_names("8-netpol-tiers", w8p, "cps: iptables-legacy", "cps: no-rules", "cps")},
            {"what": "8: netpol tiers cps, nftkit / iptables-legacy (paired runs)",
-            "value": paired_names("8-netpol-tiers", w8p, "cps: nftkit", "cps: iptables-legacy", "cps")}]
+            "value": paired_names("8-netpol-tiers", w8p, "cps: nftkit", "cps: iptables-legacy", "cps")},
+           {"what": "8: netpol tiers cps, nftkit / nftkit with the same pods, no policies (paired)",
+            "value": paired_names("8-netpol-tiers", w8p, "cps: nftkit", "cps: nftkit-no-policies", "cps")},
+           {"what": "8: netpol tiers cps, nftkit with no policies / no rules (paired runs)",
+            "value": paired_names("8-netpol-tiers", w8p, "cps: nftkit-no-policies", "cps: no-rules", "cps")}]
 
 meta = json.load(open(meta_path))
 json.dump({**meta, "results": rows, "targets": targets, "kernel_share": kernel_share,

@@ -26,7 +26,8 @@
 #                  (bench/netpol_tiers_gen.py; the bench connections walk the Admin,
 #                  NetworkPolicy and Baseline tiers): (a) one-shot apply: nftkit netpol vs
 #                  `nft -f` of its --dry-run vs nftkit --backend iptables-legacy; (c) new
-#                  TCP conn/s through the node with each and with no rules; (b) pod event
+#                  TCP conn/s through the node with each, with nftkit's table of the same
+#                  pods and no policies, and with no rules; (b) pod event
 #                  -> rules in the kernel (median, p99; 100 events, whole-table 30 at
 #                  --quick): set elements only vs the whole table replaced
 #
@@ -472,7 +473,8 @@ w7() {
 # (bench/netpol_tiers_gen.py; the client and server pods' connections walk the Admin,
 # NetworkPolicy and Baseline tiers). (a) one-shot apply in a fresh namespace: nftkit netpol
 # vs `nft -f` of its --dry-run vs nftkit --backend iptables-legacy; (c) new TCP conn/s
-# through the node with each of them and with no rules; (b) pod event -> rules in the
+# through the node with each of them, with nftkit's table of the same pods and no
+# policies, and with no rules; (b) pod event -> rules in the
 # kernel (bench/netpol_churn.py: rename of the --watch file to the daemon's NEWGEN), set
 # elements only vs the whole table replaced (another program commits before each event).
 w8() {
@@ -531,9 +533,14 @@ w8() {
     ns_new "${P}r-no-rules"
     ns_new "${P}r-nftkit"
     ip netns exec "${P}r-nftkit" "$NFTKIT" -q netpol --node-name node-0 --from-file "$f"
-    log "8c: netpol cps, $RUNS runs x ${DP_SECONDS}s: no rules, nftkit, iptables-legacy"
+    # The same pods without any policy: nftkit's table with nothing to enforce (conntrack
+    # and the tier lookups that all miss), the floor the policies' own cost sits on.
+    jq '.items |= map(select(.kind != "NetworkPolicy" and .kind != "ClusterNetworkPolicy"))' "$f" >"$d/no-policies.json"
+    ns_new "${P}r-nftkit-no-policies"
+    ip netns exec "${P}r-nftkit-no-policies" "$NFTKIT" -q netpol --node-name node-0 --from-file "$d/no-policies.json"
+    log "8c: netpol cps, $RUNS runs x ${DP_SECONDS}s: no rules, nftkit without and with the policies, iptables-legacy"
     for ((i = 0; i < RUNS; i++)); do
-        for mode in no-rules nftkit iptables-legacy; do
+        for mode in no-rules nftkit-no-policies nftkit iptables-legacy; do
             r=${P}r-$mode
             ns_new "$c"; ns_new "$s"
             dp_links "$c" "$r" "$s"
@@ -550,7 +557,7 @@ w8() {
             ns_del "$c"; ns_del_settled "$s"
         done
     done
-    for mode in no-rules nftkit iptables-legacy; do ns_del "${P}r-$mode"; done
+    for mode in no-rules nftkit-no-policies nftkit iptables-legacy; do ns_del "${P}r-$mode"; done
 
     log "8b: pod event -> kernel, $W8_EVENTS events incremental, $W8_WHOLE_EVENTS whole-table"
     ns_new "$ns"
