@@ -94,6 +94,12 @@ impl<T> Store<T> {
         (notes, news)
     }
 
+    /// Whether the kind was listed from the API server (not only counted empty because
+    /// it is not served).
+    pub(super) fn holds_a_listing(&self) -> bool {
+        self.synced && !self.not_served
+    }
+
     fn failing_for(&self, now: Instant) -> Option<(Duration, &str)> {
         let (first, latest, text) = self.failing.as_ref()?;
         (now.saturating_duration_since(*latest) < WATCH_RECOVERED_AFTER)

@@ -89,14 +89,14 @@ fn jittered(d: Duration) -> Duration {
     d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }
 
-/// Whether `e` is the API server's 404 for the resource (not served).
-fn not_found(e: &watcher::Error) -> bool {
+/// The API server's status code in `e`, if it answered with one.
+fn status_code(e: &watcher::Error) -> Option<u16> {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
-        watcher::Error::WatchError(s) => s.code == 404,
-        _ => false,
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
     }
 }
 
@@ -121,9 +121,26 @@ async fn watch_kind<K: Watched>(
                 }
                 apply_event(&mut lock(&objects), event)
             }
-            Err(e) if K::NOT_SERVED.is_some() && not_found(&e) => {
+            // 404: the CRD is not installed. 403 before anything was ever listed: the
+            // ServiceAccount may not read it (a ClusterRole from before this kind); the
+            // kind then counts as empty too, so an upgraded image keeps working, with a
+            // warning. A 403 after a listing is an error like any other (the last good
+            // rules stay, not ready).
+            Err(e)
+                if K::NOT_SERVED.is_some()
+                    && (status_code(&e) == Some(404)
+                        || (status_code(&e) == Some(403)
+                            && !K::store(&mut lock(&objects)).holds_a_listing())) =>
+            {
                 let (notes, news) = K::store(&mut lock(&objects)).not_served();
-                if news {
+                if news && status_code(&e) == Some(403) {
+                    tracing::warn!(
+                        kind = K::PLURAL,
+                        recheck_in_s = recheck.as_secs_f64(),
+                        "{} not readable (403 Forbidden: grant list and watch on it to the ServiceAccount); NetworkPolicy still enforced, ClusterNetworkPolicy not",
+                        K::PLURAL
+                    );
+                } else if news {
                     tracing::info!(
                         kind = K::PLURAL,
                         recheck_in_s = recheck.as_secs_f64(),

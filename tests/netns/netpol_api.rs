@@ -74,6 +74,8 @@ struct ApiState {
     crd: bool,
     /// 404s sent for the CRD's path.
     crd_404: usize,
+    /// The CRD's path answers 403 (the ServiceAccount may not read it).
+    crd_forbidden: bool,
 }
 
 struct Shared {
@@ -193,6 +195,12 @@ impl FakeApi {
         }
         drop(st);
         self.shared.changed.notify_all();
+    }
+
+    /// Answer the CRD's path with 403 Forbidden (`true`), as an API server does for a
+    /// ServiceAccount whose ClusterRole does not grant it.
+    pub fn forbid_crd(&self, on: bool) {
+        self.state().crd_forbidden = on;
     }
 
     /// Requests for the CRD's path answered 404.
@@ -316,6 +324,16 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
+    if path == RESOURCES.iter().find(|r| r.0 == CNP).map_or("", |r| r.1)
+        && shared.state.lock().unwrap().crd_forbidden
+    {
+        respond(
+            &mut stream,
+            "403 Forbidden",
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"clusternetworkpolicies.policy.networking.k8s.io is forbidden","reason":"Forbidden","details":{"group":"policy.networking.k8s.io","kind":"clusternetworkpolicies"},"code":403}"#,
+        );
+        return;
+    }
     let found = RESOURCES.iter().find(|r| r.1 == path).filter(|r| {
         let mut st = shared.state.lock().unwrap();
         let served = r.0 != CNP || st.crd;

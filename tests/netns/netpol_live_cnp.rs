@@ -154,3 +154,69 @@ fn crd_absent_then_installed_then_an_invalid_object() {
     eprintln!("LOG:\n{}", plain(&d.log()));
     assert_eq!(d.stop_with(libc::SIGTERM), Some(0), "{}", plain(&d.log()));
 }
+
+/// A ServiceAccount whose ClusterRole predates ClusterNetworkPolicy (403 for the CRD's
+/// path): the upgraded daemon still becomes ready and enforces NetworkPolicy, with one
+/// warning that names what to grant; once the role is extended, the policies are read.
+#[test]
+fn crd_forbidden_by_an_old_cluster_role_warns_and_keeps_working() {
+    require_root();
+    let ns = Netns::new();
+    let api = FakeApi::start(&ns);
+    let metrics = free_port(&ns);
+    seed(&api);
+    api.forbid_crd(true);
+    api.serve_crd(true);
+    api.apply(CNP, cnp("deny-dev", 10));
+    let dir = TempDir::new("cnp403");
+    let kc = kubeconfig(&dir.0, &format!("http://127.0.0.1:{}", api.port));
+    let d = NftkitDaemon::start(
+        &ns,
+        &[
+            "--metrics-addr",
+            &metrics.to_string(),
+            "netpol",
+            "--node-name",
+            "node-1",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--resync-interval",
+            "1s",
+            "--sync-timeout",
+            "3s",
+        ],
+    );
+    if !poll_until(WAIT, || readyz(&ns, metrics) == 200) {
+        panic!("never ready with the CRD forbidden:\n{}", plain(&d.log()));
+    }
+    let table = ns.table("inet", TABLE).unwrap_or_default();
+    assert!(table.contains("chain ingress/prod/db {"), "{table}");
+    assert!(!table.contains("deny-dev"), "{table}");
+    let warning = ["WARN", "clusternetworkpolicies not readable (403 Forbidden"];
+    assert_eq!(lines_with(&d, &warning), 1, "{}", plain(&d.log()));
+    // The role extended: the next re-check lists the policy and enforces it.
+    api.forbid_crd(false);
+    if !poll_until(WAIT, || {
+        ns.table("inet", TABLE)
+            .is_some_and(|t| t.contains("10.244.1.5 : goto ingress/Admin/deny-dev"))
+    }) {
+        panic!(
+            "the policy never read after the role was extended:\n{}",
+            plain(&d.log())
+        );
+    }
+    assert_eq!(readyz(&ns, metrics), 200);
+    // Forbidden again after a listing: an error like any other (not ready once it lasts
+    // --sync-timeout); the rules stay.
+    let before = ns.table("inet", TABLE).unwrap_or_default();
+    api.forbid_crd(true);
+    api.serve_crd(false);
+    api.serve_crd(true);
+    if !poll_until(WAIT, || readyz(&ns, metrics) == 503) {
+        panic!(
+            "a 403 after a listing left the daemon ready:\n{}",
+            plain(&d.log())
+        );
+    }
+    assert_eq!(ns.table("inet", TABLE).unwrap_or_default(), before);
+}
