@@ -131,13 +131,6 @@ fn element_holds(e: &Element, key: &Element, interval: bool) -> bool {
     }
 }
 
-fn addr_key(a: IpAddr) -> Element {
-    match a {
-        IpAddr::V4(a) => Element::V4(ipnet::Ipv4Net::from(a)),
-        IpAddr::V6(a) => Element::V6(ipnet::Ipv6Net::from(a)),
-    }
-}
-
 fn in_net(net: &ipnet::IpNet, a: IpAddr) -> bool {
     net.contains(&a)
 }
@@ -166,10 +159,10 @@ fn matches(rs: &Ruleset, m: &Match, p: &Packet, hits: &mut Vec<SetHit>) -> Resul
         Match::NfProto(f) => p.family() == *f,
         Match::L4Proto { proto, negate } => (p.proto == *proto) != *negate,
         Match::DaddrInSet { family, set } => {
-            p.family() == *family && lookup(set, addr_key(p.daddr), hits)?
+            p.family() == *family && lookup(set, Element::from(p.daddr), hits)?
         }
         Match::SaddrInSet { family, set } => {
-            p.family() == *family && lookup(set, addr_key(p.saddr), hits)?
+            p.family() == *family && lookup(set, Element::from(p.saddr), hits)?
         }
         Match::Daddr(net) => in_net(net, p.daddr),
         Match::Saddr(net) => in_net(net, p.saddr),
@@ -291,7 +284,7 @@ pub fn evaluate(rs: &Ruleset, base: &str, p: &Packet) -> Result<Evaluation, Stri
                 let m = rs.map(map).ok_or_else(|| {
                     format!("a rule refers to map {map:?}, which is not declared")
                 })?;
-                let key = addr_key(match field {
+                let key = Element::from(match field {
                     AddrField::Saddr => p.saddr,
                     AddrField::Daddr => p.daddr,
                 });

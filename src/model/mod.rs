@@ -102,6 +102,22 @@ pub enum Element {
     Id(u32),
 }
 
+impl From<ipnet::IpNet> for Element {
+    fn from(n: ipnet::IpNet) -> Self {
+        match n {
+            ipnet::IpNet::V4(n) => Element::V4(n),
+            ipnet::IpNet::V6(n) => Element::V6(n),
+        }
+    }
+}
+
+/// A single address (`/32`, `/128`).
+impl From<IpAddr> for Element {
+    fn from(a: IpAddr) -> Self {
+        Element::from(ipnet::IpNet::from(a))
+    }
+}
+
 /// As nft writes it: a single address without its prefix length.
 impl std::fmt::Display for Element {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

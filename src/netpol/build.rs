@@ -44,12 +44,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-
 use super::cnp::Tier;
 pub use super::index::resolve_named;
-use super::index::{Index, Sets, fam_suffix, l4, push_ips, selects_pods};
-use super::ipblock::Range;
+use super::index::{Index, Sets, fam_suffix, l4, named_port_groups, selects_pods};
 use super::manifest::{Cluster, Pod, Policy, PolicyRule, PortRef, PortSpec, Protocol};
 use super::tiers;
 use crate::model::*;
@@ -255,15 +252,7 @@ fn egress_rules(
     if named.is_empty() {
         return out;
     }
-    let mut groups: BTreeMap<(Protocol, u16), (Vec<Range>, Vec<Range>)> = BTreeMap::new();
-    for pod in idx.peer_pods_of_rule(rule, &policy.namespace) {
-        for (name, proto) in &named {
-            if let Some(port) = resolve_named(pod, name, *proto) {
-                let g = groups.entry((*proto, port)).or_default();
-                push_ips(pod, &mut g.0, &mut g.1);
-            }
-        }
-    }
+    let groups = named_port_groups(idx.peer_pods_of_rule(rule, &policy.namespace), &named);
     for ((proto, port), (v4, v6)) in groups {
         for (f, ranges) in [(IpFamily::V4, v4), (IpFamily::V6, v6)] {
             let name = object_name(&[
@@ -554,19 +543,12 @@ pub fn dispatched_chain(
         IpAddr::V4(_) => IpFamily::V4,
         IpAddr::V6(_) => IpFamily::V6,
     };
-    let key = element_of(addr);
+    let key = Element::from(addr);
     rs.map(&tier_map(dir, tier, f))?
         .entries
         .iter()
         .find(|(e, _)| *e == key)
         .map(|(_, c)| c.as_str())
-}
-
-fn element_of(ip: IpAddr) -> Element {
-    match IpNet::from(ip) {
-        IpNet::V4(n) => Element::V4(n),
-        IpNet::V6(n) => Element::V6(n),
-    }
 }
 
 /// The per-pod chains of one tier and the map entries that send each pod's addresses to
@@ -612,7 +594,7 @@ impl Tables {
                 .entries
                 .iter()
                 .filter(|(ip, _)| ip.is_ipv4() == (f == IpFamily::V4))
-                .map(|(ip, c)| (element_of(*ip), c.clone()))
+                .map(|(ip, c)| (Element::from(*ip), c.clone()))
                 .collect();
             entries.sort();
             entries.dedup_by(|a, b| a.0 == b.0);

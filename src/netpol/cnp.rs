@@ -55,6 +55,14 @@ impl Tier {
             Tier::Baseline => "Baseline",
         }
     }
+
+    /// The tier whose [`object_prefix`](Self::object_prefix) `part` is; None for a
+    /// namespace name.
+    pub fn from_object_prefix(part: &str) -> Option<Tier> {
+        [Tier::Admin, Tier::Baseline]
+            .into_iter()
+            .find(|t| t.object_prefix() == part)
+    }
 }
 
 /// Pods a subject or peer selects (host-network pods never).

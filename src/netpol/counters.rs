@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::build::{DEFAULT_DENY, WOULD_DROP};
+use super::cnp::Tier;
 use crate::backend::CounterValue;
 
 /// Totals per counter name, carried across table replacements.
@@ -75,10 +76,8 @@ fn labels(table: &str, name: &str) -> String {
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    // A ClusterNetworkPolicy's: `<direction>/<Tier>/<policy>/<Accept|Deny|Pass>` (no
-    // namespace name is capitalised).
-    if namespace.starts_with(|c: char| c.is_ascii_uppercase()) {
-        let tier = namespace.to_ascii_lowercase();
+    // A ClusterNetworkPolicy's: `<direction>/<Tier>/<policy>/<Accept|Deny|Pass>`.
+    if let Some(tier) = Tier::from_object_prefix(namespace) {
         let (policy, action) = rest.rsplit_once('/').unwrap_or((rest, ""));
         let verdict = match action {
             "Deny" => "drop",
@@ -88,7 +87,7 @@ fn labels(table: &str, name: &str) -> String {
         return format!(
             "table=\"{}\",kind=\"ClusterNetworkPolicy\",tier=\"{}\",namespace=\"\",policy=\"{}\",direction=\"{}\",verdict=\"{verdict}\"",
             escape(table),
-            escape(&tier),
+            tier.name(),
             escape(policy),
             escape(direction)
         );

@@ -161,10 +161,7 @@ impl Sets {
         if !self.sets.contains_key(&name) {
             let elements = ipblock::to_prefixes(f, ranges.to_vec())
                 .into_iter()
-                .map(|n| match n {
-                    IpNet::V4(n) => Element::V4(n),
-                    IpNet::V6(n) => Element::V6(n),
-                })
+                .map(Element::from)
                 .collect();
             self.sets.insert(
                 name.clone(),
@@ -204,4 +201,24 @@ pub fn resolve_named(pod: &Pod, name: &str, protocol: Protocol) -> Option<u16> {
         .iter()
         .find(|p| p.name.as_deref() == Some(name) && p.protocol == protocol)
         .map(|p| p.port)
+}
+
+/// The addresses of `pods` grouped by the port each of `named` (name, protocol) resolves
+/// to on the pod: (v4, v6) per (protocol, port). A named port can stand for other numbers
+/// on other pods, so a destination set and its port match are per group; two names that
+/// resolve to one number share the group.
+pub(super) fn named_port_groups<'p>(
+    pods: impl IntoIterator<Item = &'p Pod>,
+    named: &[(&str, Protocol)],
+) -> BTreeMap<(Protocol, u16), (Vec<Range>, Vec<Range>)> {
+    let mut groups: BTreeMap<(Protocol, u16), (Vec<Range>, Vec<Range>)> = BTreeMap::new();
+    for pod in pods {
+        for (name, proto) in named {
+            if let Some(port) = resolve_named(pod, name, *proto) {
+                let g = groups.entry((*proto, port)).or_default();
+                push_ips(pod, &mut g.0, &mut g.1);
+            }
+        }
+    }
+    groups
 }

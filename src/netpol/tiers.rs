@@ -19,7 +19,7 @@
 use super::cnp::{
     ClusterAction, ClusterPeer, ClusterPolicy, ClusterPort, ClusterRule, PodSet, Tier,
 };
-use super::index::{Index, Sets, fam_suffix, l4, push_ips, resolve_named};
+use super::index::{Index, Sets, fam_suffix, l4, named_port_groups, push_ips, resolve_named};
 use super::ipblock::{self, Range};
 use super::manifest::{Cluster, Pod, Protocol};
 use super::names::{Direction, object_name};
@@ -319,29 +319,21 @@ fn shared(
     // Egress named ports resolve on each peer pod: grouped by the number they resolve
     // to, a set per group. (Ingress ones resolve on the local pod: `rule_matches`.)
     if dir == Direction::Egress {
-        for name in named_ports(rule) {
-            for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
-                let mut groups: std::collections::BTreeMap<u16, (Vec<Range>, Vec<Range>)> =
-                    Default::default();
-                for p in &peer_pods {
-                    if let Some(port) = resolve_named(p, name, proto) {
-                        let g = groups.entry(port).or_default();
-                        push_ips(p, &mut g.0, &mut g.1);
-                    }
-                }
-                for (port, (g4, g6)) in groups {
-                    for (f, ranges) in [(IpFamily::V4, g4), (IpFamily::V6, g6)] {
-                        let extra = format!("/{}-{port}", proto.name());
-                        if let Some(set) = sets.family_set(base(f, &extra), f, &ranges, false) {
-                            out.alts.push(vec![
-                                peer_match(dir, f, set),
-                                Match::Dport {
-                                    proto: l4(proto),
-                                    port,
-                                },
-                            ]);
-                        }
-                    }
+        // The name stands for the container port of that name, of whichever protocol.
+        let named: Vec<(&str, Protocol)> = named_ports(rule)
+            .flat_map(|n| [Protocol::Tcp, Protocol::Udp, Protocol::Sctp].map(|p| (n, p)))
+            .collect();
+        for ((proto, port), (g4, g6)) in named_port_groups(peer_pods.iter().copied(), &named) {
+            for (f, ranges) in [(IpFamily::V4, g4), (IpFamily::V6, g6)] {
+                let extra = format!("/{}-{port}", proto.name());
+                if let Some(set) = sets.family_set(base(f, &extra), f, &ranges, false) {
+                    out.alts.push(vec![
+                        peer_match(dir, f, set),
+                        Match::Dport {
+                            proto: l4(proto),
+                            port,
+                        },
+                    ]);
                 }
             }
         }
@@ -561,6 +553,35 @@ items:
         let c = cluster("", vec![e]);
         assert!(!allowed(&c, P2, P1, 80));
         assert!(allowed(&c, P2, P1, 8080));
+    }
+
+    #[test]
+    fn two_named_ports_resolving_to_one_number_cover_both_pods() {
+        // p1's "web" is 80; p2 (relabelled) has no "web" but a "www" that is 80 too.
+        let mut c = cluster("", vec![]);
+        let p2 = c.pods.iter_mut().find(|p| p.name == "p2").unwrap();
+        p2.ports[0].name = Some("www".into());
+        p2.ports[0].port = 80;
+        p2.namespace = "a".into();
+        let mut e = cnp("deny-web", Tier::Admin, 1, "b");
+        e.egress = vec![rule(
+            ClusterAction::Deny,
+            "a",
+            vec![
+                ClusterPort::Named("web".into()),
+                ClusterPort::Named("www".into()),
+            ],
+        )];
+        c.cluster_policies = vec![e];
+        // p3 (namespace b, another node) is no local subject: add a local pod in b.
+        let mut p4 = c.pods.iter().find(|p| p.name == "p3").unwrap().clone();
+        p4.name = "p4".into();
+        p4.node = Some("n".into());
+        p4.ips = vec!["10.0.0.4".parse().unwrap()];
+        c.pods.push(p4);
+        assert!(!allowed(&c, "10.0.0.4", P1, 80));
+        assert!(!allowed(&c, "10.0.0.4", P2, 80));
+        assert!(allowed(&c, "10.0.0.4", P2, 8080));
     }
 
     #[test]

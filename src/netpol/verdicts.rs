@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::build::LOG_PREFIX;
+use super::cnp::Tier;
 
 /// The decision a log rule reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,9 +126,8 @@ pub fn log(prefix: &str, packet: &[u8], pods: &HashMap<IpAddr, String>) {
     let pod = pods.get(&local).map(String::as_str).unwrap_or("");
     let peer_pod = pods.get(&peer).map(String::as_str).unwrap_or("");
     let port = |p: Option<u16>| p.map(|p| p.to_string()).unwrap_or_default();
-    // A ClusterNetworkPolicy's rule: `<direction>/<Tier>/<policy>#<rule>` (capitalised
-    // tier: never a namespace).
-    let cluster = d.namespace.starts_with(|c: char| c.is_ascii_uppercase());
+    // A ClusterNetworkPolicy's rule: `<direction>/<Tier>/<policy>#<rule>`.
+    let cluster = Tier::from_object_prefix(&d.namespace).is_some();
     let (kind, policy, rule) = match &d.policy {
         Some((name, rule)) if cluster => ("ClusterNetworkPolicy", name.clone(), rule.to_string()),
         Some((name, rule)) => (
