@@ -81,7 +81,7 @@ pub enum Outcome {
 /// applied (or refused) as before. A read-back that fails falls back to the apply.
 pub fn apply_unless_equal(backend: &mut dyn Backend, rs: &Ruleset) -> Result<Outcome> {
     backend::validated(rs)?;
-    match backend.compare(rs) {
+    match backend.compare_before_apply(rs) {
         Ok(c) if c.in_place() => {
             tracing::info!(backend = backend.name(), table = %rs.table, "unchanged, nothing sent");
             return Ok(Outcome::Unchanged);

@@ -77,6 +77,14 @@ pub trait Backend: Inspect {
     /// this backend cannot express, so it is exit 1, never a false drift. A backend may
     /// compare raw values and format only what differs.
     fn compare(&mut self, rs: &Ruleset) -> Result<Comparison>;
+    /// [`Backend::compare`] before an apply that sends nothing when equal: a backend may
+    /// skip re-reading what provably has not changed since it wrote it (nf_tables: set
+    /// elements, while the ruleset generation its batch recorded in the table still
+    /// holds; the structure is always read). `verify` uses `compare`, which reads
+    /// everything. Default: `compare`.
+    fn compare_before_apply(&mut self, rs: &Ruleset) -> Result<Comparison> {
+        self.compare(rs)
+    }
     /// The check right after an acknowledged apply of `rs`: what differs (empty if
     /// nothing). Default: [`Backend::compare`]. A backend whose element read-back is costly
     /// may compare structure only (table, chains, rules, set types): the kernel committed

@@ -891,3 +891,102 @@ fn once_rerun_with_unchanged_config_sends_nothing_but_sees_every_difference() {
     assert!(out.stderr.contains("not managed by nftkit"), "{out}");
     assert_eq!(lab.table().as_deref(), Some(before.as_str()));
 }
+
+/// The one-shot re-run skips the element dump only while the table's record proves
+/// nothing was committed since nftkit's own batch wrote the elements (backend/netlink/
+/// record.rs); any commit in the namespace, a table nftkit did not write, or a changed
+/// config means the elements are read and compared again. nft sees the comment only.
+#[test]
+fn rerun_skips_the_element_dump_only_while_nothing_was_committed_since() {
+    const NOT_READ: &str = "nothing committed since: not read";
+    const UNCHANGED: &str = "unchanged, nothing sent";
+    let lab = Lab::new();
+    lab.config.write(
+        "ip-masq-agent",
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 198.18.0.0/15]\n",
+    );
+    lab.masq_ok(&["--once"]);
+    let applied = lab.table().expect("table applied");
+    // nft lists the table with its comment only (the record is user data nft skips).
+    assert_eq!(
+        applied
+            .matches("comment \"managed by nftkit masquerade\"")
+            .count(),
+        applied.matches("comment").count(),
+        "{applied}"
+    );
+    assert!(lab.router.nft(&["-j", "list", "ruleset"]).success());
+
+    let out = lab.masq_ok(&["--once", "-vv"]);
+    assert!(out.stderr.contains(NOT_READ), "{out}");
+    assert!(out.stderr.contains(UNCHANGED), "{out}");
+
+    // Another program commits anything in the namespace: the elements are read again.
+    lab.router
+        .must(&["nft", "add", "table", "ip", "someone-else"]);
+    let out = lab.masq_ok(&["--once", "-vv"]);
+    assert!(!out.stderr.contains(NOT_READ), "{out}");
+    assert!(out.stderr.contains("set elements read back"), "{out}");
+    assert!(out.stderr.contains(UNCHANGED), "{out}");
+
+    // An element deleted by hand is a commit too: seen and put right.
+    lab.router.must(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        TABLE,
+        "nomasq-v4",
+        "{ 198.18.0.0/15 }",
+    ]);
+    let out = lab.masq_ok(&["--once", "-vv"]);
+    assert!(!out.stderr.contains(UNCHANGED), "{out}");
+    assert_eq!(lab.table().as_deref(), Some(applied.as_str()));
+    let out = lab.masq_ok(&["--once", "-vv"]);
+    assert!(out.stderr.contains(NOT_READ), "{out}");
+
+    // A changed config: the record is of other elements, so it is applied.
+    lab.config.write(
+        "ip-masq-agent",
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 198.18.0.0/15, 100.64.0.0/10]\n",
+    );
+    let out = lab.masq_ok(&["--once", "-vv"]);
+    assert!(!out.stderr.contains(UNCHANGED), "{out}");
+    assert!(lab.table().unwrap().contains("100.64.0.0/10"));
+    lab.expect(OUTSIDE, true);
+
+    // The same table loaded by nft (our comment, no record): read in full, equal.
+    let dry = lab.masq_ok(&["--dry-run"]).stdout;
+    lab.router.nft_load(&dry);
+    let out = lab.masq_ok(&["--once", "-vv"]);
+    assert!(!out.stderr.contains(NOT_READ), "{out}");
+    assert!(out.stderr.contains(UNCHANGED), "{out}");
+
+    // Commits racing the apply: the batch is bound to the generation it was built at and
+    // built again when the kernel refuses it; every apply lands, the last config wins.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                lab.router.must(&["nft", "add", "table", "ip", "racer"]);
+                lab.router.must(&["nft", "delete", "table", "ip", "racer"]);
+            }
+        });
+        for i in 0..12 {
+            lab.config.write(
+                "ip-masq-agent",
+                &format!(
+                    "nonMasqueradeCIDRs: [10.0.0.0/8, 198.51.100.{}/32]\n",
+                    i * 8
+                ),
+            );
+            lab.masq_ok(&["--once"]);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let table = lab.table().unwrap();
+    assert!(table.contains("198.51.100.88"), "{table}");
+    assert!(!table.contains("198.51.100.80"), "{table}");
+    let out = lab.nftkit(&["verify", "masquerade", "--config-dir", &lab.config.s()]);
+    assert!(out.success(), "{out}");
+}

@@ -50,7 +50,13 @@ pub(super) fn build_batch(
     } else {
         0
     };
-    emit(Step::AddTable { flags }, BatchOp::AddTable);
+    emit(
+        Step::AddTable {
+            flags,
+            record: None,
+        },
+        BatchOp::AddTable,
+    );
     for (i, name) in rs.counters().into_iter().enumerate() {
         emit(
             Step::AddObject(nft::Object::counter(t, name).comment(rs.comment.as_str())),

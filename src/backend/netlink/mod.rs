@@ -18,8 +18,10 @@
 
 mod decode;
 mod delta;
+mod dump;
 mod encode;
 pub mod nflog;
+mod record;
 mod vmap;
 mod wire;
 
@@ -34,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::model::{self, Ruleset};
 use crate::snapshot::Snapshot;
 use encode::OldTable;
+use record::Record;
 
 /// nft's datatype numbers for the set key types nlink has no name for.
 const TYPE_UID: u32 = 24;
@@ -169,8 +172,12 @@ impl NetlinkBackend {
     }
 
     /// The replace batch for `rs` and what each of its messages does (see
-    /// `encode::build_batch`).
-    fn build_batch(&self, rs: &Ruleset) -> Result<(nft::Transaction, Vec<BatchOp>)> {
+    /// `encode::build_batch`), the table carrying `record`.
+    fn build_batch(
+        &self,
+        rs: &Ruleset,
+        record: Option<Record>,
+    ) -> Result<(nft::Transaction, Vec<BatchOp>)> {
         let old = if nft::connection::kernel_has_destroy() {
             OldTable::Destroy
         } else if self.table_info(&rs.table)?.is_some() {
@@ -181,11 +188,53 @@ impl NetlinkBackend {
         let mut tx = Some(self.conn.transaction());
         let mut ops = Vec::new();
         encode::build_batch(rs, old, self.process_owned, &mut |step, op| {
+            let step = match step {
+                wire::Step::AddTable { flags, .. } => wire::Step::AddTable { flags, record },
+                other => other,
+            };
             tx = tx.take().map(|tx| step.queue(tx, rs));
             ops.push(op);
         })?;
         let tx = tx.expect("the transaction is always put back");
         Ok((tx, ops))
+    }
+
+    /// Commit the replace batch for `rs`, bound to the ruleset generation it was built at
+    /// so the table can record the generation its commit produces (`record.rs`). Someone
+    /// committing in between makes the kernel refuse it (ERESTART): built again, and the
+    /// last attempt goes unbound and without a record.
+    fn commit_replace(&self, rs: &Ruleset) -> Result<()> {
+        const BOUND_ATTEMPTS: usize = 3;
+        let mut reader = self.reader().ok();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if attempt > BOUND_ATTEMPTS {
+                reader = None;
+            }
+            let generation = reader.as_mut().and_then(|r| r.generation().ok());
+            let built = std::time::Instant::now();
+            let record = generation.map(|g| Record::after_commit_at(g, rs));
+            let (mut tx, ops) = self.build_batch(rs, record)?;
+            if let Some(g) = generation {
+                tx = tx.expect_generation(g);
+            }
+            let sent = std::time::Instant::now();
+            let result = self.rt.block_on(tx.commit(&self.conn));
+            // The kernel's share: it checks and commits the whole batch inside the send.
+            tracing::debug!(
+                build_us = (sent - built).as_micros() as u64,
+                commit_us = sent.elapsed().as_micros() as u64,
+                messages = ops.len(),
+                "batch sent and acknowledged"
+            );
+            match result {
+                Err(e) if generation.is_some() && e.errno() == Some(libc::ERESTART) => {
+                    tracing::debug!(attempt, "ruleset changed while the batch was built; again");
+                }
+                other => return other.map_err(|e| batch_error(rs, &e, &ops)),
+            }
+        }
     }
 }
 
@@ -206,21 +255,7 @@ impl Backend for NetlinkBackend {
             }
             tracing::warn!(table = %rs.table, "replacing a table not managed by nftkit (--force)");
         }
-        let built = std::time::Instant::now();
-        let (tx, ops) = self.build_batch(rs)?;
-        let sent = std::time::Instant::now();
-        let result = self
-            .rt
-            .block_on(tx.commit(&self.conn))
-            .map_err(|e| batch_error(rs, &e, &ops));
-        // The kernel's share: it checks and commits the whole batch inside the send.
-        tracing::debug!(
-            build_us = (sent - built).as_micros() as u64,
-            commit_us = sent.elapsed().as_micros() as u64,
-            messages = ops.len(),
-            "batch sent and acknowledged"
-        );
-        result
+        self.commit_replace(rs)
     }
 
     /// One batch of element removals, then additions (`delta.rs`).
@@ -241,13 +276,13 @@ impl Backend for NetlinkBackend {
     }
 
     fn compare(&mut self, rs: &Ruleset) -> Result<super::Comparison> {
-        match self.table_info(&rs.table)? {
-            Some(info) => self.compare_table(&info, rs),
-            None => Ok(super::Comparison {
-                found: None,
-                diff: crate::snapshot::diff(&decode::expected_snapshot(rs, false), None),
-            }),
-        }
+        self.compare_to(rs, false)
+    }
+
+    /// Set elements are not read while the table's record proves they are the ones
+    /// nftkit wrote for an equal ruleset (`record.rs`).
+    fn compare_before_apply(&mut self, rs: &Ruleset) -> Result<super::Comparison> {
+        self.compare_to(rs, true)
     }
 
     fn ruleset_generation(&mut self) -> Option<u64> {
@@ -336,13 +371,12 @@ impl Inspect for NetlinkBackend {
         {
             // Counts only: the elements are dumped and counted, never formatted.
             let snap = self.snapshot_of(t, false)?;
+            let mut reader = self.reader()?;
             let mut elements = 0;
             for set in snap.sets.keys() {
-                elements += self
-                    .rt
-                    .block_on(self.conn.list_set_elements(&t.name, set, Family::Inet))
-                    .map_err(|e| kernel_error(&format!("read set {set}"), &e))?
-                    .len();
+                elements += reader
+                    .count(&t.name, set)
+                    .map_err(|e| dump_error(&format!("read set {set}"), e))?;
             }
             out.push(OwnedTable {
                 backend: "nftables",
@@ -548,6 +582,33 @@ impl NetlinkBackend {
             }
             Some(false)
         })
+    }
+}
+
+impl NetlinkBackend {
+    /// `Backend::compare`; with `trust_record`, `compare_before_apply`.
+    fn compare_to(&mut self, rs: &Ruleset, trust_record: bool) -> Result<super::Comparison> {
+        match self.table_info(&rs.table)? {
+            Some(info) => self.compare_table(&info, rs, trust_record),
+            None => Ok(super::Comparison {
+                found: None,
+                diff: crate::snapshot::diff(&decode::expected_snapshot(rs, false), None),
+            }),
+        }
+    }
+
+    /// A blocking socket for the reads nlink makes costly (`dump.rs`).
+    fn reader(&self) -> Result<dump::Reader> {
+        dump::Reader::open().map_err(|e| dump_error("open nf_tables netlink socket", e))
+    }
+}
+
+/// Map an error of `dump.rs` to exit 1.
+fn dump_error(op: &str, e: std::io::Error) -> Error {
+    Error::Kernel {
+        op: op.to_string(),
+        errno: e.raw_os_error(),
+        message: e.to_string(),
     }
 }
 

@@ -425,6 +425,8 @@ pub(super) enum Step {
     DelTable,
     AddTable {
         flags: u32,
+        /// What this batch wrote, for a later compare (`record.rs`); set by the backend.
+        record: Option<super::record::Record>,
     },
     AddObject(nft::Object),
     AddSet(nft::Set),
@@ -442,9 +444,12 @@ impl Step {
         match self {
             Step::DestroyTable => tx.destroy_table(t, Family::Inet),
             Step::DelTable => tx.del_table(t, Family::Inet),
-            Step::AddTable { flags } => {
-                tx.add_table_with_comment(t, Family::Inet, flags, Some(&rs.comment))
-            }
+            Step::AddTable { flags, record } => tx.raw(super::record::new_table(
+                t,
+                flags,
+                &rs.comment,
+                record.as_ref(),
+            )),
             Step::AddObject(o) => tx.add_object(&o),
             Step::AddSet(s) => tx.add_set(s),
             Step::AddElements(s, elements) => tx.add_set_elements(&s, &elements),
