@@ -12,7 +12,7 @@ use super::encode::nl_rule;
 use super::record::{Record, elements_digest};
 use super::vmap;
 use super::wire::{dnat_map_layout, element_wire, hex, key_name, nl_key, push_wire_value};
-use super::{NFPROTO_IPV4, NFPROTO_IPV6, NetlinkBackend, dump_error, kernel_error};
+use super::{NFPROTO_IPV4, NFPROTO_IPV6, NetlinkBackend, TableInfo, kernel_error};
 use crate::backend::{Comparison, is_owned_comment};
 use crate::error::Result;
 use crate::model::{self, Action, IpFamily, Ruleset};
@@ -25,7 +25,7 @@ impl NetlinkBackend {
     /// The kernel's table; without `elements` the named sets' element lists are left
     /// empty (the kernel's element dump is the costly part: it walks the set's tree
     /// from the start again for every ~32 KiB of output).
-    pub(super) fn snapshot_of(&self, table: &nft::Table, elements: bool) -> Result<Snapshot> {
+    pub(super) fn snapshot_of(&self, table: &TableInfo, elements: bool) -> Result<Snapshot> {
         let name = table.name.as_str();
         let conn = &self.conn;
         let (chains, rules, sets) = self
@@ -126,15 +126,12 @@ impl NetlinkBackend {
     /// is of that state too.
     pub(super) fn compare_table(
         &self,
-        info: &nft::Table,
+        info: &TableInfo,
         rs: &Ruleset,
         trust_record: bool,
     ) -> Result<Comparison> {
-        let mut reader = self.reader()?;
         let record = if trust_record {
-            reader
-                .table(&rs.table)
-                .map_err(|e| dump_error(&format!("read table {}", rs.table), e))?
+            self.read(&format!("read table {}", rs.table), |r| r.table(&rs.table))?
                 .filter(|t| t.handle == info.handle)
                 .and_then(|t| Record::find(&t.userdata))
         } else {
@@ -144,7 +141,7 @@ impl NetlinkBackend {
         let mut diff = snapshot::diff(&expected_snapshot(rs, false), Some(&observed));
         if let Some(r) = record
             && r.digest == elements_digest(rs)
-            && reader.generation().ok() == Some(r.generation)
+            && self.read("read the ruleset generation", |r| r.generation())? == r.generation
         {
             tracing::debug!(
                 generation = r.generation,
@@ -166,9 +163,9 @@ impl NetlinkBackend {
             if os.key != key_name(type_id) || os.interval != set.interval {
                 continue;
             }
-            let have = reader
-                .set_ranges(&rs.table, &set.name, set.interval)
-                .map_err(|e| dump_error(&format!("read set {}", set.name), e))?;
+            let have = self.read(&format!("read set {}", set.name), |r| {
+                r.set_ranges(&rs.table, &set.name, set.interval)
+            })?;
             dumped += have.len();
             let mut want: Vec<WireRange> = set
                 .elements

@@ -26,6 +26,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNETLINK_V0: u8 = 0;
+const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_INET: u8 = 1;
 /// `NFT_SET_ELEM_INTERVAL_END`.
 const INTERVAL_END: u32 = 1;
@@ -92,6 +93,22 @@ pub(super) struct RawTable {
     pub handle: u64,
     pub flags: u32,
     pub userdata: Vec<u8>,
+}
+
+impl RawTable {
+    /// The comment in the user data (`NFTNL_UDATA_TABLE_COMMENT`), as nft shows it.
+    pub(super) fn comment(&self) -> Option<String> {
+        let mut rest = &self.userdata[..];
+        while let [kind, len, tail @ ..] = rest {
+            let value = tail.get(..usize::from(*len))?;
+            if *kind == 0 {
+                let text = value.strip_suffix(&[0]).unwrap_or(value);
+                return Some(String::from_utf8_lossy(text).into_owned());
+            }
+            rest = &tail[usize::from(*len)..];
+        }
+        None
+    }
 }
 
 pub(super) struct Reader {
@@ -178,6 +195,16 @@ impl Reader {
         }
     }
 
+    /// The family of every table nf_tables holds, any family (one dump).
+    pub(super) fn table_families(&mut self) -> io::Result<Vec<u8>> {
+        let mut families = Vec::new();
+        // A table added or removed meanwhile changes nothing for the caller's question.
+        self.dump(nft::NFT_MSG_GETTABLE, NFPROTO_UNSPEC, &[], |family, _| {
+            families.push(family)
+        })?;
+        Ok(families)
+    }
+
     /// Every element of set `set` in inet table `table`, as ranges sorted by start. An
     /// interval set's starts and `end + 1`s (flagged INTERVAL_END) are paired back the
     /// way nlink pairs them: a start with no end runs to the top.
@@ -215,22 +242,27 @@ impl Reader {
         for _ in 0..DUMP_ATTEMPTS {
             let mut raw = Vec::new();
             let mut malformed = false;
-            let complete = self.dump(nft::NFT_MSG_GETSETELEM, &request, |payload| {
-                for (kind, list) in attrs(payload) {
-                    if kind != nft::NFTA_SET_ELEM_LIST_ELEMENTS {
-                        continue;
-                    }
-                    for (kind, elem) in attrs(list) {
-                        if kind != nft::NFTA_LIST_ELEM {
+            let complete = self.dump(
+                nft::NFT_MSG_GETSETELEM,
+                NFPROTO_INET,
+                &request,
+                |_, payload| {
+                    for (kind, list) in attrs(payload) {
+                        if kind != nft::NFTA_SET_ELEM_LIST_ELEMENTS {
                             continue;
                         }
-                        match element_key(elem) {
-                            Some(e) => raw.push(e),
-                            None => malformed = true,
+                        for (kind, elem) in attrs(list) {
+                            if kind != nft::NFTA_LIST_ELEM {
+                                continue;
+                            }
+                            match element_key(elem) {
+                                Some(e) => raw.push(e),
+                                None => malformed = true,
+                            }
                         }
                     }
-                }
-            })?;
+                },
+            )?;
             if malformed {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -282,10 +314,16 @@ impl Reader {
         }
     }
 
-    /// A dump of `msg` for the inet family; `each` sees every answer's attributes.
+    /// A dump of `msg` for `family`; `each` sees every answer's family and attributes.
     /// Ok(false) when a commit interrupted it (read to its end, so the socket is clean).
-    fn dump(&mut self, msg: u8, attrs: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<bool> {
-        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP, NFPROTO_INET, attrs)?;
+    fn dump(
+        &mut self,
+        msg: u8,
+        family: u8,
+        attrs: &[u8],
+        mut each: impl FnMut(u8, &[u8]),
+    ) -> io::Result<bool> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP, family, attrs)?;
         let mut interrupted = false;
         loop {
             let n = self.recv()?;
@@ -308,7 +346,10 @@ impl Reader {
                         }
                         return Ok(!interrupted);
                     }
-                    _ => each(m.payload.get(NFGENMSG_LEN..).unwrap_or_default()),
+                    _ => each(
+                        m.payload.first().copied().unwrap_or_default(),
+                        m.payload.get(NFGENMSG_LEN..).unwrap_or_default(),
+                    ),
                 }
             }
         }

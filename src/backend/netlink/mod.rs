@@ -48,6 +48,11 @@ const NFPROTO_IPV6: u8 = 10;
 pub struct NetlinkBackend {
     rt: tokio::runtime::Runtime,
     conn: Connection<Nftables>,
+    /// The reads nlink makes costly (`dump.rs`): a second, blocking socket.
+    reader: std::cell::RefCell<dump::Reader>,
+    /// The ruleset generation our last replace batch committed as, when it was bound
+    /// (`commit_replace`): `check_applied` needs no read-back while it still holds.
+    committed_at: Option<u32>,
     /// Create tables with NFT_TABLE_F_OWNER: they live as long as this socket.
     process_owned: bool,
     /// `--force`: take over a same-named table that is not marked as ours.
@@ -72,15 +77,20 @@ impl NetlinkBackend {
             .map_err(|e| kernel_error("open nf_tables netlink socket", &e))?;
         wire::raise_send_buffer(conn.socket().as_raw_fd());
         let _ = conn.socket().set_rcvbuf(4 << 20);
-        let b = NetlinkBackend {
+        let mut reader =
+            dump::Reader::open().map_err(|e| dump_error("open nf_tables netlink socket", e))?;
+        // Does nf_tables answer here? (The generation is the cheapest question.)
+        reader
+            .generation()
+            .map_err(|e| dump_error("ask nf_tables for its ruleset generation", e))?;
+        Ok(NetlinkBackend {
             rt,
             conn,
+            reader: std::cell::RefCell::new(reader),
+            committed_at: None,
             process_owned: opts.lifetime == Lifetime::Process,
             force: opts.force,
-        };
-        b.rt.block_on(b.conn.list_tables_in(Family::Inet))
-            .map_err(|e| kernel_error("list nf_tables tables", &e))?;
-        Ok(b)
+        })
     }
 
     /// Every base chain of families ip, ip6 and inet at the five IP hooks, with its table's
@@ -163,12 +173,15 @@ impl NetlinkBackend {
         decode::expected_snapshot(rs, true)
     }
 
-    fn table_info(&self, table: &str) -> Result<Option<nft::Table>> {
-        let tables = self
-            .rt
-            .block_on(self.conn.list_tables_in(Family::Inet))
-            .map_err(|e| kernel_error("list tables", &e))?;
-        Ok(tables.into_iter().find(|t| t.name == table))
+    /// Our table of name `table` (one GETTABLE, not a dump of every table).
+    fn table_info(&self, table: &str) -> Result<Option<TableInfo>> {
+        let raw = self.read(&format!("read table inet {table}"), |r| r.table(table))?;
+        Ok(raw.map(|t| TableInfo {
+            name: table.to_string(),
+            flags: t.flags,
+            handle: t.handle,
+            comment: t.comment(),
+        }))
     }
 
     /// The replace batch for `rs` and what each of its messages does (see
@@ -203,16 +216,17 @@ impl NetlinkBackend {
     /// so the table can record the generation its commit produces (`record.rs`). Someone
     /// committing in between makes the kernel refuse it (ERESTART): built again, and the
     /// last attempt goes unbound and without a record.
-    fn commit_replace(&self, rs: &Ruleset) -> Result<()> {
+    fn commit_replace(&mut self, rs: &Ruleset) -> Result<()> {
         const BOUND_ATTEMPTS: usize = 3;
-        let mut reader = self.reader().ok();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if attempt > BOUND_ATTEMPTS {
-                reader = None;
-            }
-            let generation = reader.as_mut().and_then(|r| r.generation().ok());
+            let generation = if attempt <= BOUND_ATTEMPTS {
+                self.read("read the ruleset generation", |r| r.generation())
+                    .ok()
+            } else {
+                None
+            };
             let built = std::time::Instant::now();
             let record = generation.map(|g| Record::after_commit_at(g, rs));
             let (mut tx, ops) = self.build_batch(rs, record)?;
@@ -228,6 +242,10 @@ impl NetlinkBackend {
                 messages = ops.len(),
                 "batch sent and acknowledged"
             );
+            self.committed_at = match (&result, &record) {
+                (Ok(()), Some(r)) => Some(r.generation),
+                _ => None,
+            };
             match result {
                 Err(e) if generation.is_some() && e.errno() == Some(libc::ERESTART) => {
                     tracing::debug!(attempt, "ruleset changed while the batch was built; again");
@@ -264,7 +282,20 @@ impl Backend for NetlinkBackend {
     }
 
     /// After an acknowledged batch: structure only (see `Backend::check_applied`).
+    ///
+    /// Not even that while the kernel's generation is still the one our bound batch
+    /// committed as: nobody committed since, so the kernel holds the batch it
+    /// acknowledged, and the concurrent replace this check is for cannot have happened.
     fn check_applied(&mut self, rs: &Ruleset) -> Result<Vec<String>> {
+        if let Some(g) = self.committed_at.take()
+            && self.read("read the ruleset generation", |r| r.generation())? == g
+        {
+            tracing::debug!(
+                generation = g,
+                "nothing committed since our batch: not read back"
+            );
+            return Ok(Vec::new());
+        }
         let observed = match self.table_info(&rs.table)? {
             None => None,
             Some(info) => Some(self.snapshot_of(&info, false)?),
@@ -370,13 +401,10 @@ impl Inspect for NetlinkBackend {
             .filter(|t| is_owned_comment(t.comment.as_deref()))
         {
             // Counts only: the elements are dumped and counted, never formatted.
-            let snap = self.snapshot_of(t, false)?;
-            let mut reader = self.reader()?;
+            let snap = self.snapshot_of(&t.into(), false)?;
             let mut elements = 0;
             for set in snap.sets.keys() {
-                elements += reader
-                    .count(&t.name, set)
-                    .map_err(|e| dump_error(&format!("read set {set}"), e))?;
+                elements += self.read(&format!("read set {set}"), |r| r.count(&t.name, set))?;
             }
             out.push(OwnedTable {
                 backend: "nftables",
@@ -389,6 +417,25 @@ impl Inspect for NetlinkBackend {
             });
         }
         Ok(out)
+    }
+}
+
+/// A table of ours as read: what the snapshot and the ownership check need.
+pub(super) struct TableInfo {
+    name: String,
+    flags: u32,
+    handle: u64,
+    comment: Option<String>,
+}
+
+impl From<&nft::Table> for TableInfo {
+    fn from(t: &nft::Table) -> Self {
+        TableInfo {
+            name: t.name.clone(),
+            flags: t.flags,
+            handle: t.handle,
+            comment: t.comment.clone(),
+        }
     }
 }
 
@@ -573,15 +620,14 @@ pub fn xtables_tables_present() -> Option<bool> {
 impl NetlinkBackend {
     /// [`xtables_tables_present`] over this backend's socket.
     pub fn xtables_tables_present(&self) -> Option<bool> {
-        let conn = &self.conn;
-        self.rt.block_on(async {
-            for family in [Family::Ip, Family::Ip6] {
-                if !conn.list_tables_in(family).await.ok()?.is_empty() {
-                    return Some(true);
-                }
-            }
-            Some(false)
-        })
+        let families = self
+            .read("list nf_tables tables", |r| r.table_families())
+            .ok()?;
+        Some(
+            families
+                .iter()
+                .any(|f| *f == NFPROTO_IPV4 || *f == NFPROTO_IPV6),
+        )
     }
 }
 
@@ -597,9 +643,14 @@ impl NetlinkBackend {
         }
     }
 
-    /// A blocking socket for the reads nlink makes costly (`dump.rs`).
-    fn reader(&self) -> Result<dump::Reader> {
-        dump::Reader::open().map_err(|e| dump_error("open nf_tables netlink socket", e))
+    /// `f` on the blocking socket for the reads nlink makes costly (`dump.rs`); an error
+    /// is exit 1 saying what was being read (`op`).
+    fn read<T>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut dump::Reader) -> std::io::Result<T>,
+    ) -> Result<T> {
+        f(&mut self.reader.borrow_mut()).map_err(|e| dump_error(op, e))
     }
 }
 
@@ -608,23 +659,27 @@ fn dump_error(op: &str, e: std::io::Error) -> Error {
     Error::Kernel {
         op: op.to_string(),
         errno: e.raw_os_error(),
-        message: e.to_string(),
+        message: format!("{e}{}", errno_hint(e.raw_os_error())),
     }
 }
 
-/// Map an nlink error to exit 1 with a hint for the usual causes.
-fn kernel_error(op: &str, e: &nlink::Error) -> Error {
-    let hint = match e.errno() {
+/// What the usual errnos mean for us.
+fn errno_hint(errno: Option<i32>) -> &'static str {
+    match errno {
         Some(libc::EPERM) => " (needs CAP_NET_ADMIN)",
         Some(libc::EOPNOTSUPP) | Some(libc::EPROTONOSUPPORT) => {
             " (nf_tables or a needed module is missing)"
         }
         _ => "",
-    };
+    }
+}
+
+/// Map an nlink error to exit 1 with a hint for the usual causes.
+fn kernel_error(op: &str, e: &nlink::Error) -> Error {
     Error::Kernel {
         op: op.to_string(),
         errno: e.errno(),
-        message: format!("{e}{hint}"),
+        message: format!("{e}{}", errno_hint(e.errno())),
     }
 }
 
