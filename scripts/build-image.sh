@@ -9,7 +9,7 @@
 #   scripts/build-image.sh --glibc                      # fallback, see below
 #
 # Installs what it needs when missing (as root on Debian): the two rustup targets,
-# musl-tools (musl-gcc: ring and mimalloc compile C for x86_64 musl), buildah, the PyPI
+# musl-tools (musl-gcc: ring compiles C for x86_64 musl), buildah, the PyPI
 # package ziglang and cargo-zigbuild (zig is the aarch64 C compiler and linker, with its
 # own musl headers), and cargo-auditable (the dependency list is embedded in each binary,
 # section .dep-v0, for image scanners).

@@ -293,7 +293,34 @@ const KLOG_VALUES: [&str; 7] = [
 pub fn normalize_args(
     args: Vec<std::ffi::OsString>,
 ) -> std::result::Result<Vec<std::ffi::OsString>, String> {
-    let root = <Cli as clap::CommandFactory>::command();
+    normalize_args_for(&<Cli as clap::CommandFactory>::command(), args)
+}
+
+/// Why a command line was refused: a klog flag's value ([`normalize_args`]) or clap's
+/// verdict (which includes `--help` and `--version`).
+#[derive(Debug)]
+pub enum ArgsError {
+    Klog(String),
+    Clap(clap::Error),
+}
+
+/// The command line parsed: [`normalize_args`], then clap, over one command tree (building
+/// it is most of a small run's own start-up cost, so it is built once, and not freed:
+/// the process ends soon, or lives on as a daemon, either way it would not be reused).
+pub fn parse_args(args: Vec<std::ffi::OsString>) -> std::result::Result<Cli, ArgsError> {
+    use clap::{CommandFactory, FromArgMatches};
+    let root = Box::leak(Box::new(Cli::command()));
+    let argv = normalize_args_for(root, args).map_err(ArgsError::Klog)?;
+    let mut matches = root
+        .try_get_matches_from_mut(argv)
+        .map_err(ArgsError::Clap)?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| ArgsError::Clap(e.format(root)))
+}
+
+fn normalize_args_for(
+    root: &clap::Command,
+    args: Vec<std::ffi::OsString>,
+) -> std::result::Result<Vec<std::ffi::OsString>, String> {
     // None: before the job's subcommand; Some(names): after a Go-derived one (its long
     // options and the global ones); Some(empty) after another command or after `--`.
     let mut longs: Option<Vec<String>> = None;

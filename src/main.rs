@@ -1,8 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use nftkit::app;
-use nftkit::cli::{Cli, LogFormat};
+use nftkit::cli::{ArgsError, Cli, LogFormat};
 
 fn init_logging(cli: &Cli) {
     let default = if cli.quiet {
@@ -47,16 +46,13 @@ fn one_line_usage_error(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let argv = match nftkit::cli::normalize_args(std::env::args_os().collect()) {
-        Ok(argv) => argv,
-        Err(e) => {
+    let cli = match nftkit::cli::parse_args(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(ArgsError::Klog(e)) => {
             eprintln!("nftkit: {e} (see nftkit --help)");
             return ExitCode::from(2);
         }
-    };
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(e) => {
+        Err(ArgsError::Clap(e)) => {
             use clap::error::ErrorKind;
             if matches!(
                 e.kind(),
