@@ -101,7 +101,7 @@ impl RawTable {
         let mut rest = &self.userdata[..];
         while let [kind, len, tail @ ..] = rest {
             let value = tail.get(..usize::from(*len))?;
-            if *kind == 0 {
+            if *kind == super::wire::UDATA_COMMENT {
                 let text = value.strip_suffix(&[0]).unwrap_or(value);
                 return Some(String::from_utf8_lossy(text).into_owned());
             }

@@ -53,7 +53,7 @@ pub(super) fn build_batch(
     emit(
         Step::AddTable {
             flags,
-            record: None,
+            udata: Vec::new(),
         },
         BatchOp::AddTable,
     );

@@ -202,7 +202,10 @@ impl NetlinkBackend {
         let mut ops = Vec::new();
         encode::build_batch(rs, old, self.process_owned, &mut |step, op| {
             let step = match step {
-                wire::Step::AddTable { flags, .. } => wire::Step::AddTable { flags, record },
+                wire::Step::AddTable { flags, .. } => wire::Step::AddTable {
+                    flags,
+                    udata: record.map(|r| r.entry()).unwrap_or_default(),
+                },
                 other => other,
             };
             tx = tx.take().map(|tx| step.queue(tx, rs));
@@ -288,7 +291,9 @@ impl Backend for NetlinkBackend {
     /// acknowledged, and the concurrent replace this check is for cannot have happened.
     fn check_applied(&mut self, rs: &Ruleset) -> Result<Vec<String>> {
         if let Some(g) = self.committed_at.take()
-            && self.read("read the ruleset generation", |r| r.generation())? == g
+            && self
+                .read("read the ruleset generation", |r| r.generation())
+                .is_ok_and(|now| now == g)
         {
             tracing::debug!(
                 generation = g,

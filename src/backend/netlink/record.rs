@@ -18,13 +18,9 @@
 
 use std::hash::{Hash, Hasher};
 
-use nlink::netlink::nftables as nft;
-
-use super::wire::{element_wire, put_attr};
+use super::wire::element_wire;
 use crate::model::Ruleset;
 
-/// `NFTNL_UDATA_TABLE_COMMENT`.
-const UDATA_COMMENT: u8 = 0;
 /// Ours; libnftnl defines types 0 (comment) only for tables, and nft skips the others.
 const UDATA_RECORD: u8 = 0xe1;
 /// The record's layout version (first byte of its value).
@@ -46,6 +42,14 @@ impl Record {
             generation: current.checked_add(1).unwrap_or(1),
             digest: elements_digest(rs),
         }
+    }
+
+    /// The record as one user data entry (type, length, value), to follow the comment's.
+    pub(super) fn entry(&self) -> Vec<u8> {
+        let mut e = vec![UDATA_RECORD, 13, RECORD_VERSION];
+        e.extend_from_slice(&self.generation.to_be_bytes());
+        e.extend_from_slice(&self.digest.to_be_bytes());
+        e
     }
 
     /// The record in a table's user data, if it has one of this layout.
@@ -85,44 +89,12 @@ pub(super) fn elements_digest(rs: &Ruleset) -> u64 {
     h.finish()
 }
 
-/// NEWTABLE for inet `name` with `flags`, the comment and the record as user data.
-pub(super) fn new_table(
-    name: &str,
-    flags: u32,
-    comment: &str,
-    record: Option<&Record>,
-) -> nft::RawMessage {
-    let mut udata = Vec::with_capacity(comment.len() + 20);
-    // A comment too long for one entry is cut as nft would refuse it anyway: validation
-    // keeps ours short (`model::validate`).
-    let text = &comment.as_bytes()[..comment.len().min(254)];
-    udata.extend_from_slice(&[UDATA_COMMENT, (text.len() + 1) as u8]);
-    udata.extend_from_slice(text);
-    udata.push(0);
-    if let Some(r) = record {
-        udata.extend_from_slice(&[UDATA_RECORD, 13, RECORD_VERSION]);
-        udata.extend_from_slice(&r.generation.to_be_bytes());
-        udata.extend_from_slice(&r.digest.to_be_bytes());
-    }
-    let mut attrs = Vec::new();
-    put_attr(
-        &mut attrs,
-        nft::NFTA_TABLE_NAME,
-        &super::wire::nul_terminated(name),
-    );
-    if flags != 0 {
-        put_attr(&mut attrs, nft::NFTA_TABLE_FLAGS, &flags.to_be_bytes());
-    }
-    put_attr(&mut attrs, nft::NFTA_TABLE_USERDATA, &udata);
-    nft::RawMessage::new(nft::NFT_MSG_NEWTABLE, nft::Family::Inet)
-        .flags(libc::NLM_F_CREATE as u16 | libc::NLM_F_EXCL as u16)
-        .attrs(attrs)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::wire::{UDATA_COMMENT, new_table};
     use super::*;
     use crate::model::{Element, KeyType, Set};
+    use nlink::netlink::nftables as nft;
 
     fn ruleset(cidrs: &[&str]) -> Ruleset {
         Ruleset {
@@ -161,12 +133,12 @@ mod tests {
         let r = Record::after_commit_at(41, &rs);
         assert_eq!(r.generation, 42);
         assert_eq!(Record::after_commit_at(u32::MAX, &rs).generation, 1);
-        let m = new_table("t", 0, &rs.comment, Some(&r));
+        let m = new_table("t", 0, &rs.comment, &r.entry());
         let udata = userdata(&m);
         assert_eq!(&udata[..3], &[UDATA_COMMENT, 18, b'm']);
         assert_eq!(Record::find(&udata), Some(r));
         // A comment alone, garbage, a record of another layout: no record.
-        let plain = new_table("t", 0, &rs.comment, None);
+        let plain = new_table("t", 0, &rs.comment, &[]);
         assert_eq!(Record::find(&userdata(&plain)), None);
         assert_eq!(Record::find(&[UDATA_RECORD, 200, 1]), None);
         assert_eq!(Record::find(&[UDATA_RECORD, 2, 9, 9]), None);

@@ -419,14 +419,45 @@ pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// `NFTNL_UDATA_TABLE_COMMENT`: the user data entry nft shows as the table's comment.
+pub(super) const UDATA_COMMENT: u8 = 0;
+
+/// NEWTABLE for inet `name` with `flags`; its user data is the comment's entry, then
+/// `more_udata` (entries of types nft does not know, which it skips when it lists).
+pub(super) fn new_table(
+    name: &str,
+    flags: u32,
+    comment: &str,
+    more_udata: &[u8],
+) -> nft::RawMessage {
+    // A comment is one entry of at most 255 bytes with its NUL; ours are short
+    // (`managed by nftkit <command>`).
+    let text = &comment.as_bytes()[..comment.len().min(254)];
+    let mut udata = Vec::with_capacity(text.len() + 3 + more_udata.len());
+    udata.extend_from_slice(&[UDATA_COMMENT, (text.len() + 1) as u8]);
+    udata.extend_from_slice(text);
+    udata.push(0);
+    udata.extend_from_slice(more_udata);
+    let mut attrs = Vec::new();
+    put_attr(&mut attrs, nft::NFTA_TABLE_NAME, &nul_terminated(name));
+    if flags != 0 {
+        put_attr(&mut attrs, nft::NFTA_TABLE_FLAGS, &flags.to_be_bytes());
+    }
+    put_attr(&mut attrs, nft::NFTA_TABLE_USERDATA, &udata);
+    nft::RawMessage::new(nft::NFT_MSG_NEWTABLE, Family::Inet)
+        .flags(libc::NLM_F_CREATE as u16 | libc::NLM_F_EXCL as u16)
+        .attrs(attrs)
+}
+
 /// One message of the replace batch, as nlink builds it.
 pub(super) enum Step {
     DestroyTable,
     DelTable,
     AddTable {
         flags: u32,
-        /// What this batch wrote, for a later compare (`record.rs`); set by the backend.
-        record: Option<super::record::Record>,
+        /// User data entries after the comment's (the elements record, `record.rs`); set
+        /// by the backend.
+        udata: Vec<u8>,
     },
     AddObject(nft::Object),
     AddSet(nft::Set),
@@ -444,12 +475,7 @@ impl Step {
         match self {
             Step::DestroyTable => tx.destroy_table(t, Family::Inet),
             Step::DelTable => tx.del_table(t, Family::Inet),
-            Step::AddTable { flags, record } => tx.raw(super::record::new_table(
-                t,
-                flags,
-                &rs.comment,
-                record.as_ref(),
-            )),
+            Step::AddTable { flags, udata } => tx.raw(new_table(t, flags, &rs.comment, &udata)),
             Step::AddObject(o) => tx.add_object(&o),
             Step::AddSet(s) => tx.add_set(s),
             Step::AddElements(s, elements) => tx.add_set_elements(&s, &elements),
