@@ -9,7 +9,7 @@ use nlink::netlink::nftables::{self as nft, CmpOp, Family, MetaKey, PayloadBase,
 
 use super::dump::{WireKey, WireRange};
 use super::encode::nl_rule;
-use super::record::{Record, elements_digest};
+use super::record::elements_digest;
 use super::vmap;
 use super::wire::{dnat_map_layout, element_wire, hex, key_name, nl_key, push_wire_value};
 use super::{NFPROTO_IPV4, NFPROTO_IPV6, NetlinkBackend, TableInfo, kernel_error};
@@ -119,24 +119,18 @@ impl NetlinkBackend {
     /// verify at 10 000 elements formatted 20 000 strings to find them equal).
     ///
     /// With `trust_record`, the elements are not read when the table's record
-    /// (`record.rs`) says this table's batch wrote them for a ruleset of equal elements
-    /// and the ruleset generation is still the one that batch committed as. Read in this
-    /// order: the record, the structure, the generation: an unchanged generation at the
-    /// end means nothing was committed since the record's batch, so the structure read
-    /// is of that state too.
+    /// (`record.rs`, read with `info`) says this table's batch wrote them for a ruleset
+    /// of equal elements and the ruleset generation is still the one that batch committed
+    /// as. Read in this order: the record (`info`, before this call), the structure, the
+    /// generation: an unchanged generation at the end means nothing was committed since
+    /// the record's batch, so the structure read is of that state too.
     pub(super) fn compare_table(
         &self,
         info: &TableInfo,
         rs: &Ruleset,
         trust_record: bool,
     ) -> Result<Comparison> {
-        let record = if trust_record {
-            self.read(&format!("read table {}", rs.table), |r| r.table(&rs.table))?
-                .filter(|t| t.handle == info.handle)
-                .and_then(|t| Record::find(&t.userdata))
-        } else {
-            None
-        };
+        let record = info.record.filter(|_| trust_record);
         let observed = self.snapshot_of(info, false)?;
         let mut diff = snapshot::diff(&expected_snapshot(rs, false), Some(&observed));
         if let Some(r) = record

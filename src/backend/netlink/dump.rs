@@ -15,6 +15,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nlink::netlink::nftables as nft;
 
+use super::wire::{UDATA_COMMENT, udata_entry};
+
 const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 const NLMSG_ERROR: u16 = 2;
@@ -90,7 +92,6 @@ pub(super) type WireRange = (WireKey, WireKey);
 /// A table as `NFT_MSG_GETTABLE` answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RawTable {
-    pub handle: u64,
     pub flags: u32,
     pub userdata: Vec<u8>,
 }
@@ -98,16 +99,9 @@ pub(super) struct RawTable {
 impl RawTable {
     /// The comment in the user data (`NFTNL_UDATA_TABLE_COMMENT`), as nft shows it.
     pub(super) fn comment(&self) -> Option<String> {
-        let mut rest = &self.userdata[..];
-        while let [kind, len, tail @ ..] = rest {
-            let value = tail.get(..usize::from(*len))?;
-            if *kind == super::wire::UDATA_COMMENT {
-                let text = value.strip_suffix(&[0]).unwrap_or(value);
-                return Some(String::from_utf8_lossy(text).into_owned());
-            }
-            rest = &tail[usize::from(*len)..];
-        }
-        None
+        let value = udata_entry(&self.userdata, UDATA_COMMENT)?;
+        let text = value.strip_suffix(&[0]).unwrap_or(value);
+        Some(String::from_utf8_lossy(text).into_owned())
     }
 }
 
@@ -170,16 +164,12 @@ impl Reader {
         let mut attrs_out = Vec::new();
         put_str(&mut attrs_out, nft::NFTA_TABLE_NAME, name);
         let mut table = RawTable {
-            handle: 0,
             flags: 0,
             userdata: Vec::new(),
         };
         let answer = self.request(nft::NFT_MSG_GETTABLE, NFPROTO_INET, &attrs_out, |_, p| {
             for (kind, value) in attrs(p) {
                 match kind {
-                    nft::NFTA_TABLE_HANDLE if value.len() >= 8 => {
-                        table.handle = u64::from_be_bytes(value[..8].try_into().unwrap());
-                    }
                     nft::NFTA_TABLE_FLAGS if value.len() >= 4 => {
                         table.flags = u32::from_be_bytes(value[..4].try_into().unwrap());
                     }

@@ -179,8 +179,8 @@ impl NetlinkBackend {
         Ok(raw.map(|t| TableInfo {
             name: table.to_string(),
             flags: t.flags,
-            handle: t.handle,
             comment: t.comment(),
+            record: Record::find(&t.userdata),
         }))
     }
 
@@ -429,8 +429,9 @@ impl Inspect for NetlinkBackend {
 pub(super) struct TableInfo {
     name: String,
     flags: u32,
-    handle: u64,
     comment: Option<String>,
+    /// The elements record nftkit's batch left in the user data (`record.rs`).
+    record: Option<Record>,
 }
 
 impl From<&nft::Table> for TableInfo {
@@ -438,8 +439,8 @@ impl From<&nft::Table> for TableInfo {
         TableInfo {
             name: t.name.clone(),
             flags: t.flags,
-            handle: t.handle,
             comment: t.comment.clone(),
+            record: None,
         }
     }
 }

@@ -18,7 +18,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use super::wire::element_wire;
+use super::wire::{element_wire, udata_entry};
 use crate::model::Ruleset;
 
 /// Ours; libnftnl defines types 0 (comment) only for tables, and nft skips the others.
@@ -54,21 +54,13 @@ impl Record {
 
     /// The record in a table's user data, if it has one of this layout.
     pub(super) fn find(userdata: &[u8]) -> Option<Self> {
-        let mut rest = userdata;
-        while let [kind, len, tail @ ..] = rest {
-            let value = tail.get(..usize::from(*len))?;
-            if *kind == UDATA_RECORD {
-                let [RECORD_VERSION, g0, g1, g2, g3, d @ ..] = value else {
-                    return None;
-                };
-                return Some(Record {
-                    generation: u32::from_be_bytes([*g0, *g1, *g2, *g3]),
-                    digest: u64::from_be_bytes(d.try_into().ok()?),
-                });
-            }
-            rest = &tail[usize::from(*len)..];
-        }
-        None
+        let [RECORD_VERSION, g0, g1, g2, g3, d @ ..] = udata_entry(userdata, UDATA_RECORD)? else {
+            return None;
+        };
+        Some(Record {
+            generation: u32::from_be_bytes([*g0, *g1, *g2, *g3]),
+            digest: u64::from_be_bytes(d.try_into().ok()?),
+        })
     }
 }
 

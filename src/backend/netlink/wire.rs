@@ -422,6 +422,20 @@ pub(super) fn hex(b: &[u8]) -> String {
 /// `NFTNL_UDATA_TABLE_COMMENT`: the user data entry nft shows as the table's comment.
 pub(super) const UDATA_COMMENT: u8 = 0;
 
+/// The value of the first entry of type `kind` in user data (entries of type, length,
+/// value, as `new_table` writes them); None if there is none or it is cut short.
+pub(super) fn udata_entry(userdata: &[u8], kind: u8) -> Option<&[u8]> {
+    let mut rest = userdata;
+    while let [k, len, tail @ ..] = rest {
+        let value = tail.get(..usize::from(*len))?;
+        if *k == kind {
+            return Some(value);
+        }
+        rest = &tail[usize::from(*len)..];
+    }
+    None
+}
+
 /// NEWTABLE for inet `name` with `flags`; its user data is the comment's entry, then
 /// `more_udata` (entries of types nft does not know, which it skips when it lists).
 pub(super) fn new_table(
