@@ -1,4 +1,5 @@
-//! Small rulesets for the model's unit tests (`validate`, `eval`).
+//! Small rulesets for unit tests (the model's `validate` and `eval`, and the code that
+//! takes rulesets: live mode's updates, the iptables lowering).
 
 use super::*;
 

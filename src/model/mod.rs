@@ -8,7 +8,7 @@ use std::net::IpAddr;
 pub mod delta;
 pub mod eval;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod validate;
 pub use validate::{LOG_PREFIX_MAX, NAME_MAX};
 

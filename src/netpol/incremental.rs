@@ -101,30 +101,17 @@ fn elements_only(
 mod tests {
     use super::*;
     use crate::backend::fake::FakeBackend;
-    use crate::model::{Action, Chain, Element, KeyType, Rule, Set};
+    use crate::model::Action;
+    use crate::model::fixtures::{regular, rule, v4set};
 
+    /// Live mode's table with one set of `peers` and one chain.
     fn rs(peers: &[&str]) -> Ruleset {
         Ruleset {
             table: "nftkit-netpol".into(),
-            comment: "managed by nftkit netpol".into(),
-            sets: vec![Set {
-                name: "peers".into(),
-                key: KeyType::Ipv4Addr,
-                interval: true,
-                elements: peers
-                    .iter()
-                    .map(|p| Element::V4(p.parse().unwrap()))
-                    .collect(),
-            }],
-            maps: Vec::new(),
-            chains: vec![Chain {
-                name: "c".into(),
-                base: None,
-                rules: vec![Rule {
-                    matches: vec![],
-                    action: Action::Drop,
-                }],
-            }],
+            ..crate::model::fixtures::rs(
+                vec![v4set("peers", true, peers)],
+                vec![regular("c", vec![rule(vec![], Action::Drop)])],
+            )
         }
     }
 

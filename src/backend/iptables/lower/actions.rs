@@ -230,17 +230,8 @@ mod tests {
 
     #[test]
     fn a_verdict_map_becomes_one_goto_per_entry_in_its_family() {
+        use crate::model::fixtures::vmap;
         use crate::model::{AddrField, KeyType, VerdictMap};
-        let vmap = |family, field, map: &str| {
-            rule(
-                vec![],
-                Action::GotoMap {
-                    family,
-                    field,
-                    map: map.into(),
-                },
-            )
-        };
         let regular = |name: &str, action| Chain {
             name: name.into(),
             base: None,
