@@ -1042,3 +1042,24 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A file holding `text`, in a directory of its own removed on drop.
+pub struct TempFile {
+    _dir: TempDir,
+    path: String,
+}
+
+impl TempFile {
+    pub fn new(what: &str, text: &str) -> TempFile {
+        let dir = TempDir::new(what);
+        let path = dir.0.join(format!("{what}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        TempFile {
+            path: path.display().to_string(),
+            _dir: dir,
+        }
+    }
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}

@@ -11,6 +11,8 @@ use nftkit::app;
 use nftkit::backend::Backend;
 use nftkit::cli::Cli;
 
+use crate::common::TempFile;
+
 const GOOD: &str = r#"apiVersion: v1
 kind: List
 items:
@@ -33,29 +35,6 @@ items:
       to: [{networks: [0.0.0.0/0]}]
       protocols: [{tcp: {destinationPort: {range: {start: 1, end: 1024}}}}]
 "#;
-
-struct File(std::path::PathBuf);
-
-impl File {
-    fn new(tag: &str, text: &str) -> File {
-        let path = std::env::temp_dir().join(format!(
-            "nftkit-cnp-{tag}-{}-{:?}.yaml",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::write(&path, text).unwrap();
-        File(path)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// `nftkit ARGS` in this process; (exit code, whether a backend was opened).
 fn run(args: &[&str]) -> (i32, bool) {
@@ -94,7 +73,7 @@ fn binary(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn a_file_with_a_cluster_network_policy_is_accepted() {
-    let f = File::new("good", GOOD);
+    let f = TempFile::new("cnp-good", GOOD);
     let (code, _, err) = binary(&[
         "--dry-run",
         "netpol",
@@ -131,7 +110,7 @@ fn an_invalid_cluster_network_policy_is_exit_2_naming_object_and_field() {
         ),
     ];
     for (text, needle) in cases {
-        let f = File::new("bad", &text);
+        let f = TempFile::new("cnp-bad", &text);
         let args = ["netpol", "--from-file", f.path(), "--node-name", "node-1"];
         // Without --dry-run: refused before a backend is opened.
         assert_eq!(run(&args), (2, false), "{needle}");

@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::common::TempFile;
+
 const CLUSTER: &str = r#"apiVersion: v1
 kind: List
 items:
@@ -30,29 +32,6 @@ items:
       ports: [{port: sql}]
 "#;
 
-struct File(std::path::PathBuf);
-
-impl File {
-    fn new() -> File {
-        let path = std::env::temp_dir().join(format!(
-            "nftkit-explain-{}-{:?}.yaml",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::write(&path, CLUSTER).unwrap();
-        File(path)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn nftkit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nftkit"))
         .args(args)
@@ -61,7 +40,7 @@ fn nftkit(args: &[&str]) -> Output {
         .expect("run nftkit")
 }
 
-fn explain(file: &File, extra: &[&str]) -> Output {
+fn explain(file: &TempFile, extra: &[&str]) -> Output {
     let mut args = vec![
         "netpol",
         "explain",
@@ -84,7 +63,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn allowed_exits_0_denied_exits_4_with_the_deciding_rule() {
-    let f = File::new();
+    let f = TempFile::new("explain", CLUSTER);
     let out = explain(
         &f,
         &["--from", "shop/web", "--to", "shop/db", "--port", "5432"],
@@ -115,7 +94,7 @@ fn allowed_exits_0_denied_exits_4_with_the_deciding_rule() {
 
 #[test]
 fn json_has_the_decision_the_checks_and_the_path() {
-    let f = File::new();
+    let f = TempFile::new("explain", CLUSTER);
     for (port, code, decision) in [("5432/tcp", 0, "allow"), ("5432/udp", 4, "deny")] {
         let out = explain(
             &f,
@@ -164,7 +143,7 @@ fn json_has_the_decision_the_checks_and_the_path() {
 
 #[test]
 fn invalid_input_is_one_line_naming_the_value_exit_2() {
-    let f = File::new();
+    let f = TempFile::new("explain", CLUSTER);
     for (args, needle) in [
         (
             &["--from", "shop/nope", "--to", "shop/db", "--port", "1"][..],
@@ -239,7 +218,7 @@ fn invalid_input_is_one_line_naming_the_value_exit_2() {
 
 #[test]
 fn node_name_comes_from_the_environment_too() {
-    let f = File::new();
+    let f = TempFile::new("explain", CLUSTER);
     let out = Command::new(env!("CARGO_BIN_EXE_nftkit"))
         .args([
             "netpol",
@@ -261,7 +240,7 @@ fn node_name_comes_from_the_environment_too() {
 
 #[test]
 fn netpol_itself_is_unchanged_and_help_documents_the_exit_codes() {
-    let f = File::new();
+    let f = TempFile::new("explain", CLUSTER);
     let out = nftkit(&[
         "--dry-run",
         "netpol",
