@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use clap::Parser;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -80,10 +79,8 @@ fn shell_words(line: &str) -> Vec<String> {
 
 /// An nftkit command line as the binary parses it (Go and klog forms included).
 fn parses(argv: &[String], what: &str) {
-    let argv = nftkit::cli::normalize_args(argv.iter().map(Into::into).collect())
-        .unwrap_or_else(|e| panic!("{what}: {argv:?}: {e}"));
-    if let Err(e) = nftkit::cli::Cli::try_parse_from(&argv) {
-        panic!("{what}: {argv:?} does not parse: {e}");
+    if let Err(e) = nftkit::cli::parse_args(argv.iter().map(Into::into).collect()) {
+        panic!("{what}: {argv:?} does not parse: {e:?}");
     }
 }
 
